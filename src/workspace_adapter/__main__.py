@@ -1,0 +1,3 @@
+from workspace_adapter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Expected failures as one line, unexpected ones as one line plus a log file.
+
+Modelled on pre-commit's error_handler: commands raise :class:`UserError` for anything the
+operator can fix; everything else is written to ``.workspace/logs/`` with its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NEEDS_PERSON = 3
+EXIT_BACKEND_UNREACHABLE = 4
+
+
+class UserError(Exception):
+    """A failure the operator can act on: printed as one line, with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class BackendUnreachable(UserError):
+    """No workspace backend answers at the URL."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"backend not reachable at {url}; start it with `workspace backend`",
+            EXIT_BACKEND_UNREACHABLE,
+        )
+        self.url = url
+
+
+def _log_dir(root: Path | None) -> Path:
+    base = root if root is not None else Path.cwd()
+    return base / ".workspace" / "logs"
+
+
+@contextlib.contextmanager
+def error_handler(root: Path | None = None) -> Iterator[None]:
+    """Turn exceptions into one line on stderr and an exit code (raised as SystemExit)."""
+    try:
+        yield
+    except UserError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        log_dir = _log_dir(root)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        path = log_dir / f"crash-{stamp}-{os.getpid()}.log"
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                encoding="utf-8",
+            )
+            where = f"; traceback in {path}"
+        except OSError:
+            where = ""
+        print(f"error: unexpected {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
