@@ -1,0 +1,67 @@
+"""The CLI wiring: common flags in either position, exit codes, the error handler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workspace_adapter import cli, paths
+from workspace_adapter.errors import UserError, error_handler
+
+
+def test_common_flags_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    parser = cli.build_parser()
+    before = parser.parse_args(["--workspace-root", str(tmp_path), "--mode", "actions", "tick"])
+    after = parser.parse_args(["tick", "--workspace-root", str(tmp_path), "--mode", "actions"])
+    for ns in (before, after):
+        g = cli._globals(ns)
+        assert g.workspace_root == tmp_path.resolve()
+        assert g.mode == "actions"
+
+
+def test_backend_url_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODEX_WORKSPACE_BACKEND_WS_URL", "ws://127.0.0.1:9")
+    g = cli._globals(cli.build_parser().parse_args(["tick"]))
+    assert g.backend_url == "ws://127.0.0.1:9"
+    monkeypatch.delenv("CODEX_WORKSPACE_BACKEND_WS_URL")
+    g = cli._globals(cli.build_parser().parse_args(["tick"]))
+    assert g.backend_url == "ws://127.0.0.1:3586"
+
+
+def test_bad_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["tick", "--no-such-flag"])
+    assert exc.value.code == 2
+
+
+def test_workspace_root_is_found_walking_up(tmp_path: Path) -> None:
+    (tmp_path / ".codex").mkdir()
+    (tmp_path / ".codex" / "workspace.toml").write_text("[workspace]\n")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert paths.resolve_root(None, cwd=deep) == tmp_path.resolve()
+    (tmp_path / "a" / "workspace.toml").write_text("[workspace]\n")
+    assert paths.resolve_root(None, cwd=deep) == (tmp_path / "a").resolve()
+
+
+def test_user_error_is_one_line_with_its_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc, error_handler(None):
+        raise UserError("workspace.toml:3: workspace.tasks[0].id: bad", 2)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: workspace.toml:3: workspace.tasks[0].id: bad"
+
+
+def test_unexpected_error_leaves_a_traceback_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc, error_handler(tmp_path):
+        raise RuntimeError("boom")
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "boom" in err
+    logs = list((tmp_path / ".workspace" / "logs").glob("crash-*.log"))
+    assert len(logs) == 1
+    assert "RuntimeError: boom" in logs[0].read_text()
+    assert str(logs[0]) in err
