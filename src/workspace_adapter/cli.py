@@ -96,6 +96,48 @@ def build_parser() -> argparse.ArgumentParser:
     _common(hr, top=False)
     hr.add_argument("--bump", choices=("patch", "minor"), default="patch")
     hr.add_argument("--conflict", action="store_true", help="touch the same lines as a fork commit")
+
+    p = add("backend", "the workspace backend daemon (JSON-RPC over WebSocket + HTTP)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 3586; 0 picks a free one)")
+    p.add_argument("--cwd", metavar="ROOT", help="workspace root holding flows/")
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="store folder (default ROOT/.workspace/backend)"
+    )
+    p.add_argument("--token-file", metavar="FILE", help="bearer token clients must send")
+    p.add_argument("--secret-file", metavar="FILE", help="HMAC secret for POST /events")
+    p.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN", help="allow a browser"
+    )
+    p.add_argument("--concurrency", type=int, default=2, help="runs at once (default 2)")
+    p.add_argument(
+        "--env-allow", action="append", default=[], metavar="NAME", help="pass NAME to steps"
+    )
+
+    p = add("dispatch", "send an event (JSON file, - for stdin) to the backend")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--wait", action="store_true", help="follow the runs to their end")
+    p.add_argument("--json", action="store_true")
+
+    p = add("replay", "run a stored event again")
+    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("--wait", action="store_true", help="follow the runs to their end")
+    p.add_argument("--json", action="store_true")
+
+    p = add("events", "events the backend stored, newest first")
+    p.add_argument("--type", dest="event_type", metavar="TYPE")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("flow-runs", "runs the backend recorded, newest first")
+    p.add_argument("--event-id", metavar="ID")
+    p.add_argument("--status", choices=("queued", "running", "completed", "failed", "canceled"))
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("cancel", "cancel a queued or running backend run")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -140,6 +182,35 @@ def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
         if ns.harness_command == "init":
             return harness.init(g, force=ns.force)
         return harness.release(g, bump=ns.bump, conflict=ns.conflict)
+    if command == "backend":
+        from workspace_adapter.commands import backend
+
+        return backend.backend(
+            host=ns.host,
+            port=ns.port,
+            cwd=ns.cwd,
+            data_dir=ns.data_dir,
+            token_file=ns.token_file,
+            secret_file=ns.secret_file,
+            allow_origin=ns.allow_origin,
+            concurrency=ns.concurrency,
+            env_allow=ns.env_allow,
+            log_level=g.log_level,
+        )
+    if command in ("dispatch", "replay", "events", "flow-runs", "cancel"):
+        from workspace_adapter.commands import remote
+
+        if command == "dispatch":
+            return remote.dispatch(g, ns.file, wait=ns.wait, as_json=ns.json)
+        if command == "replay":
+            return remote.replay(g, ns.event_id, wait=ns.wait, as_json=ns.json)
+        if command == "events":
+            return remote.events(g, event_type=ns.event_type, limit=ns.limit, as_json=ns.json)
+        if command == "flow-runs":
+            return remote.flow_runs(
+                g, event_id=ns.event_id, status=ns.status, limit=ns.limit, as_json=ns.json
+            )
+        return remote.cancel(g, ns.run_id, as_json=ns.json)
     raise AssertionError(f"unwired command {command}")
 
 

@@ -2,12 +2,16 @@
 
 One connection per CLI invocation: ``initialize``, ``subscribe`` to the event *before*
 ``dispatch``, then follow ``flow.run.updated`` / ``flow.run.output`` until every run ends.
+:class:`ReconnectingClient` is the long-lived variant for a daemon (``workspace serve``): it
+reconnects with backoff when the backend restarts.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +21,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import __version__
-from workspace_adapter.errors import BackendUnreachable, UserError
+from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
 
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "canceled"})
+TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
+DEFAULT_REQUEST_TIMEOUT = 30.0
 
 OutputCallback = Callable[[str, str, str], None]
 """Called with (run id, stream, line) for each line a step prints."""
@@ -43,8 +49,21 @@ class RpcError(UserError):
         self.code = code
 
 
+class ConnectionLost(UserError):
+    """The backend closed the connection under us."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(
+            f"backend at {url} closed the connection: {detail}", EXIT_BACKEND_UNREACHABLE
+        )
+
+
 class WorkspaceClient:
-    """A JSON-RPC session over one open WebSocket; notifications are queued for the caller."""
+    """A JSON-RPC session over one open WebSocket; notifications are queued for the caller.
+
+    Calls are sequential: :meth:`request` reads until its reply arrives and keeps the
+    notifications it sees on the way in :attr:`notifications`.
+    """
 
     def __init__(self, ws: ClientConnection, url: str) -> None:
         self.ws = ws
@@ -53,23 +72,33 @@ class WorkspaceClient:
         self.notifications: list[dict[str, Any]] = []
         self.server_info: dict[str, Any] = {}
 
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Send one request and wait for its reply, queueing notifications seen meanwhile."""
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> Any:
+        """Send one request and wait for its reply (``timeout`` None: as long as it takes)."""
         request_id = next(self._ids)
         frame: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             frame["params"] = params
-        await self.ws.send(json.dumps(frame))
-        while True:
-            message = await self._receive()
-            if message.get("id") != request_id:
-                if "method" in message and "id" not in message:
-                    self.notifications.append(message)
-                continue
-            error = message.get("error")
-            if isinstance(error, dict):
-                raise RpcError(method, int(error.get("code", 0)), str(error.get("message")))
-            return message.get("result")
+        try:
+            await self.ws.send(json.dumps(frame))
+        except websockets.ConnectionClosed as exc:
+            raise ConnectionLost(self.url, str(exc)) from None
+        with anyio.fail_after(timeout):
+            while True:
+                message = await self._receive()
+                if message.get("id") != request_id:
+                    if "method" in message and "id" not in message:
+                        self.notifications.append(message)
+                    continue
+                error = message.get("error")
+                if isinstance(error, dict):
+                    raise RpcError(method, int(error.get("code", 0)), str(error.get("message")))
+                return message.get("result")
 
     async def next_notification(self) -> dict[str, Any]:
         """The next queued or incoming notification."""
@@ -84,7 +113,7 @@ class WorkspaceClient:
         try:
             raw = await self.ws.recv()
         except websockets.ConnectionClosed as exc:
-            raise UserError(f"backend at {self.url} closed the connection: {exc}", 4) from None
+            raise ConnectionLost(self.url, str(exc)) from None
         try:
             message = json.loads(raw)
         except ValueError:
@@ -99,13 +128,20 @@ class WorkspaceClient:
         self.server_info = dict(result.get("serverInfo") or {}) if isinstance(result, dict) else {}
         return result if isinstance(result, dict) else {}
 
+    async def close(self) -> None:
+        await self.ws.close()
+
 
 def _headers(token: str | None) -> dict[str, str] | None:
+    token = token or os.environ.get(TOKEN_ENV) or None
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
 async def open_client(url: str, token: str | None = None, timeout: float = 5.0) -> WorkspaceClient:
-    """Connect and initialize; :class:`BackendUnreachable` when nothing answers."""
+    """Connect and initialize; :class:`BackendUnreachable` when nothing answers.
+
+    ``token`` defaults to ``$CODEX_WORKSPACE_BACKEND_TOKEN``.
+    """
     try:
         with anyio.fail_after(timeout):
             ws = await connect(
@@ -113,11 +149,25 @@ async def open_client(url: str, token: str | None = None, timeout: float = 5.0) 
                 additional_headers=_headers(token),
                 max_size=16 * 1024 * 1024,
                 open_timeout=timeout,
+                compression=None,
             )
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            raise UserError(
+                f"backend at {url} refused the connection ({status}); set {TOKEN_ENV} to its token",
+                EXIT_BACKEND_UNREACHABLE,
+            ) from None
+        raise BackendUnreachable(url) from None
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI):
         raise BackendUnreachable(url) from None
     client = WorkspaceClient(ws, url)
-    await client.initialize()
+    try:
+        with anyio.fail_after(timeout):
+            await client.initialize()
+    except TimeoutError:
+        await client.close()
+        raise BackendUnreachable(url) from None
     return client
 
 
@@ -127,7 +177,42 @@ async def probe(url: str, token: str | None = None, timeout: float = 2.0) -> dic
     try:
         return client.server_info
     finally:
-        await client.ws.close()
+        await client.close()
+
+
+async def follow_runs(
+    client: WorkspaceClient, run_ids: list[str], on_output: OutputCallback | None = None
+) -> list[dict[str, Any]]:
+    """Wait until every run has ended, streaming output; the client must already subscribe."""
+    finished: dict[str, dict[str, Any]] = {}
+    for run_id in run_ids:
+        got = await client.request("flow.getRun", {"runId": run_id})
+        run = got.get("run") if isinstance(got, dict) else None
+        if isinstance(run, dict) and run.get("status") in TERMINAL_RUN_STATUSES:
+            finished[run_id] = run
+    while len(finished) < len(run_ids):
+        note = await client.next_notification()
+        params = note.get("params") or {}
+        if note.get("method") == "flow.run.output" and on_output is not None:
+            if params.get("runId") in run_ids and params.get("runId") not in finished:
+                on_output(
+                    str(params.get("runId")), str(params.get("stream")), str(params.get("line"))
+                )
+        elif note.get("method") == "flow.run.updated":
+            run = params.get("run") or {}
+            if run.get("id") in run_ids and run.get("status") in TERMINAL_RUN_STATUSES:
+                finished[str(run["id"])] = run
+    return [finished[r] for r in run_ids]
+
+
+def _outcome(reply: Any, event_id: str) -> DispatchOutcome:
+    reply = reply if isinstance(reply, dict) else {}
+    return DispatchOutcome(
+        status=str(reply.get("status")),
+        event_id=str(reply.get("eventId", event_id)),
+        matched=int(reply.get("matched") or 0),
+        run_ids=[str(r) for r in reply.get("runIds") or []],
+    )
 
 
 async def dispatch_and_follow(
@@ -143,37 +228,107 @@ async def dispatch_and_follow(
     client = await open_client(url, token, connect_timeout)
     try:
         if wait:
+            # Before the dispatch, so not one line of a fast run is missed.
             await client.request("flow.subscribe", {"eventId": event["id"]})
-        reply = await client.request("flow.dispatch", {"event": event})
-        outcome = DispatchOutcome(
-            status=str(reply.get("status")),
-            event_id=str(reply.get("eventId", event["id"])),
-            matched=int(reply.get("matched") or 0),
-            run_ids=[str(r) for r in reply.get("runIds") or []],
-        )
-        if not wait or not outcome.run_ids:
-            return outcome
-        finished: dict[str, dict[str, Any]] = {}
-        for run_id in outcome.run_ids:
-            got = await client.request("flow.getRun", {"runId": run_id})
-            run = got.get("run") if isinstance(got, dict) else None
-            if isinstance(run, dict) and run.get("status") in TERMINAL_RUN_STATUSES:
-                finished[run_id] = run
-        while len(finished) < len(outcome.run_ids):
-            note = await client.next_notification()
-            params = note.get("params") or {}
-            if note.get("method") == "flow.run.output" and on_output is not None:
-                if params.get("runId") in outcome.run_ids:
-                    on_output(
-                        str(params.get("runId")),
-                        str(params.get("stream")),
-                        str(params.get("line")),
-                    )
-            elif note.get("method") == "flow.run.updated":
-                run = params.get("run") or {}
-                if run.get("id") in outcome.run_ids and run.get("status") in TERMINAL_RUN_STATUSES:
-                    finished[str(run["id"])] = run
-        outcome.runs = [finished[r] for r in outcome.run_ids]
+        outcome = _outcome(await client.request("flow.dispatch", {"event": event}), event["id"])
+        if wait and outcome.run_ids:
+            outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
         return outcome
     finally:
-        await client.ws.close()
+        await client.close()
+
+
+async def replay_and_follow(
+    url: str,
+    event_id: str,
+    *,
+    wait: bool = True,
+    on_output: OutputCallback | None = None,
+    token: str | None = None,
+    connect_timeout: float = 5.0,
+) -> DispatchOutcome:
+    """Replay a stored event; with ``wait``, follow the new runs like a dispatch."""
+    client = await open_client(url, token, connect_timeout)
+    try:
+        if wait:
+            await client.request("flow.subscribe", {"eventId": event_id})
+        outcome = _outcome(await client.request("flow.replay", {"eventId": event_id}), event_id)
+        if wait and outcome.run_ids:
+            outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
+        return outcome
+    finally:
+        await client.close()
+
+
+async def call(
+    url: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+) -> Any:
+    """One request on a fresh connection (for the inspection commands)."""
+    client = await open_client(url, token)
+    try:
+        return await client.request(method, params, timeout=timeout)
+    finally:
+        await client.close()
+
+
+class ReconnectingClient:
+    """A long-lived session that reconnects with exponential backoff and jitter.
+
+    Requests are retried once on a fresh connection when the old one dropped. Notifications
+    seen by a lost connection are gone; a caller that follows runs re-subscribes and re-reads
+    the runs (:func:`follow_runs` does the re-read).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self._client: WorkspaceClient | None = None
+        self._lock = anyio.Lock()
+
+    async def connect(self, attempts: int | None = None) -> WorkspaceClient:
+        """The open session, (re)connecting as needed; ``attempts`` None means keep trying."""
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            delay = self.initial_backoff
+            tried = 0
+            while True:
+                try:
+                    self._client = await open_client(self.url, self.token)
+                    return self._client
+                except BackendUnreachable:
+                    tried += 1
+                    if attempts is not None and tried >= attempts:
+                        raise
+                await anyio.sleep(delay * (0.5 + random.random()))
+                delay = min(self.max_backoff, delay * 2)
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        for retry in (False, True):
+            client = await self.connect()
+            try:
+                return await client.request(method, params)
+            except ConnectionLost:
+                self._client = None
+                if retry:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

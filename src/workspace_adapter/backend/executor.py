@@ -1,0 +1,251 @@
+"""The run queue: starts stored runs through a step executor, within the concurrency caps.
+
+At most ``concurrency`` runs at once, and at most ``step.concurrency`` runs of any one step. The
+queue holds run ids only (events are read from the store when a run starts), and refuses work
+past ``max_pending`` so a burst of dispatches answers ``overloaded`` instead of growing memory.
+Where a step actually runs is the :class:`StepExecutor`'s business (a local subprocess today).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from workspace_adapter.backend.store import BackendStore, RunRecord
+from workspace_adapter.backend.subscriptions import SubscriptionHub
+from workspace_adapter.flows.executor import StepExecutor
+from workspace_adapter.flows.package import FlowPackage, FlowStep
+from workspace_adapter.flows.runner import StepInvocation, StepOutcome
+from workspace_adapter.logs import get_logger
+
+DEFAULT_MAX_PENDING = 10_000
+StepKey = tuple[str, str]
+
+
+class StepLookup(Protocol):
+    """Finds the package and step a stored run names (flows may change between runs)."""
+
+    def find(self, flow_name: str, step_name: str) -> tuple[FlowPackage, FlowStep] | None: ...
+
+
+class _ActiveRun:
+    __slots__ = ("cancel", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.cancel = anyio.Event()
+
+
+class RunQueue:
+    """Queued runs in, finished run records out; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: BackendStore,
+        steps: StepLookup,
+        executor: StepExecutor,
+        hub: SubscriptionHub,
+        workspace_root: Path,
+        backend_url: str,
+        concurrency: int = 2,
+        env_allow: tuple[str, ...] = (),
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        self.store = store
+        self.steps = steps
+        self.executor = executor
+        self.hub = hub
+        self.workspace_root = workspace_root
+        self.backend_url = backend_url
+        self.concurrency = concurrency
+        self.env_allow = env_allow
+        self.max_pending = max_pending
+        self.accepting = True
+        self._pending: deque[RunRecord] = deque()
+        self._active: dict[str, _ActiveRun] = {}
+        self._per_step: Counter[StepKey] = Counter()
+        self._done: dict[str, anyio.Event] = {}
+        self._wake = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._log = get_logger(component="run-queue")
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Start runs as room appears, until :meth:`shutdown` (run it in a task group)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            while self.accepting:
+                self._start_ready(tg)
+                await self._wake.wait()
+                self._wake = anyio.Event()
+
+    def _start_ready(self, tg: anyio.abc.TaskGroup) -> None:
+        while len(self._active) < self.concurrency and self._pending:
+            picked = self._pick()
+            if picked is None:
+                return
+            run, found = picked
+            self._active[run.id] = _ActiveRun(run.id)
+            if found is not None:
+                self._per_step[(run.flow_name, run.step_name)] += 1
+            tg.start_soon(self._execute, run, found)
+
+    def _pick(self) -> tuple[RunRecord, tuple[FlowPackage, FlowStep] | None] | None:
+        """The oldest queued run whose step has room (a busy step does not hold up others)."""
+        for index, run in enumerate(self._pending):
+            found = self.steps.find(run.flow_name, run.step_name)
+            if found is None or self._per_step[(run.flow_name, run.step_name)] < max(
+                1, found[1].concurrency
+            ):
+                del self._pending[index]
+                return run, found
+        return None
+
+    # --- what the service calls --------------------------------------------------------------
+
+    def has_room(self, count: int) -> bool:
+        return self.accepting and len(self._pending) + count <= self.max_pending
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def submit(self, runs: list[RunRecord]) -> None:
+        for run in runs:
+            self._done.setdefault(run.id, anyio.Event())
+            self._pending.append(run)
+            self.hub.run_updated(run.to_wire())
+        self._wake.set()
+
+    async def wait_for(self, run_ids: list[str]) -> list[RunRecord]:
+        """The runs' records once every one of them has ended."""
+        for run_id in run_ids:
+            done = self._done.get(run_id)
+            if done is not None:
+                await done.wait()
+        return [r for r in (self.store.get_run(i) for i in run_ids) if r is not None]
+
+    async def cancel(self, run_id: str) -> RunRecord | None:
+        """Cancel a queued or running run and return its final record (None: no such run)."""
+        active = self._active.get(run_id)
+        if active is not None:
+            active.cancel.set()
+            await self._done[run_id].wait()
+            return self.store.get_run(run_id)
+        for run in self._pending:
+            if run.id == run_id:
+                self._pending.remove(run)
+                self._finish(run_id, status="canceled", error="canceled before it started")
+                break
+        return self.store.get_run(run_id)
+
+    async def shutdown(self) -> None:
+        """Stop starting runs, cancel the running ones, and wait until they are recorded.
+
+        Queued runs stay queued in the store: the next start picks them up.
+        """
+        self.accepting = False
+        self._wake.set()
+        waiting = list(self._active.values())
+        for active in waiting:
+            active.cancel.set()
+        for active in waiting:
+            done = self._done.get(active.run_id)
+            if done is not None:
+                await done.wait()
+
+    # --- one run -----------------------------------------------------------------------------
+
+    async def _execute(self, queued: RunRecord, found: tuple[FlowPackage, FlowStep] | None) -> None:
+        run_id = queued.id
+        log = self._log.bind(run_id=run_id, event_id=queued.event_id)
+        active = self._active[run_id]
+        try:
+            if found is None:
+                self._finish(
+                    run_id,
+                    status="failed",
+                    error=f"flow step {queued.flow_name}/{queued.step_name} no longer exists",
+                )
+                return
+            run = self.store.mark_running(run_id)
+            if run is None:
+                return
+            event = self.store.get_event(queued.event_id)
+            if event is None:
+                self._finish(run_id, status="failed", error="its event is not in the store")
+                return
+            self.hub.run_updated(run.to_wire())
+            package, step = found
+            invocation = StepInvocation(
+                package=package,
+                step=step,
+                event=event,
+                run_id=run_id,
+                workspace_root=self.workspace_root,
+                replay=run.replay,
+                workspace_backend_url=self.backend_url,
+                launched_by="workspace-backend",
+                env_allow=self.env_allow,
+            )
+            event_id = run.event_id
+
+            def on_line(stream: str, line: str) -> None:
+                self.hub.run_output(event_id, run_id, stream, line)
+
+            def on_started(pid: int) -> None:
+                log.info("step.started", pid=pid, flow=run.flow_name, step=run.step_name)
+
+            try:
+                outcome = await self.executor.run(
+                    invocation, on_line=on_line, on_started=on_started, cancel=active.cancel
+                )
+            except Exception as exc:
+                log.exception("step.crashed")
+                self._finish(run_id, status="failed", error=f"internal error: {exc}")
+                return
+            self._record(run_id, outcome)
+            log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
+        finally:
+            del self._active[run_id]
+            if found is not None:
+                key = (queued.flow_name, queued.step_name)
+                self._per_step[key] -= 1
+                if self._per_step[key] <= 0:
+                    del self._per_step[key]
+            done = self._done.pop(run_id, None)
+            if done is not None:
+                done.set()
+            self._wake.set()
+
+    def _record(self, run_id: str, outcome: StepOutcome) -> None:
+        self._finish(
+            run_id,
+            status=outcome.status,
+            result_status=outcome.result_status,
+            result=outcome.result,
+            error=outcome.error,
+            exit_code=outcome.exit_code,
+            stdout_tail=outcome.stdout_tail,
+            stderr_tail=outcome.stderr_tail,
+        )
+
+    def _finish(self, run_id: str, **fields: Any) -> None:
+        record = self.store.finish_run(run_id, **fields)
+        if record is not None:
+            self.hub.run_updated(record.to_wire())
+        if run_id not in self._active:
+            done = self._done.pop(run_id, None)
+            if done is not None:
+                done.set()

@@ -1,0 +1,193 @@
+"""The backend's HTTP routes (SPEC §6) and the guard in front of every request.
+
+Routes translate between HTTP and :class:`BackendService`: a bad body or query is a 400 with a
+JSON error naming the field, an unknown id a 404, never a 500 for input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from workspace_adapter import protocol as rpc
+from workspace_adapter.backend.dispatch import BackendService
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+EVENT_POSTS = frozenset({"/events", "/flow-events"})
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(rpc.encode_json(body), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str, field: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return json_response(body, status)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or ``localhost``; names are not resolved."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Guard:
+    """Refuses browser origins that are not allowed and, with a token, unauthenticated calls.
+
+    ``/healthz`` and ``/readyz`` are open; ``POST /events`` with a secret configured is checked
+    by its route instead (a valid signature stands in for the token there).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        secret: str | None,
+        allowed_origins: frozenset[str],
+    ) -> None:
+        self.app = app
+        self.token = token
+        self.secret = secret
+        self.allowed_origins = allowed_origins
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        headers = dict(scope.get("headers") or [])
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1") not in self.allowed_origins:
+            return 403, "origin not allowed; start the backend with --allow-origin"
+        path = scope.get("path", "")
+        if self.token is None or path in OPEN_PATHS:
+            return None
+        if self.secret is not None and path in EVENT_POSTS and scope.get("method") == "POST":
+            return None
+        authorization = headers.get(b"authorization")
+        if not rpc.verify_token(
+            self.token, authorization.decode("latin-1") if authorization else None
+        ):
+            return 401, "missing or wrong bearer token"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refused = self.refusal(scope)
+            if refused is not None:
+                status, message = refused
+                response = error_response(status, message)
+                if scope["type"] == "websocket":
+                    await WebSocket(scope, receive, send).send_denial_response(response)
+                else:
+                    await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _faults_as_http(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except rpc.RpcFault as fault:
+            field = (fault.data or {}).get("field")
+            if fault.code == rpc.OVERLOADED:
+                return error_response(503, fault.message)
+            missing = fault.code == rpc.INVALID_PARAMS and "no such" in fault.message
+            return error_response(404 if missing else 400, fault.message, field)
+
+    return wrapped
+
+
+def _query(request: Request, method: str, names: dict[str, str]) -> Any:
+    params = {key: request.query_params[q] for q, key in names.items() if q in request.query_params}
+    return rpc.parse_params(method, params)
+
+
+def build_routes(
+    service: BackendService, *, secret: str | None, ready: Callable[[], bool]
+) -> list[Route]:
+    """Every HTTP route of SPEC §6 over ``service``."""
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        ok = ready()
+        return json_response({"ok": ok}, 200 if ok else 503)
+
+    async def post_event(request: Request) -> Response:
+        body = await request.body()
+        if secret is not None:
+            header = next(
+                (request.headers.get(h) for h in rpc.SIGNATURE_HEADERS if h in request.headers),
+                None,
+            )
+            if not rpc.verify_signature(secret, body, header):
+                return error_response(401, "missing or bad signature (x-flow-signature-256)")
+        try:
+            event = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            return error_response(400, f"body is not valid JSON: {exc}")
+        if not isinstance(event, dict):
+            return error_response(400, "body must be one FlowEvent (a JSON object)")
+        reply = await service.dispatch(event)
+        return json_response(reply, 202)
+
+    async def list_events(request: Request) -> Response:
+        params = _query(request, "flow.listEvents", {"type": "type", "limit": "limit"})
+        return json_response({"events": await service.list_events(params.type, params.limit)})
+
+    async def get_event(request: Request) -> Response:
+        return json_response(service.get_event(request.path_params["event_id"]))
+
+    async def replay_event(request: Request) -> Response:
+        return json_response(await service.replay(request.path_params["event_id"]), 202)
+
+    async def list_runs(request: Request) -> Response:
+        params = _query(
+            request,
+            "flow.listRuns",
+            {"eventId": "eventId", "event_id": "eventId", "status": "status", "limit": "limit"},
+        )
+        runs = await service.list_runs(params.eventId, params.status, params.limit)
+        return json_response({"runs": runs})
+
+    async def get_run(request: Request) -> Response:
+        # codex-flows answers with the bare run here (SPEC appendix A).
+        return json_response(service.get_run(request.path_params["run_id"]))
+
+    async def cancel_run(request: Request) -> Response:
+        return json_response({"run": await service.cancel_run(request.path_params["run_id"])})
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/runs", _faults_as_http(list_runs), methods=["GET"]),
+        Route("/runs/{run_id:path}/cancel", _faults_as_http(cancel_run), methods=["POST"]),
+        Route("/runs/{run_id:path}", _faults_as_http(get_run), methods=["GET"]),
+    ]
+    for base in ("/events", "/flow-events"):
+        routes += [
+            Route(base, _faults_as_http(post_event), methods=["POST"]),
+            Route(base, _faults_as_http(list_events), methods=["GET"]),
+            Route(
+                f"{base}/{{event_id:path}}/replay", _faults_as_http(replay_event), methods=["POST"]
+            ),
+            Route(f"{base}/{{event_id:path}}", _faults_as_http(get_event), methods=["GET"]),
+        ]
+    return routes

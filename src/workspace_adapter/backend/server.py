@@ -1,0 +1,281 @@
+"""The backend daemon's I/O: one port, starlette for HTTP, WebSocket JSON-RPC, uvicorn under it.
+
+Everything a frame means is decided by :mod:`workspace_adapter.protocol` and
+:class:`BackendService`; this module reads frames, writes frames, and runs the process's life:
+bind, print the URL, recover the store, serve, and on SIGINT/SIGTERM stop accepting, cancel the
+running steps, and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from workspace_adapter import protocol as rpc
+from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
+from workspace_adapter.backend.executor import RunQueue
+from workspace_adapter.backend.http import Guard, build_routes, is_loopback
+from workspace_adapter.backend.store import BackendStore, StoreError
+from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
+from workspace_adapter.errors import UserError
+from workspace_adapter.events import utc_now_iso
+from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
+from workspace_adapter.logs import get_logger
+
+# Requests one connection may have in flight before it hears "overloaded".
+MAX_INFLIGHT_PER_CONNECTION = 256
+# How long a close frame may wait behind unread data before we give up on the client.
+CLOSE_TIMEOUT = 10.0
+SLOW_SUBSCRIBER = 1008
+
+
+class BackendOptions(msgspec.Struct, kw_only=True):
+    """How to run the daemon (SPEC §6); secrets are read from files or env by the command."""
+
+    host: str = "127.0.0.1"
+    port: int = 3586
+    cwd: Path
+    data_dir: Path
+    token: str | None = None
+    secret: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    concurrency: int = 2
+    env_allow: tuple[str, ...] = ()
+
+
+class ClientSession:
+    """One WebSocket: reads requests, handles them concurrently, writes through an outbox."""
+
+    def __init__(self, websocket: WebSocket, service: BackendService) -> None:
+        self.websocket = websocket
+        self.service = service
+        self.outbox = Outbox()
+        self.inflight = 0
+        self._log = get_logger(component="ws")
+
+    async def serve(self) -> None:
+        self.outbox.put(rpc.connected_notification(utc_now_iso()))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, tg.cancel_scope)
+                while True:
+                    message = await self.websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    frame = message.get("text")
+                    if frame is None:
+                        frame = message.get("bytes") or b""
+                    if self.inflight >= MAX_INFLIGHT_PER_CONNECTION:
+                        self._refuse_overloaded(frame)
+                        continue
+                    self.inflight += 1
+                    tg.start_soon(self._handle, frame)
+                tg.cancel_scope.cancel()
+        finally:
+            self.service.hub.drop(self.outbox)
+            self.outbox.close()
+
+    async def _write(self, scope: anyio.CancelScope) -> None:
+        while True:
+            frame = await self.outbox.get()
+            if frame is None:
+                break
+            try:
+                await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                break
+        if self.outbox.overflowed:
+            # The client stopped reading: its subscriptions go now, the close frame goes out
+            # once the unread data drains (or never, if it never reads again).
+            self.service.hub.drop(self.outbox)
+            self._log.warning("ws.slow_subscriber_closed", limit=self.outbox.limit)
+            with anyio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(Exception):
+                await self.websocket.close(SLOW_SUBSCRIBER, "subscriber too slow")
+        scope.cancel()
+
+    def _refuse_overloaded(self, frame: str | bytes) -> None:
+        try:
+            request = rpc.decode_request(frame)
+        except rpc.RpcFault as fault:
+            self.outbox.put(rpc.encode_fault(fault))
+            return
+        if request is not None and not request.notification:
+            busy = rpc.RpcFault(
+                rpc.OVERLOADED, "overloaded: too many requests in flight", request_id=request.id
+            )
+            self.outbox.put(rpc.encode_fault(busy))
+
+    async def _handle(self, frame: str | bytes) -> None:
+        request_id: rpc.RequestId = None
+        try:
+            request = rpc.decode_request(frame)
+            if request is None:
+                return
+            request_id = request.id
+            params = rpc.parse_params(request.method, request.params)
+            result = await self.service.call(request.method, params, self.outbox)
+            if not request.notification:
+                self.outbox.put(rpc.encode_result(request.id, result))
+        except rpc.RpcFault as fault:
+            if fault.request_id is None:
+                fault.request_id = request_id
+            self.outbox.put(rpc.encode_fault(fault))
+        except Exception:
+            self._log.exception("rpc.internal_error", request_id=request_id)
+            internal = rpc.RpcFault(rpc.INTERNAL_ERROR, "internal error", request_id=request_id)
+            self.outbox.put(rpc.encode_fault(internal))
+        finally:
+            self.inflight -= 1
+
+
+def build_app(service: BackendService, options: BackendOptions, ready: Any) -> Guard:
+    """The ASGI app: HTTP routes, a WebSocket on every path, behind the guard."""
+
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await ClientSession(websocket, service).serve()
+
+    routes: list[Any] = build_routes(service, secret=options.secret, ready=ready)
+    routes.append(WebSocketRoute("/{path:path}", websocket_endpoint))
+    return Guard(
+        Starlette(routes=routes),
+        token=options.token,
+        secret=options.secret,
+        allowed_origins=frozenset(options.allowed_origins),
+    )
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # Signals are ours: shutting down means cancelling steps, not only closing sockets,
+        # and uvicorn would re-raise them afterwards, turning exit 0 into death by SIGTERM.
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "backend.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another backend is already using {data_dir}") from None
+        yield
+
+
+def check_options(options: BackendOptions) -> None:
+    """Refuse what SPEC §6 forbids before anything is bound."""
+    if not is_loopback(options.host) and not options.token:
+        raise UserError(
+            f"refusing to listen on non-loopback address {options.host} without a token; "
+            "set CODEX_WORKSPACE_BACKEND_TOKEN or --token-file"
+        )
+    if options.concurrency < 1:
+        raise UserError(f"--concurrency must be at least 1, got {options.concurrency}")
+    if not options.cwd.is_dir():
+        raise UserError(f"--cwd {options.cwd} is not a folder")
+
+
+async def serve_backend(options: BackendOptions, executor: StepExecutor | None = None) -> int:
+    """Run the daemon until SIGINT/SIGTERM; returns the exit code."""
+    check_options(options)
+    log = get_logger(component="backend")
+    with _data_dir_lock(options.data_dir):
+        sock = _bind(options.host, options.port)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"ws://{shown}:{bound_port}"
+        try:
+            store = BackendStore(options.data_dir)
+        except (StoreError, OSError) as exc:
+            sock.close()
+            raise UserError(f"cannot open the store in {options.data_dir}: {exc}") from None
+        hub = SubscriptionHub()
+        catalog = FlowCatalog(options.cwd)
+        queue = RunQueue(
+            store=store,
+            steps=catalog,
+            executor=executor or LocalExecutor(),
+            hub=hub,
+            workspace_root=options.cwd,
+            backend_url=url,
+            concurrency=options.concurrency,
+            env_allow=options.env_allow,
+        )
+        service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+        app = build_app(service, options, ready=lambda: queue.accepting)
+        config = uvicorn.Config(
+            app,
+            ws="websockets-sansio",
+            ws_max_size=rpc.MAX_FRAME_BYTES,
+            ws_per_message_deflate=False,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+        server = _Server(config)
+        try:
+            async with anyio.create_task_group() as tg:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    failed, queued = store.recover()
+                    for run in failed:
+                        hub.run_updated(run.to_wire())
+                    await tg.start(queue.serve)
+                    queue.submit(queued)
+                    log.info(
+                        "backend.started",
+                        url=url,
+                        pid=os.getpid(),
+                        recovered_failed=len(failed),
+                        recovered_queued=len(queued),
+                    )
+                    print(f"workspace backend listening on {url}", flush=True)
+                    tg.start_soon(_stop_on_signal, signals, server, queue)
+                    await server.serve(sockets=[sock])
+                    # The server stopped (a signal, or uvicorn gave up): finish the runs' story.
+                    await queue.shutdown()
+                    tg.cancel_scope.cancel()
+        finally:
+            store.close()
+            sock.close()
+    log.info("backend.stopped")
+    return 0
+
+
+async def _stop_on_signal(signals: Any, server: uvicorn.Server, queue: RunQueue) -> None:
+    async for signum in signals:
+        get_logger(component="backend").info("backend.stopping", signal=signal.Signals(signum).name)
+        server.should_exit = True
+        # Cancelling the steps and closing the sockets happen side by side: both must fit in
+        # the 10 s an operator's supervisor waits.
+        await queue.shutdown()
+        return
+
+
+def run_backend(options: BackendOptions) -> int:
+    """Synchronous entry point for the CLI."""
+    return anyio.run(serve_backend, options, backend="asyncio")

@@ -1,0 +1,144 @@
+"""Who hears what: subscriptions to runs and events, and each client's bounded outbox.
+
+Publishing never waits: a notification is encoded once and appended to the outbox of every
+matching connection. An outbox that grows past its byte limit (a client that does not read)
+marks itself overflowed and drops what it held, so one slow client cannot grow the daemon's
+memory or slow the others; its connection is then closed with 1008.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import Any
+
+import anyio
+
+from workspace_adapter.protocol import encode_notification
+
+OUTBOX_LIMIT_BYTES = 1024 * 1024
+
+
+class Outbox:
+    """Frames waiting to be written to one WebSocket, at most ``limit`` bytes of them."""
+
+    def __init__(self, limit: int = OUTBOX_LIMIT_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self.overflowed = False
+        self.closed = False
+        self._frames: deque[bytes] = deque()
+        self._ready = anyio.Event()
+
+    def put(self, frame: bytes) -> None:
+        """Queue ``frame``; past the limit the outbox overflows and stops taking frames."""
+        if self.closed:
+            return
+        if self.size + len(frame) > self.limit:
+            self.overflowed = True
+            self.close()
+            return
+        self._frames.append(frame)
+        self.size += len(frame)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._frames.clear()
+        self.size = 0
+        self._ready.set()
+
+    async def get(self) -> bytes | None:
+        """The next frame, or None once the outbox is closed."""
+        while not self._frames:
+            if self.closed:
+                return None
+            await self._ready.wait()
+            self._ready = anyio.Event()
+        frame = self._frames.popleft()
+        self.size -= len(frame)
+        return frame
+
+
+class Subscription:
+    __slots__ = ("event_id", "id", "outbox", "run_id")
+
+    def __init__(self, sub_id: str, outbox: Outbox, event_id: str | None, run_id: str | None):
+        self.id = sub_id
+        self.outbox = outbox
+        self.event_id = event_id
+        self.run_id = run_id
+
+
+class SubscriptionHub:
+    """Routes ``flow.run.updated`` and ``flow.run.output`` to the connections that asked."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._subs: dict[str, Subscription] = {}
+        self._everything: dict[str, Subscription] = {}
+        self._by_event: dict[str, dict[str, Subscription]] = {}
+        self._by_run: dict[str, dict[str, Subscription]] = {}
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, outbox: Outbox, event_id: str | None, run_id: str | None) -> str:
+        sub = Subscription(f"sub_{next(self._ids)}", outbox, event_id, run_id)
+        self._subs[sub.id] = sub
+        if run_id is not None:
+            self._by_run.setdefault(run_id, {})[sub.id] = sub
+        elif event_id is not None:
+            self._by_event.setdefault(event_id, {})[sub.id] = sub
+        else:
+            self._everything[sub.id] = sub
+        return sub.id
+
+    def unsubscribe(self, sub_id: str) -> bool:
+        sub = self._subs.pop(sub_id, None)
+        if sub is None:
+            return False
+        self._everything.pop(sub_id, None)
+        for index, key in ((self._by_run, sub.run_id), (self._by_event, sub.event_id)):
+            if key is not None and key in index:
+                index[key].pop(sub_id, None)
+                if not index[key]:
+                    del index[key]
+        return True
+
+    def subscriptions_of(self, outbox: Outbox) -> list[Subscription]:
+        return [s for s in self._subs.values() if s.outbox is outbox]
+
+    def drop(self, outbox: Outbox) -> None:
+        """Forget every subscription of a connection that went away."""
+        for sub in self.subscriptions_of(outbox):
+            self.unsubscribe(sub.id)
+
+    def _targets(self, event_id: str, run_id: str) -> list[Outbox]:
+        seen: dict[int, Outbox] = {}
+        for group in (
+            self._everything,
+            self._by_event.get(event_id, {}),
+            self._by_run.get(run_id, {}),
+        ):
+            for sub in group.values():
+                # A connection with several matching subscriptions hears a thing once.
+                seen.setdefault(id(sub.outbox), sub.outbox)
+        return list(seen.values())
+
+    def _publish(self, targets: list[Outbox], frame: bytes) -> None:
+        for outbox in targets:
+            outbox.put(frame)
+
+    def run_updated(self, run: dict[str, Any]) -> None:
+        targets = self._targets(run["eventId"], run["id"])
+        if targets:
+            self._publish(targets, encode_notification("flow.run.updated", {"run": run}))
+
+    def run_output(self, event_id: str, run_id: str, stream: str, line: str) -> None:
+        targets = self._targets(event_id, run_id)
+        if targets:
+            frame = encode_notification(
+                "flow.run.output", {"runId": run_id, "stream": stream, "line": line}
+            )
+            self._publish(targets, frame)

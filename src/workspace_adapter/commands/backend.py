@@ -1,0 +1,62 @@
+"""``workspace backend``: run the daemon of SPEC §6 in the foreground."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from workspace_adapter.errors import UserError
+
+
+def _read_secret(file: str | None, env_name: str) -> str | None:
+    """From ``file`` when given (keeps it out of ``ps``), else the environment variable."""
+    if file:
+        try:
+            value = Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"cannot read {file}: {exc.strerror or exc}") from None
+        if not value:
+            raise UserError(f"{file} is empty")
+        return value
+    return os.environ.get(env_name) or None
+
+
+def backend(
+    *,
+    host: str | None,
+    port: int | None,
+    cwd: str | None,
+    data_dir: str | None,
+    token_file: str | None,
+    secret_file: str | None,
+    allow_origin: list[str],
+    concurrency: int,
+    env_allow: list[str],
+    log_level: str,
+) -> int:
+    from workspace_adapter import logs
+    from workspace_adapter.backend.server import BackendOptions, run_backend
+
+    logs.configure(log_level)
+    root = Path(cwd or os.environ.get("CODEX_FLOW_BACKEND_CWD") or os.getcwd()).resolve()
+    data = data_dir or os.environ.get("CODEX_FLOW_BACKEND_DATA_DIR")
+    env_port = os.environ.get("CODEX_WORKSPACE_BACKEND_PORT")
+    if port is None and env_port:
+        try:
+            port = int(env_port)
+        except ValueError:
+            raise UserError(f"CODEX_WORKSPACE_BACKEND_PORT is not a number: {env_port!r}") from None
+    if port is not None and not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {port}")
+    options = BackendOptions(
+        host=host or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST") or "127.0.0.1",
+        port=3586 if port is None else port,
+        cwd=root,
+        data_dir=Path(data).resolve() if data else root / ".workspace" / "backend",
+        token=_read_secret(token_file, "CODEX_WORKSPACE_BACKEND_TOKEN"),
+        secret=_read_secret(secret_file, "CODEX_FLOW_BACKEND_SECRET"),
+        allowed_origins=tuple(allow_origin),
+        concurrency=concurrency,
+        env_allow=tuple(env_allow),
+    )
+    return run_backend(options)

@@ -1,0 +1,273 @@
+"""``workspace doctor``: check config, flows, tools, git remotes, state and backend; never writes.
+
+Only reads: git runs with ``--no-optional-locks``, SQLite is opened read-only and only when the
+file exists, nothing is created (not even ``.workspace/``). Each problem is its own line.
+
+Exit 0 when every check passes (warnings allowed), 1 when one fails, 2 when the config cannot
+be read. ``--json`` prints::
+
+    {"ok": false, "exitCode": 1,
+     "checks": [{"check": "tools", "status": "fail", "message": "npm not found on PATH"}, ...]}
+
+``status`` is ``ok``, ``warn`` (worth knowing, not a failure) or ``fail``; ``check`` is one of
+config, task, flows, tools, fork, gitignore, state, last-run, backend. An unreachable backend
+fails when a flow task needs it and is a warning otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from workspace_adapter import config as config_mod
+from workspace_adapter import paths
+from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
+from workspace_adapter.state import DB_NAME, StateStore, process_alive
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+
+TOOLS = ("git", "bash", "node", "npm")
+HARNESS_FLOW = "patch-moi-harness"
+DEFAULT_FORK = "harness/fork"
+DEFAULT_REMOTES = ("origin", "upstream", "jojo")
+
+Status = Literal["ok", "warn", "fail"]
+
+
+class Check(msgspec.Struct, kw_only=True):
+    """One line of the report."""
+
+    check: str
+    status: Status
+    message: str
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+
+    def add(self, check: str, status: Status, message: str) -> None:
+        self.checks.append(Check(check=check, status=status, message=message))
+
+
+def doctor(g: Globals, *, as_json: bool = False) -> int:
+    """Run every check and print the report; exit 0, 1 or 2 as documented above."""
+    report = _Report()
+    root = g.workspace_root
+    config = _check_config(report, root)
+    discovery = _check_flows(report, root)
+    if config is not None:
+        _check_tasks(report, config, discovery)
+    _check_tools(report)
+    _check_fork(report, root)
+    _check_gitignore(report, root, g.mode)
+    _check_state(report, root, g.mode, config)
+    needs_backend = config is not None and any(t.kind == "flow" and t.enabled for t in config.tasks)
+    _check_backend(report, g.backend_url, needs_backend)
+    failed = any(c.status == "fail" for c in report.checks)
+    code = EXIT_BAD_INPUT if config is None else EXIT_FAILED if failed else EXIT_OK
+    if as_json:
+        document = {"ok": code == EXIT_OK, "exitCode": code, "checks": report.checks}
+        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
+    else:
+        for c in report.checks:
+            print(f"{c.status:<4}  {c.check}: {c.message}")
+    return code
+
+
+def _check_config(report: _Report, root: Path) -> config_mod.WorkspaceConfig | None:
+    try:
+        config = config_mod.load(root)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            report.add("config", "fail", problem)
+        return None
+    report.add(
+        "config",
+        "ok",
+        f"{config.display_path}: valid ({len(config.tasks)} tasks, {len(config.sources)} sources)",
+    )
+    return config
+
+
+def _check_flows(report: _Report, root: Path) -> Any:
+    try:
+        from workspace_adapter.flows.package import discover_flows
+    except ImportError as exc:
+        report.add("flows", "warn", f"flow discovery unavailable in this build: {exc}")
+        return None
+    discovery = discover_flows(root)
+    names = ", ".join(p.name for p in discovery.packages) or "none"
+    report.add("flows", "ok", f"{len(discovery.packages)} flow package(s): {names}")
+    for error in discovery.errors:
+        report.add("flows", "fail", str(error))
+    return discovery
+
+
+def _check_tasks(report: _Report, config: config_mod.WorkspaceConfig, discovery: Any) -> None:
+    # A command task runs with this interpreter's bin/ first on PATH (SPEC §3); check the same.
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    types = {s.trigger_type for p in discovery.packages for s in p.steps} if discovery else None
+    for task in config.tasks:
+        where = f"{config.display_path}:{task.line}: task {task.id}"
+        if not task.enabled:
+            report.add("task", "ok", f"{where}: disabled")
+        elif task.kind == "command":
+            assert task.command is not None
+            program = task.command[0]
+            if os.sep in program or shutil.which(program, path=search):
+                report.add("task", "ok", f"{where}: command {program}")
+            else:
+                report.add("task", "fail", f"{where}: program {program!r} not found on PATH")
+        else:
+            event_type = (task.event.type if task.event else None) or task.flow
+            if types is not None and event_type not in types:
+                report.add(
+                    "task",
+                    "warn",
+                    f"{where}: no flow step triggers on {event_type!r}; a run would be skipped",
+                )
+            else:
+                report.add("task", "ok", f"{where}: flow event {event_type!r}")
+
+
+def _check_tools(report: _Report) -> None:
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        if found:
+            report.add("tools", "ok", f"{tool}: {found}")
+        else:
+            report.add("tools", "fail", f"{tool} not found on PATH; install it or fix PATH")
+
+
+def _no_git_env() -> dict[str, str]:
+    """The environment minus ``GIT_*``, which would point git at another repository."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "--no-optional-locks", "-C", str(cwd), *args],
+        capture_output=True,
+        text=True,
+        env=_no_git_env(),
+        check=False,
+    )
+
+
+def _harness_config(root: Path) -> dict[str, Any]:
+    for folder in (".codex/flows", "flows"):
+        manifest = root / folder / HARNESS_FLOW / "flow.toml"
+        if manifest.is_file():
+            try:
+                data = tomllib.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                return {}  # the flows check already reports the broken file
+            cfg = data.get("config")
+            return cfg if isinstance(cfg, dict) else {}
+    return {}
+
+
+def _check_fork(report: _Report, root: Path) -> None:
+    cfg = _harness_config(root)
+    fork_rel = str(cfg.get("fork_repo") or DEFAULT_FORK)
+    fork = (root / fork_rel).resolve()
+    if not fork.exists():
+        report.add("fork", "warn", f"{fork_rel} not found; run `workspace harness init`")
+        return
+    if shutil.which("git") is None:
+        return
+    listed = _git(fork, "remote")
+    if listed.returncode != 0:
+        report.add("fork", "fail", f"{fork_rel} is not a git repository: {listed.stderr.strip()}")
+        return
+    remotes = set(listed.stdout.split())
+    push_remotes = cfg.get("push_remotes")
+    wanted = [str(cfg.get("upstream_remote") or "upstream")]
+    wanted += [str(r) for r in push_remotes] if isinstance(push_remotes, list) else []
+    for name in dict.fromkeys([*DEFAULT_REMOTES, *wanted]):
+        if name in remotes:
+            report.add("fork", "ok", f"{fork_rel}: remote {name}")
+        else:
+            report.add(
+                "fork",
+                "fail",
+                f"{fork_rel}: remote {name!r} missing; add it with "
+                f"`git -C {fork_rel} remote add {name} <url>`",
+            )
+
+
+def _check_gitignore(report: _Report, root: Path, mode: str) -> None:
+    if shutil.which("git") is None:
+        return
+    probe = paths.state_dir(root, mode) / DB_NAME
+    result = _git(root, "check-ignore", "-q", str(probe.relative_to(root)))
+    if result.returncode == 0:
+        report.add("gitignore", "ok", ".workspace/ is git-ignored")
+    elif result.returncode == 1:
+        report.add("gitignore", "warn", ".workspace/ is not git-ignored; add it to .gitignore")
+    else:
+        report.add("gitignore", "warn", f"{root} is not in a git repository; nothing to ignore")
+
+
+def _check_state(
+    report: _Report, root: Path, mode: str, config: config_mod.WorkspaceConfig | None
+) -> None:
+    store = StateStore.for_workspace(root, mode, readonly=True)
+    if not store.exists():
+        report.add("state", "ok", f"no run state yet ({store.path})")
+        return
+    try:
+        with store.connect(write=False) as db:
+            count = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            rows = db.execute(
+                "SELECT task_id, status, reason, started_at, pid, pid_marker FROM runs r "
+                "WHERE started_at = (SELECT max(started_at) FROM runs WHERE task_id = r.task_id)"
+            ).fetchall()
+    except Exception as exc:  # sqlite3.Error and friends: report, never crash the doctor
+        report.add("state", "fail", f"{store.path} is not readable: {exc}")
+        return
+    report.add("state", "ok", f"{store.path}: readable, {count} run(s)")
+    last = {row[0]: row for row in rows}
+    task_ids = [t.id for t in config.tasks] if config else sorted(last)
+    for task_id in task_ids:
+        row = last.get(task_id)
+        if row is None:
+            report.add("last-run", "ok", f"{task_id}: never run")
+            continue
+        _, status, reason, started, pid, marker = row
+        why = f" ({reason})" if reason else ""
+        if status == "running" and not process_alive(pid, marker):
+            report.add(
+                "last-run",
+                "warn",
+                f"{task_id}: left running by a process that is gone (started {started}); "
+                "the next run or tick marks it failed, interrupted",
+            )
+        elif status in ("failed", "canceled", "blocked", "needs_intervention"):
+            report.add("last-run", "warn", f"{task_id}: {status}{why} at {started}")
+        else:
+            report.add("last-run", "ok", f"{task_id}: {status}{why} at {started}")
+
+
+def _check_backend(report: _Report, url: str, needed: bool) -> None:
+    import anyio
+
+    from workspace_adapter import client
+
+    try:
+        info = anyio.run(client.probe, url)
+    except UserError as exc:
+        why = "" if needed else " (only flow tasks need it)"
+        report.add("backend", "fail" if needed else "warn", f"{exc.message}{why}")
+        return
+    name, version = info.get("name", "unknown"), info.get("version", "?")
+    report.add("backend", "ok", f"{name} {version} at {url}")

@@ -1,0 +1,307 @@
+"""``workspace flow run`` and ``workspace flow list``: flow packages in this process, no backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from workspace_adapter.events import EventError, exit_code_for, normalize_event, worst_status
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+    from workspace_adapter.flows.package import FlowDiscovery, FlowPackage, FlowStep
+    from workspace_adapter.flows.runner import StepOutcome
+
+# Shorter than the runner's default: whoever stops us (a task timeout) may SIGKILL us soon
+# after its SIGTERM, and the step lives in its own session, out of reach of that signal.
+CLI_KILL_GRACE = 3.0
+
+_COLOURS = {
+    "completed": "32",
+    "changed": "32",
+    "skipped": "33",
+    "blocked": "33",
+    "needs_intervention": "33",
+    "failed": "31",
+    "canceled": "31",
+}
+
+
+def new_run_id() -> str:
+    """A run id in the backend's shape: ``run_`` and 12 hex digits."""
+    return f"run_{secrets.token_hex(6)}"
+
+
+def flow_list(g: Globals, as_json: bool) -> int:
+    """List every flow package with its steps and triggers, then every package that failed.
+
+    Exits 2 when a package could not be loaded, so a CI check catches a broken flow.toml.
+    """
+    from workspace_adapter.flows.package import discover_flows
+
+    discovery = discover_flows(g.workspace_root)
+    if as_json:
+        document = {
+            "flows": [_package_json(p, g.workspace_root) for p in discovery.packages],
+            "errors": [str(e) for e in discovery.errors],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        if not discovery.packages and not discovery.errors:
+            print(f"no flow packages under {g.workspace_root}/.codex/flows or flows/")
+        for package in discovery.packages:
+            print(f"{package.name} {package.version}  {_show(package.root, g.workspace_root)}")
+            for step in package.steps:
+                schema = f" ({step.schema_path.name})" if step.schema_path else ""
+                print(f"  {step.name}  {step.runner}  on {step.trigger_type}{schema}")
+        for error in discovery.errors:
+            print(f"error: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT if discovery.errors else EXIT_OK
+
+
+def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> int:
+    """Run every step of flow ``name`` whose trigger matches the event, here and now.
+
+    The event is ``event_file`` or else the flow's first ``fixtures/*.json``. Human output
+    streams each step's lines as they happen, then a summary per step. With ``as_json``,
+    stdout holds exactly one document: the FlowResult of the worst step (SPEC §4 order), as
+    the step printed it; a step that did not complete is reported as
+    ``{"status": "failed"|"canceled", "message": <reason>}``, and no matching step as
+    ``{"status": "skipped", "message": ...}``. The steps' lines then go to stderr.
+    """
+    import anyio
+
+    from workspace_adapter.flows.package import discover_flows, matching_steps
+
+    discovery = discover_flows(g.workspace_root)
+    package = discovery.get(name)
+    if package is None:
+        # A package that failed to load is most likely in a folder named after its flow.
+        broken = [e for e in discovery.errors if Path(e.file).parent.name == name]
+        if broken:
+            raise broken[0]
+        raise UserError(_unknown_flow(name, discovery))
+    event_path = Path(event_file) if event_file else _default_fixture(package, g.workspace_root)
+    event = read_event(event_path)
+    matches = matching_steps([package], event)
+    if not matches:
+        message = _no_match(package, event)
+        print(f"warning: {message}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"status": "skipped", "message": message}))
+        else:
+            print(_paint("skipped", sys.stdout))
+        return exit_code_for("skipped")
+    outcomes = anyio.run(_run_steps, g, matches, event, as_json)
+    statuses = [o.flow_status for _, o in outcomes]
+    worst = worst_status(statuses)
+    if as_json:
+        outcome = next(o for _, o in outcomes if o.flow_status == worst)
+        print(json.dumps(_result_document(outcome)))
+    elif len(outcomes) > 1:
+        print(f"status: {_paint(worst, sys.stdout)}")
+    return exit_code_for(worst)
+
+
+def read_event(path: Path) -> dict[str, Any]:
+    """Read and check one FlowEvent file; every problem names the file (and field)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: event file not found; pass an existing --event FILE") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the event file ({exc})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}; fix the file") from None
+    try:
+        return normalize_event(raw)
+    except EventError as exc:
+        raise UserError(f"{path}: {exc}; fix the event file") from None
+
+
+async def _run_steps(
+    g: Globals, matches: list[tuple[FlowPackage, FlowStep]], event: dict[str, Any], as_json: bool
+) -> list[tuple[FlowStep, StepOutcome]]:
+    import signal
+
+    import anyio
+
+    from workspace_adapter.flows.executor import LocalExecutor
+    from workspace_adapter.flows.runner import StepInvocation, StepOutcome
+
+    executor = LocalExecutor(kill_grace=CLI_KILL_GRACE)
+    cancel = anyio.Event()
+    outcomes: list[tuple[FlowStep, StepOutcome]] = []
+
+    async def cancel_on_signal() -> None:
+        # SIGINT is asyncio's (it cancels us, and the runner kills the step on the way out).
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                print(f"{signal.Signals(signum).name}: stopping the step", file=sys.stderr)
+                cancel.set()
+
+    def on_line(stream: str, line: str) -> None:
+        if stream == "stdout" and line.startswith("FLOW_RESULT "):
+            return  # shown as the summary, or as the JSON document
+        target = sys.stderr if as_json or stream == "stderr" else sys.stdout
+        print(line, file=target, flush=True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancel_on_signal)
+        for package, step in matches:
+            now = time.monotonic()
+            if cancel.is_set():
+                outcome = StepOutcome(
+                    status="canceled", error="canceled", started_at="", finished_at=""
+                )
+            else:
+                invocation = StepInvocation(
+                    package=package,
+                    step=step,
+                    event=event,
+                    run_id=new_run_id(),
+                    workspace_root=g.workspace_root,
+                    workspace_backend_url=g.backend_url,
+                    launched_by="cli",
+                )
+                if not as_json:
+                    print(f"── {package.name}/{step.name} ({invocation.run_id})", flush=True)
+                outcome = await executor.run(invocation, on_line=on_line, cancel=cancel)
+            outcomes.append((step, outcome))
+            if not as_json:
+                _print_summary(package, step, outcome, time.monotonic() - now)
+        tg.cancel_scope.cancel()
+    return outcomes
+
+
+def _result_document(outcome: StepOutcome) -> dict[str, Any]:
+    if outcome.status == "completed" and outcome.result is not None:
+        return outcome.result
+    document: dict[str, Any] = {"status": outcome.status, "message": outcome.error}
+    if outcome.result and outcome.result.get("artifacts"):
+        document["artifacts"] = outcome.result["artifacts"]
+    return document
+
+
+def _print_summary(package: FlowPackage, step: FlowStep, outcome: StepOutcome, secs: float) -> None:
+    out = sys.stdout
+    status = outcome.flow_status
+    print(f"{package.name}/{step.name}: {_paint(status, out)} ({secs:.1f}s)", file=out)
+    result = outcome.result or {}
+    if result.get("message"):
+        print(f"  {result['message']}", file=out)
+    if outcome.error:
+        print(f"  reason: {outcome.error}", file=out)
+    artifacts = result.get("artifacts")
+    for line in _artifact_lines(artifacts if isinstance(artifacts, dict) else {}):
+        print(f"  {line}", file=out)
+    out.flush()
+
+
+def _artifact_lines(artifacts: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if artifacts.get("releaseTag"):
+        lines.append(f"tag     {artifacts['releaseTag']}")
+    before, after = artifacts.get("beforeSha"), artifacts.get("afterSha")
+    if before or after:
+        arrow = "(unchanged)" if before == after else f"→ {_short(after)}"
+        lines.append(f"sha     {_short(before)} {arrow}")
+    for check in artifacts.get("checks") or []:
+        if isinstance(check, dict):
+            secs = check.get("seconds")
+            took = f"  {secs:.1f}s" if isinstance(secs, int | float) else ""
+            lines.append(f"check   {check.get('name')}: {check.get('status')}{took}")
+    for ref in artifacts.get("candidateRefs") or []:
+        if isinstance(ref, dict):
+            pushed = "pushed" if ref.get("pushed") else "not pushed"
+            lines.append(
+                f"ref     {ref.get('remote')} {ref.get('ref')} {_short(ref.get('sha'))} ({pushed})"
+            )
+    return lines
+
+
+def _short(sha: object) -> str:
+    return str(sha)[:7] if sha else "-"
+
+
+def _paint(status: str, stream: TextIO) -> str:
+    colour = _COLOURS.get(status)
+    if colour and stream.isatty() and "NO_COLOR" not in os.environ:
+        return f"\033[{colour}m{status}\033[0m"
+    return status
+
+
+def _show(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _package_json(package: FlowPackage, root: Path) -> dict[str, Any]:
+    return {
+        "name": package.name,
+        "version": package.version,
+        "description": package.description,
+        "root": _show(package.root, root),
+        "steps": [
+            {
+                "name": s.name,
+                "runner": s.runner,
+                "trigger": {
+                    "type": s.trigger_type,
+                    "schema": _show(s.schema_path, package.root) if s.schema_path else None,
+                },
+                "timeoutMs": s.timeout_ms,
+                "concurrency": s.concurrency,
+            }
+            for s in package.steps
+        ],
+    }
+
+
+def _unknown_flow(name: str, discovery: FlowDiscovery) -> str:
+    known = ", ".join(sorted(p.name for p in discovery.packages)) or "none"
+    message = f"unknown flow {name!r}; known flows: {known}"
+    if discovery.errors:
+        broken = "; ".join(str(e) for e in discovery.errors)
+        message += f" ({len(discovery.errors)} package(s) failed to load: {broken})"
+    return message
+
+
+def _default_fixture(package: FlowPackage, root: Path) -> Path:
+    fixtures = sorted((package.root / "fixtures").glob("*.json"))
+    if not fixtures:
+        where = _show(package.root / "fixtures", root)
+        raise UserError(f"flow {package.name!r} has no {where}/*.json; pass --event FILE")
+    return fixtures[0]
+
+
+def _no_match(package: FlowPackage, event: dict[str, Any]) -> str:
+    event_type = event.get("type")
+    same_type = [s for s in package.steps if s.trigger_type == event_type]
+    if same_type:
+        import jsonschema
+
+        step = same_type[0]
+        schema = step.schema_path.name if step.schema_path else "schema"
+        error = jsonschema.exceptions.best_match(step.validator.iter_errors(event.get("payload")))
+        where = "/".join(str(p) for p in error.absolute_path) if error else ""
+        why = f"payload{'/' + where if where else ''}: {error.message}" if error else "payload"
+        return (
+            f"no step of {package.name} matches event {event.get('id')!r}: {why} "
+            f"(trigger schema {schema}); status skipped"
+        )
+    types = ", ".join(sorted({s.trigger_type for s in package.steps}))
+    return (
+        f"no step of {package.name} listens to event type {event_type!r} "
+        f"(its steps listen to: {types}); status skipped"
+    )

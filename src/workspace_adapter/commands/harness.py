@@ -1,0 +1,37 @@
+"""`workspace harness init|release`: build the local harness repos, cut upstream releases."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workspace_adapter.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+
+
+def init(g: Globals, force: bool) -> int:
+    from workspace_adapter.harness import init_harness, tag_sha
+
+    init_harness(g.workspace_root, force=force)
+    harness = g.workspace_root / "harness"
+    print(f"built {harness}")
+    v013 = tag_sha(g.workspace_root, "v0.1.3")
+    print(f"  upstream  harness/upstream, tags v0.1.0..v0.1.3 (v0.1.3 at {v013[:12]})")
+    print(
+        "  fork      harness/fork, main = v0.1.3 + 3 fork commits; remotes origin, upstream, jojo"
+    )
+    print("  remotes   harness/remotes/{upstream,origin,jojo}.git (bare)")
+    return EXIT_OK
+
+
+def release(g: Globals, bump: str, conflict: bool) -> int:
+    from workspace_adapter.harness import cut_release, tag_sha
+
+    tag = cut_release(g.workspace_root, bump=bump, conflict=conflict)
+    sha = tag_sha(g.workspace_root, tag)
+    kind = "conflicting release" if conflict else "release"
+    print(f"cut {kind} {tag} at {sha[:12]}, pushed to harness/remotes/upstream.git")
+    if conflict:
+        print("  it changes the index.js lines of the fork's first commit: rebasing will conflict")
+    return EXIT_OK

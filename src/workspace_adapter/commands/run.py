@@ -1,0 +1,95 @@
+"""``workspace run TASK``: run one task now, scheduled or not (SPEC §4).
+
+``--json`` prints one document on stdout, the run record (the child's output goes to stderr)::
+
+    {"id": "2026-11-24T23-07-55-864Z-1ba8de9a-harness", "taskId": "harness",
+     "kind": "command", "status": "completed", "reason": null,
+     "startedAt": "2026-11-24T23:07:55.864Z", "finishedAt": "2026-11-24T23:07:58.120Z",
+     "exitCode": 0, "stdoutTail": "...", "stderrTail": "...", "eventId": null,
+     "runIds": [], "slot": null}
+
+``status`` is one of skipped completed changed needs_intervention blocked canceled failed;
+``reason`` says why (``exited with code 3``, ``timed out after 15m; process group killed``,
+``program not found: x (not on PATH)``, ``dispatched``, ``backend not reachable``,
+``disabled``). Flow tasks fill ``eventId`` and ``runIds``; command tasks ``exitCode``.
+Exit codes follow SPEC §2: 0 completed/changed/skipped, 1 failed/canceled, 2 bad input,
+3 blocked/needs_intervention, 4 backend not reachable (the run is still recorded, failed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from workspace_adapter import config as config_mod
+from workspace_adapter import taskrun
+from workspace_adapter.errors import UserError
+from workspace_adapter.state import RunRecord, StateStore, new_run
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+
+
+def run(
+    g: Globals,
+    task_id: str,
+    *,
+    event_file: str | None = None,
+    wait: bool = True,
+    as_json: bool = False,
+) -> int:
+    """Run ``task_id``; returns the exit code of SPEC §2."""
+    config = config_mod.load(g.workspace_root)
+    task = config.task(task_id)
+    override: dict[str, Any] | None = None
+    if event_file is not None:
+        if task.kind != "flow":
+            raise UserError(f"--event only applies to flow tasks; {task.id} is a command task")
+        override = taskrun.read_event_file(event_file)
+    store = StateStore.for_workspace(config.root, g.mode).open()
+    sinks = taskrun.Sinks.for_json(as_json)
+    record = new_run(task.id, task.kind, dt.datetime.now(dt.UTC))
+    if not task.enabled:
+        record.status, record.reason = "skipped", "disabled"
+        record.finished_at = record.started_at
+        store.insert(record)
+        execution = taskrun.Execution(record, 0, f"warning: {task.id}: skipped: task is disabled")
+    else:
+        store.insert(record)
+        execution = taskrun.execute(
+            store,
+            config,
+            task,
+            record,
+            mode=g.mode,
+            backend_url=g.backend_url,
+            sinks=sinks,
+            override=override,
+            wait=None if wait else False,
+        )
+    report(execution, as_json)
+    return execution.exit_code
+
+
+def report(execution: taskrun.Execution, as_json: bool) -> None:
+    record = execution.record
+    if execution.message:
+        print(execution.message, file=sys.stderr)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+    else:
+        print(summary(record))
+
+
+def summary(record: RunRecord) -> str:
+    """One line: the task, its status, and why."""
+    seconds = ""
+    if record.finished_at:
+        elapsed = dt.datetime.fromisoformat(record.finished_at.replace("Z", "+00:00"))
+        started = dt.datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
+        seconds = f" in {(elapsed - started).total_seconds():.1f}s"
+    why = f" ({record.reason})" if record.reason else ""
+    return f"{record.task_id}: {record.status}{why}{seconds} [run {record.id}]"

@@ -1,0 +1,59 @@
+"""``workspace runs [TASK]``: the local run history, newest first.
+
+``--json`` prints ``{"runs": [<run record>, ...]}``, each record in the shape
+``workspace run --json`` prints (``id, taskId, kind, status, reason, startedAt, finishedAt,
+exitCode, stdoutTail, stderrTail, eventId, runIds, slot``). Human output is one line per run:
+start time, task, status, duration, reason. Runs whose process died are marked ``failed``,
+``interrupted`` first, like every command that opens the state.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from workspace_adapter.errors import UserError
+from workspace_adapter.state import RunRecord, StateStore, parse_iso
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+
+
+def runs(g: Globals, task_id: str | None = None, *, limit: int = 20, as_json: bool = False) -> int:
+    """Print the newest ``limit`` runs (of ``task_id`` when given); exit 0."""
+    if limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    store = StateStore.for_workspace(g.workspace_root, g.mode)
+    # Without a state there is no history; creating an empty one would only leave a file behind.
+    records = store.open().runs(task_id, limit) if store.exists() else []
+    if as_json:
+        sys.stdout.write(msgspec.json.encode({"runs": records}).decode() + "\n")
+        return 0
+    if not records:
+        which = f" of {task_id}" if task_id else ""
+        print(f"no runs{which} yet (state: {store.path})")
+        return 0
+    width = max(len(r.task_id) for r in records)
+    for record in records:
+        print(line(record, width))
+    return 0
+
+
+def line(record: RunRecord, width: int = 0) -> str:
+    """``2026-11-24 12:10:00  harness  completed   3.2s  reason``."""
+    started = parse_iso(record.started_at)
+    if record.finished_at:
+        seconds = (parse_iso(record.finished_at) - started).total_seconds()
+        duration = f"{seconds:6.1f}s"
+    else:
+        duration = "    ...".rjust(7)
+    reason = record.reason or ""
+    if record.slot:
+        reason = f"{reason} [slot {record.slot}]".strip()
+    text = (
+        f"{started:%Y-%m-%d %H:%M:%S}  {record.task_id:<{width}}  {record.status:<18}"
+        f" {duration}  {reason}"
+    )
+    return text.rstrip()

@@ -1,0 +1,344 @@
+"""Flow packages: find them, load their ``flow.toml``, and match events to their steps.
+
+A flow package is a folder with a ``flow.toml`` under ``<root>/.codex/flows/`` or
+``<root>/flows/`` (SPEC §6). Loading resolves every path against the package folder and
+compiles each trigger's JSON Schema once, so matching an event is a string compare plus one
+validator call per candidate step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import msgspec
+
+from workspace_adapter.errors import UserError
+from workspace_adapter.tomlpos import TomlPositions
+
+FLOW_DIRS: tuple[str, ...] = (".codex/flows", "flows")
+DEFAULT_TIMEOUT_MS = 300_000
+
+Runner = Literal["python", "command", "bun"]
+
+
+class FlowConfigError(UserError):
+    """One problem in one ``flow.toml``, printed as one line: file, line, key path, what to do."""
+
+    def __init__(
+        self, file: Path | str, problem: str, *, line: int | None = None, key: str | None = None
+    ) -> None:
+        self.file = str(file)
+        self.line = line
+        self.key = key
+        self.problem = problem
+        where = self.file if line is None else f"{self.file}:{line}"
+        text = f"{where}: {key}: {problem}" if key else f"{where}: {problem}"
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- the file format -------------------------------------------------------------------------
+
+
+class _TriggerSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: str
+    schema: str | None = None
+
+
+class _StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    runner: Runner
+    trigger: _TriggerSpec
+    script: str | None = None
+    command: list[str] | None = None
+    cwd: str | None = None
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    concurrency: int = 1
+
+
+class _FlowSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    version: str = "0.0.0"
+    description: str = ""
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    steps: list[_StepSpec] = msgspec.field(default_factory=list)
+
+
+# --- what the rest of the program uses -------------------------------------------------------
+
+
+class FlowStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a loaded package, every path absolute and its payload validator compiled."""
+
+    name: str
+    runner: Runner
+    script: Path | None
+    command: tuple[str, ...] | None
+    cwd: Path
+    timeout_ms: int
+    concurrency: int
+    trigger_type: str
+    schema_path: Path | None
+    # A compiled jsonschema validator, or None to accept any payload.
+    validator: Any = None
+
+    def accepts(self, event: dict[str, Any]) -> bool:
+        """True when ``event`` has this step's trigger type and its payload fits the schema."""
+        if event.get("type") != self.trigger_type:
+            return False
+        if self.validator is None:
+            return True
+        payload = event.get("payload")
+        return bool(self.validator.is_valid({} if payload is None else payload))
+
+
+class FlowPackage(msgspec.Struct, frozen=True, kw_only=True):
+    """A loaded ``flow.toml`` and the folder it lives in."""
+
+    name: str
+    version: str
+    description: str
+    root: Path
+    config: dict[str, Any]
+    steps: tuple[FlowStep, ...]
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "flow.toml"
+
+
+class FlowDiscovery(msgspec.Struct, kw_only=True):
+    """Every package found under a workspace root, and one error per package that failed."""
+
+    packages: list[FlowPackage]
+    errors: list[FlowConfigError]
+
+    def get(self, name: str) -> FlowPackage | None:
+        return next((p for p in self.packages if p.name == name), None)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_HINTS = {
+    "unknown field": "remove it or fix its spelling",
+    "missing required field": "add it",
+    "Expected": "fix its value",
+    "Invalid enum value": "use one of: python, command, bun",
+}
+
+
+def load_flow(folder: Path, *, display_root: Path | None = None) -> FlowPackage:
+    """Load the package in ``folder``; raises :class:`FlowConfigError` for its first problem."""
+    package, errors = _load(folder, display_root)
+    if errors or package is None:
+        raise errors[0]
+    return package
+
+
+def discover_flows(root: Path) -> FlowDiscovery:
+    """Every package under ``.codex/flows/`` then ``flows/``; the first of a name wins."""
+    packages: dict[str, FlowPackage] = {}
+    errors: list[FlowConfigError] = []
+    for sub in FLOW_DIRS:
+        base = root / sub
+        if not base.is_dir():
+            continue
+        seen_here: dict[str, Path] = {}
+        for folder in sorted(p for p in base.iterdir() if (p / "flow.toml").is_file()):
+            package, problems = _load(folder, root)
+            errors.extend(problems)
+            if package is None:
+                continue
+            if package.name in seen_here:
+                errors.append(
+                    FlowConfigError(
+                        _show(package.manifest, root),
+                        f"flow name {package.name!r} is already used by "
+                        f"{_show(seen_here[package.name], root)}; rename one of them",
+                        line=_line_of_key(package.manifest, ["name"]),
+                        key="name",
+                    )
+                )
+                continue
+            seen_here[package.name] = package.manifest
+            # ``.codex/flows`` is read first and wins a clash: a test or operator override.
+            packages.setdefault(package.name, package)
+    return FlowDiscovery(packages=list(packages.values()), errors=errors)
+
+
+def matching_steps(
+    packages: Iterable[FlowPackage], event: dict[str, Any]
+) -> list[tuple[FlowPackage, FlowStep]]:
+    """Every step, in package order, whose trigger type and payload schema fit ``event``."""
+    return [(p, s) for p in packages for s in p.steps if s.accepts(event)]
+
+
+def _show(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _load(
+    folder: Path, display_root: Path | None
+) -> tuple[FlowPackage | None, list[FlowConfigError]]:
+    manifest = folder / "flow.toml"
+    shown = _show(manifest, display_root)
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [FlowConfigError(shown, f"cannot read the file ({exc}); fix its permissions")]
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = _TOML_LINE.search(str(exc))
+        problem = _TOML_LINE.sub("", str(exc)).strip()
+        return None, [
+            FlowConfigError(
+                shown,
+                f"invalid TOML: {problem}; fix the syntax",
+                line=int(found.group(1)) if found else None,
+            )
+        ]
+    try:
+        spec = msgspec.convert(raw, _FlowSpec)
+    except msgspec.ValidationError as exc:
+        return None, [_validation_error(shown, text, str(exc))]
+    return _resolve(folder, spec, shown, text)
+
+
+def _validation_error(shown: str, text: str, error: str) -> FlowConfigError:
+    match = _MSGSPEC_PATH.match(error)
+    message = match.group("msg") if match else error
+    path = (match.group("path") or "") if match else ""
+    parts = [p for p in re.split(r"\.|(?=\[)", path) if p]
+    unknown = re.search(r"unknown field `([^`]+)`", message)
+    missing = re.search(r"missing required field `([^`]+)`", message)
+    named = unknown or missing
+    key_parts = [*parts, named.group(1)] if named else parts
+    key = ".".join(key_parts).replace(".[", "[") or None
+    hint = next((h for needle, h in _HINTS.items() if needle in message), "fix it")
+    return FlowConfigError(shown, f"{message}; {hint}", line=_line_in(text, key_parts), key=key)
+
+
+def _resolve(
+    folder: Path, spec: _FlowSpec, shown: str, text: str
+) -> tuple[FlowPackage | None, list[FlowConfigError]]:
+    errors: list[FlowConfigError] = []
+
+    def problem(parts: Sequence[str], message: str) -> None:
+        key = ".".join(parts).replace(".[", "[")
+        errors.append(FlowConfigError(shown, message, line=_line_in(text, parts), key=key))
+
+    if not spec.name.strip():
+        problem(["name"], "must not be empty; give the flow a name")
+    if not spec.steps:
+        problem(["steps"], "the flow has no [[steps]]; add at least one")
+    steps: list[FlowStep] = []
+    names: set[str] = set()
+    for i, s in enumerate(spec.steps):
+        at = ["steps", f"[{i}]"]
+        if s.name in names:
+            problem([*at, "name"], f"step name {s.name!r} is used twice; make it unique")
+        names.add(s.name)
+        if s.timeout_ms < 1:
+            problem([*at, "timeout_ms"], f"must be a positive number of ms, got {s.timeout_ms}")
+        if s.concurrency < 1:
+            problem([*at, "concurrency"], f"must be at least 1, got {s.concurrency}")
+        script: Path | None = None
+        command: tuple[str, ...] | None = None
+        if s.runner in ("python", "bun"):
+            if not s.script:
+                problem([*at, "script"], f"runner {s.runner!r} needs `script`; add it")
+            else:
+                script = (folder / s.script).resolve()
+                if not script.is_file():
+                    problem([*at, "script"], f"{s.script!r} does not exist in {folder}")
+        elif not s.command:
+            problem([*at, "command"], "runner 'command' needs a non-empty argv list; add it")
+        else:
+            command = tuple(s.command)
+        cwd = (folder / s.cwd).resolve() if s.cwd else folder.resolve()
+        if not cwd.is_dir():
+            problem([*at, "cwd"], f"folder {s.cwd!r} does not exist in {folder}")
+        schema_path, validator = _compile_schema(folder, s.trigger.schema, [*at], problem)
+        steps.append(
+            FlowStep(
+                name=s.name,
+                runner=s.runner,
+                script=script,
+                command=command,
+                cwd=cwd,
+                timeout_ms=s.timeout_ms,
+                concurrency=s.concurrency,
+                trigger_type=s.trigger.type,
+                schema_path=schema_path,
+                validator=validator,
+            )
+        )
+    if errors:
+        return None, errors
+    package = FlowPackage(
+        name=spec.name,
+        version=spec.version,
+        description=spec.description,
+        root=folder.resolve(),
+        config=spec.config,
+        steps=tuple(steps),
+    )
+    return package, []
+
+
+def _compile_schema(
+    folder: Path, schema: str | None, at: list[str], problem: Any
+) -> tuple[Path | None, Any]:
+    if schema is None:
+        return None, None
+    parts = [*at, "trigger", "schema"]
+    path = (folder / schema).resolve()
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problem(parts, f"schema file {schema!r} does not exist in {folder}")
+        return path, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem(parts, f"cannot read JSON Schema {schema!r}: {exc}; fix the file")
+        return path, None
+    try:
+        cls = jsonschema.validators.validator_for(document)
+        cls.check_schema(document)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        problem(parts, f"{schema!r} is not a valid JSON Schema at {where}: {exc.message}")
+        return path, None
+    return path, cls(document)
+
+
+def _line_of_key(manifest: Path, parts: list[str]) -> int | None:
+    try:
+        return _line_in(manifest.read_text(encoding="utf-8"), parts)
+    except OSError:
+        return None
+
+
+def _line_in(text: str, parts: Sequence[str]) -> int | None:
+    """The line of a key path like ``steps [1] trigger type``, else of its deepest table."""
+    positions = TomlPositions(text)
+    for depth in range(len(parts), 0, -1):
+        line = positions.find(".".join(parts[:depth]).replace(".[", "["))
+        if line is not None:
+            return line
+    return None

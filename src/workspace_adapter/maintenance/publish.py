@@ -1,0 +1,94 @@
+"""Rules 7 and 9 of SPEC §7: run the fork's checks, then push it with a lease per remote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from workspace_adapter.maintenance.git import CommandLog, Completed, Git
+from workspace_adapter.maintenance.outcome import Outcome, short
+from workspace_adapter.maintenance.settings import MaintenanceSettings
+
+# npm would otherwise ask the registry whether it is outdated on every call.
+CHECK_ENV = {"npm_config_update_notifier": "false"}
+
+
+def run_checks(
+    log: CommandLog, fork: Path, commands: list[str]
+) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
+    """Each command through ``bash -c`` (not ``-lc``: a login shell resets PATH), streamed.
+
+    Returns the checks as reported, and the first failing command with its exit code; the
+    commands after a failure are reported as skipped.
+    """
+    checks: list[dict[str, Any]] = []
+    for i, command in enumerate(commands):
+        code, seconds = log.stream(["bash", "-c", command], fork, CHECK_ENV)
+        status = "passed" if code == 0 else "failed"
+        checks.append({"name": command, "status": status, "seconds": round(seconds, 4)})
+        if code != 0:
+            checks += [
+                {"name": rest, "status": "skipped", "seconds": 0.0} for rest in commands[i + 1 :]
+            ]
+            return checks, (command, code)
+    return checks, None
+
+
+def branch_refs(
+    settings: MaintenanceSettings, sha: str | None, pushed: set[str]
+) -> list[dict[str, Any]]:
+    """``candidateRefs``: one per push remote, or one ``local`` entry when push is off."""
+    remotes = list(settings.push_remotes) if settings.push else ["local"]
+    return [
+        {
+            "kind": "branch",
+            "repo": settings.fork_repo_full_name,
+            "remote": remote,
+            "ref": f"refs/heads/{settings.target_branch}",
+            "sha": sha,
+            "pushed": remote in pushed,
+        }
+        for remote in remotes
+    ]
+
+
+def push_with_lease(
+    git: Git, settings: MaintenanceSettings, leases: dict[str, str | None], pushed: set[str]
+) -> None:
+    """Push HEAD to every push remote, each leased on its last fetched sha; fills ``pushed``.
+
+    A dry run checks every lease first, so one moved remote does not leave the others
+    half-published; the real pushes still carry the lease for a remote that moves meanwhile.
+    """
+    branch = f"refs/heads/{settings.target_branch}"
+
+    def push(remote: str, *flags: str) -> Completed:
+        lease = f"--force-with-lease={branch}:{leases.get(remote) or ''}"
+        return git("push", *flags, lease, remote, f"HEAD:{branch}")
+
+    for remote in settings.push_remotes:
+        _refused(settings, remote, push(remote, "--dry-run"), leases, pushed)
+    for remote in settings.push_remotes:
+        _refused(settings, remote, push(remote), leases, pushed)
+        pushed.add(remote)
+
+
+def _refused(
+    settings: MaintenanceSettings,
+    remote: str,
+    done: Completed,
+    leases: dict[str, str | None],
+    pushed: set[str],
+) -> None:
+    if done.ok:
+        return
+    so_far = f"; already pushed to {', '.join(sorted(pushed))}" if pushed else ""
+    if "stale info" in done.stderr:
+        expected = leases.get(remote)
+        was = f"at {short(expected)}" if expected else "absent"
+        raise Outcome(
+            "blocked",
+            f"remote moved: {remote}'s {settings.target_branch} was {was} at the last fetch and "
+            f"has changed since; nothing overwritten{so_far}; fetch, review and re-run",
+        )
+    raise Outcome("blocked", f"push to {remote} failed: {done.last_line()}{so_far}")

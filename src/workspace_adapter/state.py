@@ -1,0 +1,429 @@
+"""Local run state: run records and each scheduled task's last slot, in SQLite (WAL).
+
+One class, and every access is one short transaction (pre-commit's store): ``connect()`` opens
+the database, begins, and commits or rolls back. The file is created under an exclusive lock,
+built in a temp file and renamed into place, so a crash never leaves half a store. Writers use
+``BEGIN IMMEDIATE``, which is also what keeps two ticks from claiming the same slot.
+A run left ``running`` by a process that is gone (its pid and start marker no longer match) is
+marked ``failed``, reason ``interrupted``, whenever the store is opened for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from workspace_adapter import paths
+
+SCHEMA_VERSION = 1
+DB_NAME = "state.sqlite3"
+TAIL_BYTES = 64 * 1024
+
+RunStatus = Literal[
+    "running",
+    "skipped",
+    "completed",
+    "changed",
+    "needs_intervention",
+    "blocked",
+    "canceled",
+    "failed",
+]
+
+_SCHEMA = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_code INTEGER,
+    stdout_tail TEXT NOT NULL DEFAULT '',
+    stderr_tail TEXT NOT NULL DEFAULT '',
+    event_id TEXT,
+    run_ids TEXT NOT NULL DEFAULT '[]',
+    slot TEXT,
+    pid INTEGER,
+    pid_marker TEXT
+);
+CREATE INDEX runs_by_task ON runs (task_id, started_at);
+CREATE INDEX runs_running ON runs (task_id) WHERE status = 'running';
+CREATE TABLE schedule (
+    task_id TEXT PRIMARY KEY,
+    last_slot TEXT NOT NULL,
+    next_slot TEXT,
+    schedule TEXT,
+    timezone TEXT,
+    updated_at TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "id, task_id, kind, status, reason, started_at, finished_at, exit_code, stdout_tail, "
+    "stderr_tail, event_id, run_ids, slot"
+)
+
+
+class RunRecord(msgspec.Struct, kw_only=True, rename="camel"):
+    """One local run of a task (SPEC §4); JSON keys are camelCase (``taskId``, ``startedAt``)."""
+
+    id: str
+    task_id: str
+    kind: str
+    status: RunStatus
+    reason: str | None = None
+    started_at: str
+    finished_at: str | None = None
+    exit_code: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    event_id: str | None = None
+    run_ids: list[str] = msgspec.field(default_factory=list)
+    slot: str | None = None
+
+
+ClaimOutcome = Literal["claimed", "overlap", "taken"]
+
+
+class SlotState(msgspec.Struct, kw_only=True):
+    """A scheduled task's last slot and, cached, the first slot after it.
+
+    ``next_slot`` is only valid for the ``schedule`` and ``timezone`` it was computed with; it
+    lets a tick decide "not due" with a string comparison instead of evaluating cron.
+    """
+
+    last_slot: str
+    next_slot: str | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+
+
+def iso(moment: dt.datetime) -> str:
+    """UTC ISO-8601 with milliseconds and ``Z``, the format of every stored time."""
+    moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_run_id(task_id: str, started: dt.datetime) -> str:
+    """``<time>-<random>-<task id>``: sorts by time, unique, says which task it ran."""
+    stamp = iso(started).replace(":", "-").replace(".", "-")
+    return f"{stamp}-{os.urandom(4).hex()}-{task_id}"
+
+
+def new_run(task_id: str, kind: str, started: dt.datetime, slot: str | None = None) -> RunRecord:
+    return RunRecord(
+        id=new_run_id(task_id, started),
+        task_id=task_id,
+        kind=kind,
+        status="running",
+        started_at=iso(started),
+        slot=slot,
+    )
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_marker(pid: int) -> str:
+    """Something that changes when ``pid`` is reused: boot id + start time (Linux), else ""."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # The command name may hold spaces and parentheses; fields are counted after the last ")".
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{_boot_id()}:{fields[19]}" if len(fields) > 19 else ""
+
+
+def process_alive(pid: int | None, marker: str | None) -> bool:
+    """Whether the process that recorded a run is still the one running under ``pid``."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
+        return False
+    return not marker or process_marker(pid) == marker
+
+
+def _row_to_record(row: tuple[object, ...]) -> RunRecord:
+    names = [c.strip() for c in _COLUMNS.split(",")]
+    data = dict(zip(names, row, strict=True))
+    data["run_ids"] = msgspec.json.decode(str(data["run_ids"]) or "[]")
+    return RunRecord(**data)  # type: ignore[arg-type]
+
+
+def _record_values(record: RunRecord) -> tuple[object, ...]:
+    return (
+        record.id,
+        record.task_id,
+        record.kind,
+        record.status,
+        record.reason,
+        record.started_at,
+        record.finished_at,
+        record.exit_code,
+        record.stdout_tail,
+        record.stderr_tail,
+        record.event_id,
+        msgspec.json.encode(record.run_ids).decode(),
+        record.slot,
+    )
+
+
+class StateStore:
+    """The run state of one mode: ``.workspace/<mode>/state.sqlite3``."""
+
+    def __init__(self, directory: Path, readonly: bool = False) -> None:
+        self.directory = directory
+        self.path = directory / DB_NAME
+        self.readonly = readonly  # doctor and `tick --dry-run`: never create or change a file
+        self._pid = os.getpid()
+        self._marker: str | None = None
+
+    @classmethod
+    def for_workspace(cls, root: Path, mode: str, readonly: bool = False) -> StateStore:
+        return cls(paths.state_dir(root, mode), readonly)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def open(self) -> StateStore:
+        """Create the database when missing, then recover runs whose process is gone."""
+        if self.readonly:
+            return self
+        if not self.exists():
+            self._create()
+        self.recover_interrupted()
+        return self
+
+    def _create(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ignore = self.directory.parent / ".gitignore"
+        if not ignore.exists():
+            # Keeps .workspace/ out of git even when the repository forgot to ignore it.
+            with contextlib.suppress(OSError):
+                ignore.write_text("*\n", encoding="utf-8")
+        with open(self.directory / "state.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.exists():  # another process won the race while we waited
+                return
+            tmp = self.directory / f".{DB_NAME}.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("PRAGMA journal_mode = WAL")
+            finally:
+                db.close()
+            os.replace(tmp, self.path)
+
+    @contextlib.contextmanager
+    def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: ``BEGIN IMMEDIATE`` for writers, so claims are serialised."""
+        if self.readonly:
+            db = open_readonly(self.path)
+            db.isolation_level = None
+            write = False
+        else:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    @property
+    def marker(self) -> str:
+        if self._marker is None:
+            self._marker = process_marker(self._pid)
+        return self._marker
+
+    def recover_interrupted(self) -> list[str]:
+        """Mark runs left ``running`` by dead processes as failed; returns their ids."""
+        now = iso(dt.datetime.now(dt.UTC))
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT id, pid, pid_marker FROM runs WHERE status = 'running'"
+            ).fetchall()
+            dead = [row[0] for row in rows if not process_alive(row[1], row[2])]
+            db.executemany(
+                "UPDATE runs SET status = 'failed', reason = 'interrupted', finished_at = ? "
+                "WHERE id = ?",
+                [(now, run_id) for run_id in dead],
+            )
+        return dead
+
+    def _insert(self, db: sqlite3.Connection, record: RunRecord) -> None:
+        alive = record.status == "running"
+        db.execute(
+            f"INSERT INTO runs ({_COLUMNS}, pid, pid_marker) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*_record_values(record), self._pid if alive else None, self.marker if alive else None),
+        )
+
+    def insert(self, record: RunRecord) -> None:
+        with self.connect() as db:
+            self._insert(db, record)
+
+    def finish(self, record: RunRecord) -> None:
+        """Store a run's final fields; the pid no longer matters once it has ended."""
+        with self.connect() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, reason = ?, finished_at = ?, exit_code = ?, "
+                "stdout_tail = ?, stderr_tail = ?, event_id = ?, run_ids = ?, pid = NULL, "
+                "pid_marker = NULL WHERE id = ?",
+                (
+                    record.status,
+                    record.reason,
+                    record.finished_at,
+                    record.exit_code,
+                    record.stdout_tail,
+                    record.stderr_tail,
+                    record.event_id,
+                    msgspec.json.encode(record.run_ids).decode(),
+                    record.id,
+                ),
+            )
+
+    def runs(self, task_id: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """The newest runs first, of one task or of all."""
+        where, args = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())
+        with self.connect(write=False) as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM runs {where} ORDER BY started_at DESC, id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [_row_to_record(row) for row in rows]
+
+    def slot_states(self) -> dict[str, SlotState]:
+        with self.connect(write=False) as db:
+            rows = db.execute(
+                "SELECT task_id, last_slot, next_slot, schedule, timezone FROM schedule"
+            ).fetchall()
+        return {
+            r[0]: SlotState(last_slot=r[1], next_slot=r[2], schedule=r[3], timezone=r[4])
+            for r in rows
+        }
+
+    def cache_next_slots(self, updates: list[tuple[str, SlotState]]) -> None:
+        """Store freshly computed next slots, unless a tick moved the last slot meanwhile."""
+        if not updates:
+            return
+        with self.connect() as db:
+            db.executemany(
+                "UPDATE schedule SET next_slot = ?, schedule = ?, timezone = ? "
+                "WHERE task_id = ? AND last_slot = ?",
+                [(s.next_slot, s.schedule, s.timezone, t, s.last_slot) for t, s in updates],
+            )
+
+    def running_tasks(self) -> set[str]:
+        """Tasks with a run whose process is still alive."""
+        with self.connect(write=False) as db:
+            rows = db.execute(
+                "SELECT task_id, pid, pid_marker FROM runs WHERE status = 'running'"
+            ).fetchall()
+        return {row[0] for row in rows if process_alive(row[1], row[2])}
+
+    def record_baseline(self, task_id: str, slot: SlotState) -> bool:
+        """Remember a new task's starting point; False when it already had one."""
+        with self.connect() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO schedule "
+                "(task_id, last_slot, next_slot, schedule, timezone, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    slot.last_slot,
+                    slot.next_slot,
+                    slot.schedule,
+                    slot.timezone,
+                    iso(dt.datetime.now(dt.UTC)),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def claim(self, record: RunRecord, expected_last: str | None, slot: SlotState) -> ClaimOutcome:
+        """Move the task's last slot to ``record.slot`` and store ``record``, atomically.
+
+        ``slot`` is the task's new slot state (its ``last_slot`` is ``record.slot``). ``taken``
+        when the last slot is no longer ``expected_last`` (another tick got there first:
+        nothing is stored). ``overlap`` when a run of the task is still going: the slot is
+        consumed and ``record`` is stored as ``skipped``, reason ``overlap``.
+        """
+        assert record.slot is not None and record.slot == slot.last_slot
+        now = iso(dt.datetime.now(dt.UTC))
+        with self.connect() as db:
+            row = db.execute(
+                "SELECT last_slot FROM schedule WHERE task_id = ?", (record.task_id,)
+            ).fetchone()
+            if (row[0] if row else None) != expected_last:
+                return "taken"
+            running = db.execute(
+                "SELECT pid, pid_marker FROM runs WHERE task_id = ? AND status = 'running'",
+                (record.task_id,),
+            ).fetchall()
+            outcome: ClaimOutcome = "claimed"
+            if record.status == "running" and any(process_alive(p, m) for p, m in running):
+                record.status, record.reason, record.finished_at = "skipped", "overlap", now
+                outcome = "overlap"
+            db.execute(
+                "INSERT INTO schedule "
+                "(task_id, last_slot, next_slot, schedule, timezone, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
+                "last_slot = excluded.last_slot, next_slot = excluded.next_slot, "
+                "schedule = excluded.schedule, timezone = excluded.timezone, "
+                "updated_at = excluded.updated_at",
+                (record.task_id, slot.last_slot, slot.next_slot, slot.schedule, slot.timezone, now),
+            )
+            self._insert(db, record)
+        return outcome
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection for doctor, which must never write (not even a -wal file).
+
+    Even ``mode=ro`` creates the -wal and -shm files of a WAL database when they are missing
+    and leaves them behind. They are missing exactly when no writer has the database open, and
+    then the main file holds everything (the last writer checkpointed it), so it is read as
+    ``immutable``; while a writer is active the files exist and ``mode=ro`` creates nothing.
+    """
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return sqlite3.connect(f"{uri}?{query}", uri=True, timeout=5)

@@ -1,0 +1,355 @@
+"""Running one task, shared by ``workspace run`` and ``workspace tick`` (SPEC §4, §5).
+
+A command task is a subprocess in its own process group, its output streamed live and its
+tails kept; a flow task is a generated FlowEvent dispatched to the backend. Only the stdlib and
+msgspec are imported at module level: the flow branch imports anyio and the client when it
+runs, so ``workspace run`` of a command task stays quick to start.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any, NamedTuple, TextIO
+
+import msgspec
+
+from workspace_adapter import events
+from workspace_adapter.config import TaskConfig, WorkspaceConfig
+from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, UserError
+from workspace_adapter.state import TAIL_BYTES, RunRecord, RunStatus, StateStore, iso
+
+KILL_GRACE_SECONDS = 5.0
+"""Between SIGTERM and SIGKILL for a timed-out task's process group (as for backend steps)."""
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+class Sinks(NamedTuple):
+    """Where a task's live output goes: the terminal, or stderr only under ``--json``."""
+
+    stdout: TextIO
+    stderr: TextIO
+
+    @classmethod
+    def for_json(cls, as_json: bool) -> Sinks:
+        return cls(sys.stderr if as_json else sys.stdout, sys.stderr)
+
+
+class Execution(NamedTuple):
+    """A finished run and the exit code it maps to (SPEC §2); ``message`` goes to stderr."""
+
+    record: RunRecord
+    exit_code: int
+    message: str | None = None
+
+
+class _Tail:
+    """The last :data:`TAIL_BYTES` of a stream, without keeping the whole stream."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > 2 * TAIL_BYTES:
+            del self.data[:-TAIL_BYTES]
+
+    def text(self) -> str:
+        return bytes(self.data[-TAIL_BYTES:]).decode("utf-8", errors="replace")
+
+
+_sink_lock = threading.Lock()
+
+
+def _write(sink: TextIO, text: str) -> None:
+    with _sink_lock:
+        sink.write(text)
+        sink.flush()
+
+
+def _pump(pipe: IO[bytes], sink: TextIO, tail: _Tail) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    reader: Any = pipe
+    while chunk := reader.read1(65536):
+        tail.add(chunk)
+        text = decoder.decode(chunk)
+        if text:
+            _write(sink, text)
+    pipe.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the whole group, give it ``grace`` seconds, then SIGKILL whatever is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def command_env(config: WorkspaceConfig, task: TaskConfig, mode: str) -> dict[str, str]:
+    """Parent env + the task's env + the workspace variables, this interpreter's bin first."""
+    env = dict(os.environ)
+    env.update(task.env)
+    env["CODEX_WORKSPACE_MODE"] = mode
+    env["CODEX_WORKSPACE_ROOT"] = str(config.root)
+    # Not resolved: a virtualenv's bin/python is a symlink, and its bin/ holds `workspace`.
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    return env
+
+
+def run_command(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    sinks: Sinks,
+    timeout_text: str = "",
+    kill_grace: float = KILL_GRACE_SECONDS,
+) -> tuple[RunStatus, str | None, int | None, str, str]:
+    """Run ``argv``; (status, reason, exit code, stdout tail, stderr tail)."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return "failed", f"program not found: {argv[0]} (not on PATH)", None, "", ""
+    except PermissionError:
+        return "failed", f"program not executable: {argv[0]}", None, "", ""
+    except OSError as exc:
+        return "failed", f"could not start {argv[0]}: {exc.strerror or exc}", None, "", ""
+    assert proc.stdout is not None and proc.stderr is not None
+    tails = (_Tail(), _Tail())
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, sinks.stdout, tails[0]), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, sinks.stderr, tails[1]), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    reason: str | None = None
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc, kill_grace)
+        reason = f"timed out after {timeout_text or f'{timeout:g}s'}; process group killed"
+    except BaseException:
+        _kill_group(proc, kill_grace)
+        raise
+    for pump in pumps:
+        pump.join(0.5)
+    if any(pump.is_alive() for pump in pumps):
+        # A background child still holds the pipes; the task is over, so end its group.
+        _kill_group(proc, 0)
+        for pump in pumps:
+            pump.join()
+    code = proc.returncode
+    if reason is None and code < 0:
+        reason = f"killed by signal {signal.Signals(-code).name}"
+    elif reason is None and code > 0:
+        reason = f"exited with code {code}"
+    status: RunStatus = "completed" if reason is None else "failed"
+    return status, reason, code, tails[0].text(), tails[1].text()
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in _TRUE
+
+
+def build_event(
+    config: WorkspaceConfig,
+    task: TaskConfig,
+    record: RunRecord,
+    override: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The FlowEvent of a flow task's run (SPEC §5); ``override`` is an ``--event`` file.
+
+    ``override`` replaces the type and the payload; ``taskId`` is still added when absent and
+    ``options`` from the caller's env still applies, so ``CODEX_FLOW_PUSH=0`` always holds.
+    """
+    environ = os.environ if environ is None else environ
+    template = task.event
+    event_type = (template.type if template else None) or task.flow or ""
+    payload: dict[str, Any] = {"taskId": task.id, **(template.payload if template else {})}
+    if override is not None:
+        event_type = str(override.get("type") or event_type)
+        payload = dict(override.get("payload") or {})
+        payload.setdefault("taskId", task.id)
+    options = {
+        key: _flag(environ[name])
+        for key, name in (("fetch", "CODEX_FLOW_FETCH"), ("push", "CODEX_FLOW_PUSH"))
+        if name in environ
+    }
+    if options:
+        existing = payload.get("options")
+        payload["options"] = {**(existing if isinstance(existing, dict) else {}), **options}
+    return {
+        "id": f"workspace:{config.name}:{task.id}:{record.id}",
+        "type": event_type,
+        "source": (template.source if template else None) or config.name,
+        "occurredAt": record.started_at,
+        "receivedAt": record.started_at,
+        "payload": payload,
+    }
+
+
+def read_event_file(path: str) -> dict[str, Any]:
+    """An ``--event`` file: a JSON object whose ``type`` and ``payload`` are used."""
+    try:
+        data = msgspec.json.decode(Path(path).read_bytes())
+    except OSError as exc:
+        raise UserError(f"--event {path}: cannot read: {exc.strerror or exc}") from None
+    except msgspec.DecodeError as exc:
+        raise UserError(f"--event {path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--event {path}: must be a JSON object with type and payload")
+    if "type" in data and (not isinstance(data["type"], str) or not data["type"]):
+        raise UserError(f"--event {path}: type must be a non-empty string")
+    if not isinstance(data.get("payload", {}), dict):
+        raise UserError(f"--event {path}: payload must be a JSON object")
+    return data
+
+
+def _run_flow(
+    config: WorkspaceConfig,
+    task: TaskConfig,
+    record: RunRecord,
+    *,
+    backend_url: str,
+    sinks: Sinks,
+    override: Mapping[str, Any] | None,
+    wait: bool,
+) -> int | None:
+    """Dispatch the task's event and fill ``record``; returns an exit code override or None."""
+    import anyio
+
+    from workspace_adapter import client
+
+    event = build_event(config, task, record, override)
+    record.event_id = event["id"]
+    tails = {"stdout": _Tail(), "stderr": _Tail()}
+
+    def on_output(run_id: str, stream: str, line: str) -> None:
+        text = line if line.endswith("\n") else line + "\n"
+        tails["stderr" if stream == "stderr" else "stdout"].add(text.encode())
+        _write(sinks.stderr if stream == "stderr" else sinks.stdout, text)
+
+    async def follow() -> client.DispatchOutcome:
+        with anyio.fail_after(task.timeout_seconds):
+            return await client.dispatch_and_follow(
+                backend_url, event, wait=wait, on_output=on_output
+            )
+
+    override_code: int | None = None
+    try:
+        outcome = anyio.run(follow)
+    except UserError as exc:  # BackendUnreachable, an RPC error, a dropped connection
+        record.status, record.reason = "failed", exc.message
+        if exc.exit_code == EXIT_BACKEND_UNREACHABLE:
+            record.reason = "backend not reachable"
+        override_code = exc.exit_code if exc.exit_code != 2 else 1
+    except TimeoutError:
+        record.status = "failed"
+        record.reason = f"timed out after {task.timeout} following the flow runs"
+    else:
+        record.run_ids = outcome.run_ids
+        if outcome.matched == 0:
+            record.status = "skipped"
+            record.reason = f"no flow matched event type {event['type']!r}"
+        elif not wait:
+            record.status, record.reason = "completed", "dispatched"
+        else:
+            statuses = [events.flow_status_of_run(run) for run in outcome.runs]
+            record.status = events.worst_status(statuses)  # type: ignore[assignment]
+            record.reason = _runs_reason(outcome.runs, record.status)
+    record.stdout_tail, record.stderr_tail = tails["stdout"].text(), tails["stderr"].text()
+    return override_code
+
+
+def _runs_reason(runs: list[dict[str, Any]], status: str) -> str | None:
+    """The message of the first run that ended with the task's status, if it gave one."""
+    for run in runs:
+        if events.flow_status_of_run(run) != status:
+            continue
+        result = run.get("result")
+        message = result.get("message") if isinstance(result, dict) else None
+        return str(run.get("error") or message or "") or None
+    return None
+
+
+def execute(
+    store: StateStore,
+    config: WorkspaceConfig,
+    task: TaskConfig,
+    record: RunRecord,
+    *,
+    mode: str,
+    backend_url: str,
+    sinks: Sinks,
+    override: Mapping[str, Any] | None = None,
+    wait: bool | None = None,
+) -> Execution:
+    """Run ``task`` for ``record`` (already stored as ``running``) and store how it ended."""
+    override_code: int | None = None
+    try:
+        if task.kind == "command":
+            assert task.command is not None
+            (
+                record.status,
+                record.reason,
+                record.exit_code,
+                record.stdout_tail,
+                record.stderr_tail,
+            ) = run_command(
+                task.command,
+                cwd=config.root,
+                env=command_env(config, task, mode),
+                timeout=task.timeout_seconds,
+                timeout_text=task.timeout,
+                sinks=sinks,
+            )
+        else:
+            override_code = _run_flow(
+                config,
+                task,
+                record,
+                backend_url=backend_url,
+                sinks=sinks,
+                override=override,
+                wait=task.wait if wait is None else wait,
+            )
+    except BaseException:
+        record.status, record.reason = "failed", "interrupted"
+        record.finished_at = iso(dt.datetime.now(dt.UTC))
+        store.finish(record)
+        raise
+    record.finished_at = iso(dt.datetime.now(dt.UTC))
+    store.finish(record)
+    code = override_code if override_code is not None else events.exit_code_for(record.status)
+    message = None
+    if override_code == EXIT_BACKEND_UNREACHABLE:
+        message = f"backend not reachable at {backend_url}; start it with `workspace backend`"
+    elif record.status == "skipped":
+        message = f"warning: {task.id}: skipped: {record.reason}"
+    elif code != 0:
+        message = f"{task.id}: {record.status}: {record.reason}"
+    return Execution(record, code, message)

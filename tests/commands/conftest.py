@@ -1,0 +1,45 @@
+"""Helpers for the command tests: a workspace folder with a given workspace.toml."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from workspace_adapter.cli import Globals
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def dead_backend_url() -> str:
+    return f"ws://127.0.0.1:{free_port()}"
+
+
+MakeWorkspace = Callable[[str], Globals]
+
+
+@pytest.fixture
+def make_workspace(tmp_path: Path, dead_backend_url: str) -> MakeWorkspace:
+    """Write ``workspace.toml`` (dedented) into a fresh root; returns the command globals."""
+
+    def make(toml: str) -> Globals:
+        root = tmp_path / "ws"
+        root.mkdir(exist_ok=True)
+        (root / "workspace.toml").write_text(textwrap.dedent(toml), encoding="utf-8")
+        return Globals(
+            workspace_root=root.resolve(),
+            backend_url=dead_backend_url,
+            mode="local",
+            log_level="warning",
+        )
+
+    return make

@@ -1,0 +1,363 @@
+"""The step runner against real subprocesses: protocol, env, output bounds, timeouts, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
+from workspace_adapter.flows.package import FlowPackage, FlowStep, load_flow
+from workspace_adapter.flows.runner import TAIL_BYTES, StepInvocation, StepOutcome, run_step
+
+MakeFlow = Callable[..., Path]
+EVENT: dict[str, Any] = {"id": "evt-1", "type": "go", "payload": {"n": 1}}
+
+
+def python_flow(make_flow: MakeFlow, script: str, *, timeout_ms: int = 10_000) -> FlowPackage:
+    folder = make_flow(
+        "py",
+        f"""
+        [config]
+        answer = 42
+        [[steps]]
+        name = "s"
+        runner = "python"
+        script = "step.py"
+        timeout_ms = {timeout_ms}
+        [steps.trigger]
+        type = "go"
+        """,
+        files={"step.py": script},
+    )
+    return load_flow(folder)
+
+
+def command_flow(make_flow: MakeFlow, argv: list[str], *, timeout_ms: int = 10_000) -> FlowPackage:
+    folder = make_flow(
+        "cmd",
+        f"""
+        [[steps]]
+        name = "c"
+        runner = "command"
+        command = {json.dumps(argv)}
+        timeout_ms = {timeout_ms}
+        [steps.trigger]
+        type = "go"
+        """,
+    )
+    return load_flow(folder)
+
+
+def invocation(package: FlowPackage, tmp_path: Path, **extra: Any) -> StepInvocation:
+    step: FlowStep = package.steps[0]
+    return StepInvocation(
+        package=package,
+        step=step,
+        event=EVENT,
+        run_id="run_0123456789ab",
+        workspace_root=tmp_path,
+        workspace_backend_url="ws://127.0.0.1:9",
+        launched_by="test",
+        **extra,
+    )
+
+
+def gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie nobody reaps counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+async def test_context_on_stdin_lines_streamed_and_result(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    script = """
+        import json, sys
+        ctx = json.load(sys.stdin)
+        print("hello")
+        print("warn", file=sys.stderr)
+        print('FLOW_RESULT {"status": "skipped"}')
+        print("FLOW_RESULT " + json.dumps({"status": "changed", "message": "ok",
+                                           "artifacts": {"ctx": ctx}}))
+    """
+    package = python_flow(make_flow, script)
+    lines: list[tuple[str, str]] = []
+    pids: list[int] = []
+    outcome = await run_step(
+        invocation(package, tmp_path, replay=True),
+        on_line=lambda stream, line: lines.append((stream, line)),
+        on_started=pids.append,
+    )
+    assert outcome.status == "completed", outcome.error
+    assert (outcome.result_status, outcome.flow_status, outcome.exit_code) == (
+        "changed",
+        "changed",
+        0,
+    )
+    assert outcome.pid == pids[0]
+    assert ("stdout", "hello") in lines and ("stderr", "warn") in lines
+    assert outcome.stdout_tail.startswith("hello\n") and outcome.stderr_tail == "warn\n"
+    ctx = outcome.result["artifacts"]["ctx"]  # type: ignore[index]
+    assert ctx == {
+        "flow": {
+            "name": "py",
+            "version": "1.2.3",
+            "root": str(package.root),
+            "step": "s",
+            "config": {"answer": 42},
+            "event": EVENT,
+        },
+        "runtime": {
+            "eventId": "evt-1",
+            "runId": "run_0123456789ab",
+            "attemptId": "run_0123456789ab",
+            "replay": True,
+            "workspaceBackendUrl": "ws://127.0.0.1:9",
+            "workspaceRoot": str(tmp_path),
+            "launchedBy": "test",
+        },
+    }
+
+
+async def test_env_is_a_whitelist_and_secrets_stay_out(
+    make_flow: MakeFlow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEX_WORKSPACE_BACKEND_TOKEN", "tok-secret")
+    monkeypatch.setenv("CODEX_FLOW_BACKEND_SECRET", "hmac-secret")
+    monkeypatch.setenv("RANDOM_PARENT_VAR", "x")
+    monkeypatch.setenv("CODEX_FLOW_FETCH", "0")
+    monkeypatch.setenv("EXTRA_ALLOWED", "yes")
+    script = """
+        import json, os, sys
+        import workspace_adapter  # the venv's interpreter can import the package
+        print("FLOW_RESULT " + json.dumps({"status": "completed", "artifacts": dict(os.environ)}))
+    """
+    package = python_flow(make_flow, script)
+    outcome = await run_step(invocation(package, tmp_path, env_allow=("EXTRA_ALLOWED",)))
+    assert outcome.status == "completed", outcome.error + outcome.stderr_tail  # type: ignore[operator]
+    env = outcome.result["artifacts"]  # type: ignore[index]
+    assert "CODEX_WORKSPACE_BACKEND_TOKEN" not in env
+    assert "CODEX_FLOW_BACKEND_SECRET" not in env
+    assert "RANDOM_PARENT_VAR" not in env
+    assert "tok-secret" not in json.dumps(env) and "hmac-secret" not in json.dumps(env)
+    assert env["CODEX_FLOW_FETCH"] == "0" and env["EXTRA_ALLOWED"] == "yes"
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert env["CODEX_FLOW_EVENT_ID"] == "evt-1"
+    assert env["CODEX_FLOW_RUN_ID"] == env["CODEX_FLOW_ATTEMPT_ID"] == "run_0123456789ab"
+    assert env["CODEX_FLOW_REPLAY"] == "0"
+    assert env["CODEX_WORKSPACE_BACKEND_WS_URL"] == "ws://127.0.0.1:9"
+    assert env["CODEX_WORKSPACE_ROOT"] == str(tmp_path)
+    assert env["CODEX_FLOW_LAUNCHED_BY"] == "test"
+
+
+async def test_command_step_through_the_executor_interface(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    package = command_flow(make_flow, ["printf", 'FLOW_RESULT {"status":"completed"}\\n'])
+    executor: StepExecutor = LocalExecutor(kill_grace=1.0)
+    outcome = await executor.run(invocation(package, tmp_path))
+    assert (outcome.status, outcome.result) == ("completed", {"status": "completed"})
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["sh", "-c", "echo FLOW_RESULT not-json"], "FLOW_RESULT is not valid: JSON is malformed"),
+        (
+            ["sh", "-c", 'echo \'FLOW_RESULT {"status": "great"}\''],
+            "FLOW_RESULT is not valid: Invalid enum value 'great' - at `$.status`",
+        ),
+        (["sh", "-c", "echo 'FLOW_RESULT [1]'"], "FLOW_RESULT is not valid: expected a JSON"),
+        (["sh", "-c", "echo just talking"], "printed no FLOW_RESULT line"),
+        (
+            ["sh", "-c", 'echo \'FLOW_RESULT {"status":"completed"}\'; exit 3'],
+            "exited with code 3",
+        ),
+        (["sh", "-c", "kill -9 $$"], "killed by signal SIGKILL"),
+        (["definitely-not-a-program-xyz"], "cannot start 'definitely-not-a-program-xyz': program"),
+    ],
+)
+async def test_failures_have_a_one_line_reason(
+    make_flow: MakeFlow, tmp_path: Path, argv: list[str], reason: str
+) -> None:
+    outcome = await run_step(invocation(command_flow(make_flow, argv), tmp_path))
+    assert outcome.status == "failed"
+    assert outcome.error is not None and outcome.error.startswith(reason), outcome.error
+    assert "\n" not in outcome.error and outcome.flow_status == "failed"
+
+
+async def test_bun_runner_without_bun_is_a_clear_failure(
+    make_flow: MakeFlow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("bun"):
+        monkeypatch.setenv("PATH", "/nonexistent")
+    folder = make_flow(
+        "bunny",
+        """
+        [[steps]]
+        name = "b"
+        runner = "bun"
+        script = "step.ts"
+        [steps.trigger]
+        type = "go"
+        """,
+        files={"step.ts": "console.log('hi')\n"},
+    )
+    inv = invocation(load_flow(folder), tmp_path, python="/nonexistent/python")
+    outcome = await run_step(inv)
+    assert outcome.status == "failed"
+    assert "uses runner 'bun' but bun is not on PATH" in (outcome.error or "")
+
+
+async def test_timeout_kills_the_whole_process_group(make_flow: MakeFlow, tmp_path: Path) -> None:
+    script = """
+        import subprocess, sys, time
+        child = subprocess.Popen(["sleep", "100"])
+        print(f"child {child.pid}", flush=True)
+        time.sleep(100)
+    """
+    package = python_flow(make_flow, script, timeout_ms=1500)
+    lines: list[str] = []
+    started = time.monotonic()
+    outcome = await run_step(
+        invocation(package, tmp_path), on_line=lambda _s, line: lines.append(line), kill_grace=2
+    )
+    elapsed = time.monotonic() - started
+    assert (outcome.status, outcome.error) == ("failed", "timed out after 1.5s")
+    assert elapsed < 3.0
+    child = int(next(line for line in lines if line.startswith("child ")).split()[1])
+    assert outcome.pid is not None and gone(outcome.pid) and gone(child)
+
+
+async def test_a_step_ignoring_sigterm_is_killed_after_the_grace(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    script = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(100)
+    """
+    package = python_flow(make_flow, script, timeout_ms=500)
+    started = time.monotonic()
+    outcome = await run_step(invocation(package, tmp_path), kill_grace=1.0)
+    elapsed = time.monotonic() - started
+    assert outcome.error == "timed out after 0.5s"
+    assert 1.4 <= elapsed < 3.0, elapsed
+    assert outcome.stdout_tail == "ready\n"
+    assert outcome.pid is not None and gone(outcome.pid)
+
+
+async def test_a_leftover_child_holding_the_pipes_does_not_hang_the_run(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    argv = ["sh", "-c", 'sleep 100 & echo "child $!"; echo \'FLOW_RESULT {"status":"completed"}\'']
+    lines: list[str] = []
+    started = time.monotonic()
+    outcome = await run_step(
+        invocation(command_flow(make_flow, argv), tmp_path),
+        on_line=lambda _s, line: lines.append(line),
+    )
+    assert outcome.status == "completed"
+    assert time.monotonic() - started < 3.0
+    child = int(next(line for line in lines if line.startswith("child ")).split()[1])
+    await anyio.sleep(0.1)
+    assert gone(child)
+
+
+async def test_a_50_mb_flood_keeps_memory_bounded(make_flow: MakeFlow, tmp_path: Path) -> None:
+    script = """
+        import sys
+        out = sys.stdout.buffer
+        line = b"x" * 1023 + b"\\n"
+        for _ in range(25 * 1024):
+            out.write(line)
+        out.write(b"y" * (25 * 1024 * 1024))  # one 25 MB line, no newline yet
+        out.write(b"\\nFLOW_RESULT {\\"status\\": \\"completed\\"}\\n")
+        sys.stderr.buffer.write(b"e" * (3 * 1024 * 1024))
+    """
+    package = python_flow(make_flow, script)
+    count = 0
+    longest = 0
+
+    def on_line(_stream: str, line: str) -> None:
+        nonlocal count, longest
+        count += 1
+        longest = max(longest, len(line))
+
+    tracemalloc.start()
+    try:
+        outcome = await run_step(invocation(package, tmp_path), on_line=on_line)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.status == "completed", outcome.error
+    assert len(outcome.stdout_tail.encode()) <= TAIL_BYTES
+    assert len(outcome.stderr_tail.encode()) <= TAIL_BYTES
+    assert outcome.stdout_tail.endswith('FLOW_RESULT {"status": "completed"}\n')
+    assert count == 25 * 1024 + 3
+    assert longest < 17 * 1024
+    assert peak < 8 * 1024 * 1024, peak
+
+
+async def test_cancel_event_returns_a_canceled_outcome(make_flow: MakeFlow, tmp_path: Path) -> None:
+    script = """
+        import time
+        print("working", flush=True)
+        time.sleep(100)
+    """
+    package = python_flow(make_flow, script)
+    cancel = anyio.Event()
+
+    def on_line(_stream: str, line: str) -> None:
+        if line == "working":
+            cancel.set()
+
+    outcome = await run_step(invocation(package, tmp_path), on_line=on_line, cancel=cancel)
+    assert (outcome.status, outcome.error, outcome.flow_status) == ("canceled",) * 3
+    assert outcome.stdout_tail == "working\n"
+    assert outcome.pid is not None and gone(outcome.pid)
+
+
+async def test_cancelling_the_caller_kills_the_group_and_reraises(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    script = """
+        import subprocess, time
+        child = subprocess.Popen(["sleep", "100"])
+        print(f"child {child.pid}", flush=True)
+        time.sleep(100)
+    """
+    package = python_flow(make_flow, script)
+    pids: list[int] = []
+    outcomes: list[StepOutcome] = []
+
+    def on_line(_stream: str, line: str) -> None:
+        if line.startswith("child "):
+            pids.append(int(line.split()[1]))
+            scope.cancel()
+
+    with anyio.CancelScope() as scope:
+        outcomes.append(
+            await run_step(
+                invocation(package, tmp_path),
+                on_line=on_line,
+                on_started=pids.append,
+                kill_grace=2,
+            )
+        )
+    assert scope.cancelled_caught and outcomes == []
+    assert len(pids) == 2 and all(gone(pid) for pid in pids)
