@@ -42,7 +42,12 @@ def test_defaults(tmp_path: Path) -> None:
     loaded = config.load(tmp_path)
     assert loaded.name == tmp_path.name and loaded.timezone == "UTC"
     task = loaded.tasks[0]
-    assert (task.timeout_seconds, task.catchup, task.enabled, task.line) == (1800, "latest", True, 2)
+    assert (task.timeout_seconds, task.catchup, task.enabled, task.line) == (
+        1800,
+        "latest",
+        True,
+        2,
+    )
 
 
 def test_codex_fallback_location(tmp_path: Path) -> None:
@@ -53,20 +58,81 @@ def test_codex_fallback_location(tmp_path: Path) -> None:
 
 # Each case: the entry (after a valid header), the expected line and the expected text.
 CASES = {
-    "unknown key": ('id = "a"\nkind = "command"\ncommand = ["x"]\nbogus = 1\n', 7, "workspace.tasks[0].bogus: unknown key"),
-    "wrong type": ('id = "a"\nkind = "command"\ncommand = "x"\n', 6, "workspace.tasks[0].command: expected array, got str"),
-    "bad cron": ('id = "a"\nkind = "command"\ncommand = ["x"]\nschedule = "*/61 * * * *"\n', 7, 'workspace.tasks[0].schedule: \'*/61 * * * *\' is not a valid cron expression'),
-    "cron field count": ('id = "a"\nkind = "command"\ncommand = ["x"]\nschedule = "* * *"\n', 7, "five fields"),
-    "bad duration": ('id = "a"\nkind = "command"\ncommand = ["x"]\ntimeout = "15 minutes"\n', 7, "workspace.tasks[0].timeout: '15 minutes' is not a duration"),
-    "bad id": ('id = "Harness!"\nkind = "command"\ncommand = ["x"]\n', 4, "workspace.tasks[0].id: 'Harness!' is not a valid id"),
-    "static event id": ('id = "a"\nkind = "flow"\nflow = "x"\n[workspace.tasks.event]\nid = "fixed"\n', 8, "workspace.tasks[0].event.id: event ids are generated"),
-    "command needs command": ('id = "a"\nkind = "command"\n', 5, "workspace.tasks[0].command: is required for a command task"),
-    "flow needs flow": ('id = "a"\nkind = "flow"\n', 5, "workspace.tasks[0].flow: is required for a flow task"),
-    "catchup enum": ('id = "a"\nkind = "command"\ncommand = ["x"]\ncatchup = "sometimes"\n', 7, "workspace.tasks[0].catchup: 'sometimes' is not one of none, latest, all"),
-    "kind enum": ('id = "a"\nkind = "shell"\n', 5, "workspace.tasks[0].kind: 'shell' is not one of command, flow"),
-    "flow key on command": ('id = "a"\nkind = "command"\ncommand = ["x"]\nwait = false\n', 7, "workspace.tasks[0].wait: only applies to flow tasks"),
-    "nested payload type": ('id = "a"\nkind = "flow"\nflow = "x"\nevent = { source = 3 }\n', 7, "workspace.tasks[0].event.source: expected str, got int"),
-    "env values": ('id = "a"\nkind = "command"\ncommand = ["x"]\nenv = { A = 1 }\n', 7, "workspace.tasks[0].env: expected str, got int"),
+    "unknown key": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nbogus = 1\n',
+        7,
+        "workspace.tasks[0].bogus: unknown key",
+    ),
+    "wrong type": (
+        'id = "a"\nkind = "command"\ncommand = "x"\n',
+        6,
+        "workspace.tasks[0].command: expected array, got str",
+    ),
+    "bad cron": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nschedule = "*/61 * * * *"\n',
+        7,
+        "workspace.tasks[0].schedule: '*/61 * * * *' is not a valid cron expression",
+    ),
+    "cron field count": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nschedule = "* * *"\n',
+        7,
+        "five fields",
+    ),
+    "bad duration": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\ntimeout = "15 minutes"\n',
+        7,
+        "workspace.tasks[0].timeout: '15 minutes' is not a duration",
+    ),
+    "bad id": (
+        'id = "Harness!"\nkind = "command"\ncommand = ["x"]\n',
+        4,
+        "workspace.tasks[0].id: 'Harness!' is not a valid id",
+    ),
+    "static event id": (
+        'id = "a"\nkind = "flow"\nflow = "x"\n[workspace.tasks.event]\nid = "fixed"\n',
+        8,
+        "workspace.tasks[0].event.id: event ids are generated",
+    ),
+    "command needs command": (
+        'id = "a"\nkind = "command"\n',
+        5,
+        "workspace.tasks[0].command: is required for a command task",
+    ),
+    "flow needs flow": (
+        'id = "a"\nkind = "flow"\n',
+        5,
+        "workspace.tasks[0].flow: is required for a flow task",
+    ),
+    "catchup enum": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\ncatchup = "sometimes"\n',
+        7,
+        "workspace.tasks[0].catchup: 'sometimes' is not one of none, latest, all",
+    ),
+    "kind enum": (
+        'id = "a"\nkind = "shell"\n',
+        5,
+        "workspace.tasks[0].kind: 'shell' is not one of command, flow",
+    ),
+    "flow key on command": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nwait = false\n',
+        7,
+        "workspace.tasks[0].wait: only applies to flow tasks",
+    ),
+    "nested payload type": (
+        'id = "a"\nkind = "flow"\nflow = "x"\nevent = { source = 3 }\n',
+        7,
+        "workspace.tasks[0].event.source: expected str, got int",
+    ),
+    "env values": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nenv = { A = 1 }\n',
+        7,
+        "workspace.tasks[0].env: expected str, got int",
+    ),
+    "internal field": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nline = 3\n',
+        7,
+        "workspace.tasks[0].line: unknown key",
+    ),
     "missing id": ('kind = "command"\ncommand = ["x"]\n', 3, "workspace.tasks[0].id: is required"),
 }
 
@@ -133,7 +199,9 @@ def test_all_bad_entries_are_reported_at_once(tmp_path: Path) -> None:
 
 def test_unknown_top_level_and_workspace_keys(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, 'other = 1\n[workspace]\nnmae = "x"\n')
-    assert any(p.endswith(":1: other: unknown key (everything lives under [workspace])") for p in problems)
+    assert any(
+        p.endswith(":1: other: unknown key (everything lives under [workspace])") for p in problems
+    )
     assert any(":3: workspace.nmae: unknown key" in p for p in problems)
 
 

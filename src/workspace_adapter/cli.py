@@ -205,9 +205,9 @@ def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
         if command == "replay":
             return remote.replay(g, ns.event_id, wait=ns.wait, as_json=ns.json)
         if command == "events":
-            return remote.events(g, event_type=ns.event_type, limit=ns.limit, as_json=ns.json)
+            return remote.list_events(g, event_type=ns.event_type, limit=ns.limit, as_json=ns.json)
         if command == "flow-runs":
-            return remote.flow_runs(
+            return remote.list_runs(
                 g, event_id=ns.event_id, status=ns.status, limit=ns.limit, as_json=ns.json
             )
         return remote.cancel(g, ns.run_id, as_json=ns.json)

@@ -185,23 +185,29 @@ async def follow_runs(
 ) -> list[dict[str, Any]]:
     """Wait until every run has ended, streaming output; the client must already subscribe."""
     finished: dict[str, dict[str, Any]] = {}
+    wanted = set(run_ids)
+
+    def handle(note: dict[str, Any]) -> None:
+        params = note.get("params") or {}
+        if note.get("method") == "flow.run.output":
+            if on_output is not None and params.get("runId") in wanted:
+                on_output(str(params["runId"]), str(params.get("stream")), str(params.get("line")))
+        elif note.get("method") == "flow.run.updated":
+            run = params.get("run") or {}
+            if run.get("id") in wanted and run.get("status") in TERMINAL_RUN_STATUSES:
+                finished[str(run["id"])] = run
+
+    # Runs that ended before we subscribed (a duplicate dispatch) send nothing more.
     for run_id in run_ids:
         got = await client.request("flow.getRun", {"runId": run_id})
         run = got.get("run") if isinstance(got, dict) else None
         if isinstance(run, dict) and run.get("status") in TERMINAL_RUN_STATUSES:
             finished[run_id] = run
+    # Lines that arrived while we asked are still ours to show, even for a finished run.
+    while client.notifications:
+        handle(client.notifications.pop(0))
     while len(finished) < len(run_ids):
-        note = await client.next_notification()
-        params = note.get("params") or {}
-        if note.get("method") == "flow.run.output" and on_output is not None:
-            if params.get("runId") in run_ids and params.get("runId") not in finished:
-                on_output(
-                    str(params.get("runId")), str(params.get("stream")), str(params.get("line"))
-                )
-        elif note.get("method") == "flow.run.updated":
-            run = params.get("run") or {}
-            if run.get("id") in run_ids and run.get("status") in TERMINAL_RUN_STATUSES:
-                finished[str(run["id"])] = run
+        handle(await client.next_notification())
     return [finished[r] for r in run_ids]
 
 

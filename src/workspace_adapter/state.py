@@ -22,6 +22,7 @@ from typing import Literal
 import msgspec
 
 from workspace_adapter import paths
+from workspace_adapter.processes import process_alive, process_marker
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
@@ -67,6 +68,18 @@ CREATE TABLE schedule (
     updated_at TEXT NOT NULL
 );
 """
+
+__all__ = [
+    "RunRecord",
+    "SlotState",
+    "StateStore",
+    "iso",
+    "new_run",
+    "open_readonly",
+    "parse_iso",
+    "process_alive",
+    "process_marker",
+]
 
 _COLUMNS = (
     "id, task_id, kind, status, reason, started_at, finished_at, exit_code, stdout_tail, "
@@ -133,45 +146,6 @@ def new_run(task_id: str, kind: str, started: dt.datetime, slot: str | None = No
         started_at=iso(started),
         slot=slot,
     )
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def process_marker(pid: int) -> str:
-    """Something that changes when ``pid`` is reused: boot id + start time (Linux), else ""."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # The command name may hold spaces and parentheses; fields are counted after the last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    return f"{_boot_id()}:{fields[19]}" if len(fields) > 19 else ""
-
-
-def process_alive(pid: int | None, marker: str | None) -> bool:
-    """Whether the process that recorded a run is still the one running under ``pid``."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
-        return False
-    return not marker or process_marker(pid) == marker
 
 
 def _row_to_record(row: tuple[object, ...]) -> RunRecord:

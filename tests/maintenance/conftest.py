@@ -118,7 +118,10 @@ def fork_state(fork: Path) -> Callable[[], dict[str, Any]]:
 
 class RunStep(Protocol):
     def __call__(
-        self, context: Mapping[str, Any] | bytes, env: Mapping[str, str] | None = None
+        self,
+        context: Mapping[str, Any] | bytes,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> tuple[int, list[str], str]: ...
 
 
@@ -152,10 +155,12 @@ def step_context(workspace_root: Path) -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture
 def run_step(workspace_root: Path) -> RunStep:
-    """Run flows/patch-moi-harness/step.py as the runner would; returns (rc, stdout lines, stderr)."""
+    """Run the flow's step.py as the runner would: (exit code, stdout lines, stderr)."""
 
     def run(
-        context: Mapping[str, Any] | bytes, env: Mapping[str, str] | None = None
+        context: Mapping[str, Any] | bytes,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> tuple[int, list[str], str]:
         import json
         import sys
@@ -165,7 +170,7 @@ def run_step(workspace_root: Path) -> RunStep:
         proc = subprocess.run(
             [sys.executable, str(workspace_root / "flows" / "patch-moi-harness" / "step.py")],
             input=stdin,
-            cwd=workspace_root,
+            cwd=cwd or workspace_root,
             env={**base, **(env or {})},
             capture_output=True,
             timeout=60,

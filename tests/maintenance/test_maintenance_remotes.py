@@ -40,8 +40,14 @@ def test_push_publishes_to_every_push_remote(
     assert result.artifacts["pushed"] is True
     assert "pushed to origin, jojo" in (result.message or "")
     pushes = [r["argv"] for r in result.artifacts["commands"] if r["argv"][1:2] == ["push"]]
-    assert any(a[-2:] == ["origin", "HEAD:refs/heads/main"] and "--dry-run" not in a for a in pushes)
-    assert all(a[2].startswith("--force-with-lease=refs/heads/main:") for a in pushes if "--dry-run" not in a)
+    assert any(
+        a[-2:] == ["origin", "HEAD:refs/heads/main"] and "--dry-run" not in a for a in pushes
+    )
+    assert all(
+        a[2].startswith("--force-with-lease=refs/heads/main:")
+        for a in pushes
+        if "--dry-run" not in a
+    )
 
 
 def test_remote_that_moved_is_refused_by_the_lease(
@@ -68,10 +74,16 @@ def test_lease_on_a_branch_that_must_not_exist(
     workspace_root: Path, maintain: Any, fork: Path, git: Any
 ) -> None:
     # The fork never saw jojo's branch, yet jojo has one: pushing would overwrite it.
+    jojo = git(bare(workspace_root, "jojo"), "rev-parse", "refs/heads/main")
+    cut_release(workspace_root)
+    git(fork, "fetch", "-q", "--tags", "upstream")
     git(fork, "update-ref", "-d", "refs/remotes/jojo/main")
-    result = maintain("v0.1.3", fetch=False, push=True, verify_commands=FAST)
+    result = maintain("v0.1.4", fetch=False, push=True, verify_commands=FAST)
     assert result.status == "blocked"
     assert "jojo's main was absent at the last fetch" in (result.message or "")
+    assert git(bare(workspace_root, "jojo"), "rev-parse", "refs/heads/main") == jojo
+    # The dry run caught it before origin was pushed.
+    assert git(bare(workspace_root, "origin"), "rev-parse", "refs/heads/main") == jojo
 
 
 def test_missing_upstream_remote_is_added_from_the_config(

@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from workspace_adapter.logs import get_logger
 # Requests one connection may have in flight before it hears "overloaded".
 MAX_INFLIGHT_PER_CONNECTION = 256
 # How long a close frame may wait behind unread data before we give up on the client.
-CLOSE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 30.0
 SLOW_SUBSCRIBER = 1008
 
 
@@ -63,8 +64,9 @@ class ClientSession:
     def __init__(self, websocket: WebSocket, service: BackendService) -> None:
         self.websocket = websocket
         self.service = service
-        self.outbox = Outbox()
+        self.outbox = Outbox(on_overflow=self._abandon_send)
         self.inflight = 0
+        self._sending: anyio.CancelScope | None = None
         self._log = get_logger(component="ws")
 
     async def serve(self) -> None:
@@ -94,9 +96,12 @@ class ClientSession:
             frame = await self.outbox.get()
             if frame is None:
                 break
-            try:
-                await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
-            except (WebSocketDisconnect, RuntimeError, OSError):
+            with anyio.CancelScope() as self._sending:
+                try:
+                    await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    break
+            if self._sending.cancelled_caught:
                 break
         if self.outbox.overflowed:
             # The client stopped reading: its subscriptions go now, the close frame goes out
@@ -106,6 +111,12 @@ class ClientSession:
             with anyio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(Exception):
                 await self.websocket.close(SLOW_SUBSCRIBER, "subscriber too slow")
         scope.cancel()
+
+    def _abandon_send(self) -> None:
+        # A send blocked on a full socket is waiting for the transport to become writable; it
+        # has written nothing yet, so cancelling it cannot cut a frame in half.
+        if self._sending is not None:
+            self._sending.cancel()
 
     def _refuse_overloaded(self, frame: str | bytes) -> None:
         try:
@@ -199,9 +210,23 @@ def check_options(options: BackendOptions) -> None:
         raise UserError(f"--cwd {options.cwd} is not a folder")
 
 
+def _use_pidfd_child_watcher() -> None:
+    # Python 3.11's default child watcher starts a thread per subprocess to wait for it; a
+    # pidfd lets the event loop itself notice the exit (3.12+ does this on its own).
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        import asyncio
+
+        with contextlib.suppress(OSError, NotImplementedError):
+            os.close(os.pidfd_open(os.getpid()))
+            watcher = asyncio.PidfdChildWatcher()
+            watcher.attach_loop(asyncio.get_running_loop())
+            asyncio.get_event_loop_policy().set_child_watcher(watcher)
+
+
 async def serve_backend(options: BackendOptions, executor: StepExecutor | None = None) -> int:
     """Run the daemon until SIGINT/SIGTERM; returns the exit code."""
     check_options(options)
+    _use_pidfd_child_watcher()
     log = get_logger(component="backend")
     with _data_dir_lock(options.data_dir):
         sock = _bind(options.host, options.port)

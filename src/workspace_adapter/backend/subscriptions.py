@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -22,8 +23,11 @@ OUTBOX_LIMIT_BYTES = 1024 * 1024
 class Outbox:
     """Frames waiting to be written to one WebSocket, at most ``limit`` bytes of them."""
 
-    def __init__(self, limit: int = OUTBOX_LIMIT_BYTES) -> None:
+    def __init__(
+        self, limit: int = OUTBOX_LIMIT_BYTES, on_overflow: Callable[[], None] | None = None
+    ) -> None:
         self.limit = limit
+        self.on_overflow = on_overflow
         self.size = 0
         self.overflowed = False
         self.closed = False
@@ -37,6 +41,8 @@ class Outbox:
         if self.size + len(frame) > self.limit:
             self.overflowed = True
             self.close()
+            if self.on_overflow is not None:
+                self.on_overflow()
             return
         self._frames.append(frame)
         self.size += len(frame)

@@ -314,7 +314,13 @@ class ForkMaintenance:
         else:
             self.emit(f"{s.target_branch} already contains {tag}; no rebase needed")
             what = f"{s.fork_repo} {s.target_branch} already contains {tag} ({short(release)})"
-        self.checks, failed = run_checks(self.log, s.fork_path, list(s.verify_commands))
+        try:
+            self.checks, failed = run_checks(self.log, s.fork_path, list(s.verify_commands))
+        except BaseException:
+            # Interrupted mid-check: an unverified rebase must not stay on the branch.
+            if rebased:
+                self._keep_candidate(tag, before)
+            raise
         if failed is not None:
             command, code = failed
             kept = self._keep_candidate(tag, before) if rebased else ""

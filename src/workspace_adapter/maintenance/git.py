@@ -168,13 +168,18 @@ class CommandLog:
                 bufsize=1,
             ) as proc:
                 assert proc.stdout is not None
-                for raw in proc.stdout:
-                    line = raw.rstrip("\n")
-                    self.emit(line)
-                    tail.append(line)
-                    size += len(line) + 1
-                    while size > OUTPUT_LIMIT and len(tail) > 1:
-                        size -= len(tail.popleft()) + 1
+                try:
+                    for raw in proc.stdout:
+                        line = raw.rstrip("\n")
+                        self.emit(line)
+                        tail.append(line)
+                        size += len(line) + 1
+                        while size > OUTPUT_LIMIT and len(tail) > 1:
+                            size -= len(tail.popleft()) + 1
+                except BaseException:
+                    # Interrupted (SIGTERM from the runner): the check must not outlive us.
+                    proc.kill()
+                    raise
                 exit_code = proc.wait()
         except OSError as exc:
             exit_code = 127

@@ -70,7 +70,7 @@ def load_config(raw: Mapping[str, Any] | None) -> FlowConfig:
     except msgspec.ValidationError as exc:
         text = str(exc)
         where = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
-        prefix = f"flow config `{where}`: " if where else "flow config: "
+        prefix = f"flow.toml [config] `{where}`: " if where else "flow.toml [config]: "
         raise SettingsError(prefix + text.split(" - at ")[0]) from None
     for key in ("target_branch", "upstream_remote"):
         _check_name(key, getattr(config, key))
@@ -78,14 +78,14 @@ def load_config(raw: Mapping[str, Any] | None) -> FlowConfig:
         _check_name(f"push_remotes[{i}]", remote)
     for key in ("fork_repo", "upstream_repo_url", "expected_repo"):
         if not getattr(config, key).strip():
-            raise SettingsError(f"flow config `{key}` must not be empty")
+            raise SettingsError(f"flow.toml [config] `{key}` must not be empty")
     return config
 
 
 def _check_name(key: str, value: str) -> None:
     if not _NAME.match(value) or ".." in value:
         raise SettingsError(
-            f"flow config `{key}` = {value!r} is not a usable git name "
+            f"flow.toml [config] `{key}` = {value!r} is not a usable git name "
             "(letters, digits, '.', '_', '-', '/'; not starting with '-')"
         )
 

@@ -51,6 +51,8 @@ class Terminated(BaseException):
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM must not cut the clean-up short; the runner's SIGKILL still can.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated("terminated by SIGTERM (timeout or cancel)")
 
 

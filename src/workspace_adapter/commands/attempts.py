@@ -1,0 +1,119 @@
+"""``workspace attempts``: list maintenance attempts, retry or replay one (SPEC §9).
+
+``--json`` prints one document on stdout: a list of attempts, or the new attempt for
+``retry`` / ``replay``. An attempt::
+
+    {"id": "att_20261124T230755_1ba8de9a", "eventId": "patch:upstream:v0.1.4:upstream.release",
+     "operation": "dispatch", "status": "changed", "upstreamRepo": "peezy-tech/patch-moi-harness",
+     "upstreamTag": "v0.1.4", "runIds": ["run_a9b7ce48f67a"],
+     "runStatuses": {"run_a9b7ce48f67a": "changed"}, "candidateRefs": [...], "message": "...",
+     "retryOf": null, "deliveries": 1, "nextDeliveryAt": null,
+     "createdAt": "...", "updatedAt": "..."}
+
+``retry`` opens a new ``retry`` attempt: it replays the event when the backend knows it
+(``flow.replay``), else dispatches the stored event. ``replay`` opens a ``replay`` attempt that
+only replays. Exit codes follow the new attempt's status (SPEC §2); 4 when undelivered.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from workspace_adapter import events
+from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, EXIT_BAD_INPUT, UserError
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+    from workspace_adapter.service.records import Attempt, Operation, Records
+
+ATTEMPT_STATUSES = ("undelivered", "started", *events.STATUS_ORDER)
+
+
+def _records(g: Globals) -> Records:
+    from workspace_adapter.service.records import Records
+
+    return Records.for_workspace(g.workspace_root).open()
+
+
+def summary(attempt: Attempt) -> str:
+    """One line: id, status, release, operation, when, and why."""
+    why = f"  {attempt.message}" if attempt.message else ""
+    release = f"{attempt.upstream_repo}@{attempt.upstream_tag}"
+    return (
+        f"{attempt.id}  {attempt.status:<18} {release}  {attempt.operation}  "
+        f"{attempt.updated_at}{why}"
+    )
+
+
+def list_attempts(g: Globals, status: str | None, as_json: bool) -> int:
+    if status is not None and status not in ATTEMPT_STATUSES:
+        raise UserError(
+            f"--status: {status!r} is not an attempt status; use one of "
+            f"{', '.join(ATTEMPT_STATUSES)}",
+            EXIT_BAD_INPUT,
+        )
+    found = _records(g).attempts(status)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(found).decode() + "\n")
+        return 0
+    if not found:
+        print("no attempts" + (f" with status {status}" if status else ""))
+    for attempt in found:
+        print(summary(attempt))
+    return 0
+
+
+def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> int:
+    import anyio
+
+    from workspace_adapter import config as config_mod
+    from workspace_adapter import logs
+    from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery, utc_now
+
+    logs.configure(g.log_level)
+    records = _records(g)
+    original = records.attempt(attempt_id)
+    if original is None:
+        raise UserError(
+            f"no attempt {attempt_id!r}; `workspace attempts` lists them", EXIT_BAD_INPUT
+        )
+    notify_command = None
+    if config_mod.config_path(g.workspace_root) is not None:
+        config = config_mod.load(g.workspace_root)
+        notify_command = config.notify.command if config.notify else None
+    attempt = records.new_attempt(operation, original, utc_now())
+    delivery = AttemptDelivery(
+        records,
+        g.backend_url,
+        g.workspace_root,
+        notify_command=notify_command,
+        out=sys.stderr if as_json else sys.stdout,
+    )
+    if not as_json:
+        print(f"attempt {attempt.id}: {operation} of {original.id} ({original.event_id})")
+    done = anyio.run(delivery.deliver, attempt)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(done).decode() + "\n")
+    if done.status == "undelivered":
+        if done.message == UNREACHABLE:
+            print(
+                f"error: backend not reachable at {g.backend_url}; start it with "
+                "`workspace backend` (the attempt is redelivered by `workspace watch`)",
+                file=sys.stderr,
+            )
+            return EXIT_BACKEND_UNREACHABLE
+        return 1
+    if done.status == "started":
+        return EXIT_BACKEND_UNREACHABLE
+    return events.exit_code_for(done.status)
+
+
+def retry(g: Globals, attempt_id: str, as_json: bool) -> int:
+    return _again(g, attempt_id, "retry", as_json)
+
+
+def replay(g: Globals, attempt_id: str, as_json: bool) -> int:
+    return _again(g, attempt_id, "replay", as_json)

@@ -1,0 +1,163 @@
+"""``dispatch``, ``replay``, ``events``, ``flow-runs``, ``cancel``: talk to a running backend."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from workspace_adapter import events
+from workspace_adapter.errors import UserError
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+    from workspace_adapter.client import DispatchOutcome
+
+T = TypeVar("T")
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    import anyio
+
+    from workspace_adapter.client import RpcError
+
+    async def main() -> T:
+        return await make()
+
+    try:
+        return anyio.run(main)
+    except RpcError as exc:
+        # A -32602 is the operator's input; everything else the backend refused is a failure.
+        raise UserError(exc.message, 2 if exc.code == -32602 else 1) from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _read_event(file: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{file}: not valid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise UserError(f"{file}: an event must be a JSON object")
+    return event
+
+
+def _on_output(as_json: bool) -> Callable[[str, str, str], None]:
+    def show(run_id: str, stream: str, line: str) -> None:
+        out = sys.stderr if as_json or stream == "stderr" else sys.stdout
+        print(f"[{run_id}] {line}", file=out, flush=True)
+
+    return show
+
+
+def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -> int:
+    statuses = [events.flow_status_of_run(run) for run in outcome.runs]
+    status = events.worst_status(statuses) if wait and outcome.runs else None
+    if as_json:
+        _print_json(
+            {
+                "status": outcome.status,
+                "eventId": outcome.event_id,
+                "matched": outcome.matched,
+                "runIds": outcome.run_ids,
+                "runs": outcome.runs,
+                "flowStatus": status,
+            }
+        )
+    else:
+        print(f"{verb} {outcome.event_id}: {outcome.status}, {outcome.matched} run(s)")
+        for run in outcome.runs or [{"id": r} for r in outcome.run_ids]:
+            line = f"  {run['id']}"
+            if "status" in run:
+                line += f"  {run['flowName']}/{run['stepName']}  {events.flow_status_of_run(run)}"
+                if run.get("error"):
+                    line += f"  ({run['error']})"
+            print(line)
+    if outcome.matched == 0:
+        print("warning: no flow matched this event", file=sys.stderr)
+        return 0
+    return events.exit_code_for(status) if status is not None else 0
+
+
+def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:
+    from workspace_adapter.client import dispatch_and_follow
+
+    event = _read_event(file)
+    outcome = _run(
+        lambda: dispatch_and_follow(g.backend_url, event, wait=wait, on_output=_on_output(as_json))
+    )
+    return _report(outcome, wait=wait, as_json=as_json, verb="dispatched")
+
+
+def replay(g: Globals, event_id: str, *, wait: bool, as_json: bool) -> int:
+    from workspace_adapter.client import replay_and_follow
+
+    outcome = _run(
+        lambda: replay_and_follow(g.backend_url, event_id, wait=wait, on_output=_on_output(as_json))
+    )
+    return _report(outcome, wait=wait, as_json=as_json, verb="replayed")
+
+
+def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool) -> int:
+    from workspace_adapter.client import call
+
+    params: dict[str, Any] = {"limit": limit}
+    if event_type:
+        params["type"] = event_type
+    result = _run(lambda: call(g.backend_url, "flow.listEvents", params))
+    found = result.get("events") or []
+    if as_json:
+        _print_json(found)
+        return 0
+    for event in found:
+        print(f"{event.get('receivedAt', '')}  {event.get('type')}  {event.get('id')}")
+    if not found:
+        print("no events")
+    return 0
+
+
+def list_runs(
+    g: Globals, *, event_id: str | None, status: str | None, limit: int, as_json: bool
+) -> int:
+    from workspace_adapter.client import call
+
+    params: dict[str, Any] = {"limit": limit}
+    if event_id:
+        params["eventId"] = event_id
+    if status:
+        params["status"] = status
+    result = _run(lambda: call(g.backend_url, "flow.listRuns", params))
+    runs = result.get("runs") or []
+    if as_json:
+        _print_json(runs)
+        return 0
+    for run in runs:
+        result_status = run.get("resultStatus") or "-"
+        print(
+            f"{run.get('id')}  {run.get('status'):<9}  {result_status:<18}  "
+            f"{run.get('flowName')}/{run.get('stepName')}  {run.get('eventId')}"
+        )
+    if not runs:
+        print("no runs")
+    return 0
+
+
+def cancel(g: Globals, run_id: str, *, as_json: bool = False) -> int:
+    from workspace_adapter.client import call
+
+    result = _run(lambda: call(g.backend_url, "flow.cancelRun", {"runId": run_id}))
+    run = result.get("run") or {}
+    if as_json:
+        _print_json(run)
+    else:
+        print(f"{run.get('id', run_id)}: {run.get('status')}")
+    return 0

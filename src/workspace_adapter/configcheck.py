@@ -1,0 +1,354 @@
+"""The checks behind workspace.toml's error messages (see :mod:`workspace_adapter.config`).
+
+Every problem is one line, ``file:line: key.path: problem``. tomllib keeps no positions, so
+:mod:`workspace_adapter.tomlpos` finds the line of an entry's header, or of the key inside it,
+by scanning the raw text. Each task and source entry is checked on its own, so every bad entry
+is reported at once. Nothing else in the program validates config.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from workspace_adapter.config import (
+    DURATION_RE,
+    TASK_ID_RE,
+    NotifyConfig,
+    SourceConfig,
+    TaskConfig,
+    WorkspaceConfig,
+    duration_seconds,
+)
+from workspace_adapter.tomlpos import TomlPositions
+
+_WORKSPACE_KEYS = ("name", "timezone", "tasks", "sources", "notify")
+_COMMAND_ONLY = ("command", "env")
+_FLOW_ONLY = ("flow", "wait", "event")
+
+
+class Checker:
+    """Collects problems while converting the parsed TOML into structs."""
+
+    def __init__(self, shown: str, text: str) -> None:
+        self.shown = shown
+        self.text = text
+        self._positions: TomlPositions | None = None
+        self._headers: dict[str, list[int]] = {}
+        self.problems: list[str] = []
+
+    @property
+    def pos(self) -> TomlPositions:
+        # Scanning every key's position is only worth it once there is a problem to place.
+        if self._positions is None:
+            self._positions = TomlPositions(self.text)
+        return self._positions
+
+    def header_line(self, table: str, index: int) -> int:
+        """The line of the ``index``-th ``[[workspace.<table>]]`` header, by a quick scan."""
+        if table not in self._headers:
+            pattern = re.compile(rf"(?m)^[ \t]*\[\[[ \t]*workspace[ \t]*\.[ \t]*{table}[ \t]*\]\]")
+            lines, line, pos = [], 1, 0
+            for match in pattern.finditer(self.text):
+                line += self.text.count("\n", pos, match.start())
+                pos = match.start()
+                lines.append(line)
+            self._headers[table] = lines
+        lines = self._headers[table]
+        # An inline `tasks = [...]` array has no headers: fall back to the full scanner.
+        return lines[index] if index < len(lines) else self.pos.entry_header(table, index)
+
+    def add(self, line: int, key_path: str, problem: str) -> None:
+        self.problems.append(f"{self.shown}:{line}: {key_path}: {problem}")
+
+    def workspace(self, data: dict[str, Any], path: Path, root: Path) -> WorkspaceConfig:
+        for key in data:
+            if key != "workspace":
+                self.add(
+                    self.pos.top_key(key), key, "unknown key (everything lives under [workspace])"
+                )
+        ws = data.get("workspace")
+        if ws is None:
+            self.add(1, "workspace", "missing [workspace] table")
+            ws = {}
+        if not isinstance(ws, dict):
+            self.add(self.pos.top_key("workspace"), "workspace", "must be a table")
+            ws = {}
+        for key in ws:
+            if key not in _WORKSPACE_KEYS:
+                self.add(
+                    self.pos.workspace_key(key),
+                    f"workspace.{key}",
+                    f"unknown key (allowed: {', '.join(_WORKSPACE_KEYS)})",
+                )
+        name = ws.get("name", root.name)
+        if not isinstance(name, str) or not name.strip():
+            self.add(self.pos.workspace_key("name"), "workspace.name", "must be a non-empty string")
+            name = root.name
+        timezone = ws.get("timezone", "UTC")
+        if not isinstance(timezone, str) or not _valid_timezone(timezone):
+            self.add(
+                self.pos.workspace_key("timezone"),
+                "workspace.timezone",
+                f"{timezone!r} is not a known IANA time zone (e.g. UTC, Europe/Paris)",
+            )
+            timezone = "UTC"
+        tasks = self.entries(ws, "tasks", TaskConfig, self.task_rules)
+        sources = self.entries(ws, "sources", SourceConfig, self.source_rules)
+        self.duplicates("tasks", ws.get("tasks"))
+        self.duplicates("sources", ws.get("sources"))
+        notify = None
+        if "notify" in ws:
+            notify = self.notify(ws["notify"])
+        return WorkspaceConfig(
+            path=path,
+            root=root,
+            name=name,
+            timezone=timezone,
+            tasks=[t for t in tasks if t is not None],
+            sources=[s for s in sources if s is not None],
+            notify=notify,
+        )
+
+    def entries(self, ws: dict[str, Any], table: str, struct: Any, rules: Any) -> list[Any]:
+        raw = ws.get(table, [])
+        if not isinstance(raw, list):
+            self.add(
+                self.pos.workspace_key(table), f"workspace.{table}", "must be an array of tables"
+            )
+            return []
+        out: list[Any] = []
+        for index, entry in enumerate(raw):
+            key_path = f"workspace.{table}[{index}]"
+            header = self.pos.entry_header(table, index)
+            if not isinstance(entry, dict):
+                self.add(header, key_path, "must be a table")
+                out.append(None)
+                continue
+            out.append(self.entry(entry, table, index, struct, rules))
+        return out
+
+    def entry(self, entry: dict[str, Any], table: str, index: int, struct: Any, rules: Any) -> Any:
+        """Check one entry key by key, so all its problems are reported, then convert it."""
+        key_path = f"workspace.{table}[{index}]"
+        before = len(self.problems)
+
+        def line_of(*keys: str) -> int:
+            return self.pos.entry_key(table, index, keys)
+
+        # The common case, a valid entry, costs one conversion; only a bad one is taken apart
+        # key by key (msgspec stops at its first error, and we want them all).
+        try:
+            # "line" is ours, not the user's: let the slow path call it an unknown key.
+            converted = None if "line" in entry else msgspec.convert(entry, struct)
+        except msgspec.ValidationError:
+            converted = None
+        if converted is not None:
+            rules(entry, key_path, line_of)
+            converted.line = self.header_line(table, index)
+            return converted if len(self.problems) == before else None
+        fields = _fields(struct)
+
+        for key, value in entry.items():
+            field = fields.get(key)
+            if field is None:
+                self.add(
+                    line_of(key), f"{key_path}.{key}", f"unknown key (allowed: {', '.join(fields)})"
+                )
+                continue
+            if key == "event" and isinstance(value, dict) and "id" in value:
+                self.add(
+                    line_of("event", "id"),
+                    f"{key_path}.event.id",
+                    "event ids are generated (workspace:<name>:<task>:<run id>); remove it",
+                )
+                value = {k: v for k, v in value.items() if k != "id"}
+            try:
+                msgspec.convert(value, field.type)
+            except msgspec.ValidationError as exc:
+                sub, problem = _split_validation(exc, field.type)
+                self.add(line_of(key, *sub), ".".join([f"{key_path}.{key}", *sub]), problem)
+        for name, field in fields.items():
+            required = (
+                field.default is msgspec.NODEFAULT and field.default_factory is msgspec.NODEFAULT
+            )
+            if required and name not in entry:
+                self.add(self.pos.entry_header(table, index), f"{key_path}.{name}", "is required")
+        rules(entry, key_path, line_of)
+        if len(self.problems) > before:
+            return None
+        clean = dict(entry)
+        if isinstance(clean.get("event"), dict):
+            clean["event"] = {k: v for k, v in clean["event"].items() if k != "id"}
+        converted = msgspec.convert(clean, struct)
+        converted.line = self.header_line(table, index)
+        return converted
+
+    def task_rules(self, raw: dict[str, Any], key_path: str, line_of: Any) -> None:
+        """Checks beyond types; each looks only at keys whose type is right."""
+        task_id = raw.get("id")
+        if isinstance(task_id, str) and not TASK_ID_RE.match(task_id):
+            self.add(
+                line_of("id"),
+                f"{key_path}.id",
+                f"{task_id!r} is not a valid id (lowercase letters, digits, '.', '_', '-'; "
+                "starting with a letter or digit)",
+            )
+        self.duration(raw, "timeout", key_path, line_of)
+        schedule = raw.get("schedule")
+        if isinstance(schedule, str):
+            problem = cron_problem(schedule)
+            if problem:
+                self.add(line_of("schedule"), f"{key_path}.schedule", problem)
+        kind = raw.get("kind")
+        if kind == "command":
+            command = raw.get("command")
+            if command is None:
+                self.add(line_of("kind"), f"{key_path}.command", "is required for a command task")
+            elif isinstance(command, list) and (not command or not command[0]):
+                self.add(line_of("command"), f"{key_path}.command", "must name a program (argv)")
+            wrong, other = [k for k in _FLOW_ONLY if k in raw], "flow"
+        elif kind == "flow":
+            flow = raw.get("flow")
+            if flow is None or flow == "":
+                self.add(line_of("kind"), f"{key_path}.flow", "is required for a flow task")
+            wrong, other = [k for k in _COMMAND_ONLY if k in raw], "command"
+        else:
+            wrong, other = [], ""
+        for key in wrong:
+            self.add(line_of(key), f"{key_path}.{key}", f"only applies to {other} tasks")
+
+    def source_rules(self, raw: dict[str, Any], key_path: str, line_of: Any) -> None:
+        source_id = raw.get("id")
+        if isinstance(source_id, str) and not TASK_ID_RE.match(source_id):
+            self.add(line_of("id"), f"{key_path}.id", f"{source_id!r} is not a valid id")
+        self.duration(raw, "interval", key_path, line_of)
+        pattern = raw.get("tag_pattern")
+        if isinstance(pattern, str):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.add(line_of("tag_pattern"), f"{key_path}.tag_pattern", f"bad regex: {exc}")
+
+    def duration(self, raw: dict[str, Any], key: str, key_path: str, line_of: Any) -> None:
+        value = raw.get(key)
+        if not isinstance(value, str):
+            return
+        if not DURATION_RE.match(value):
+            problem = f"{value!r} is not a duration like 90s, 15m or 2h"
+        elif duration_seconds(value) == 0:
+            problem = "must be longer than 0s"
+        else:
+            return
+        self.add(line_of(key), f"{key_path}.{key}", problem)
+
+    def duplicates(self, table: str, entries: Any) -> None:
+        first: dict[str, int] = {}
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            entry_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(entry_id, str):
+                continue
+            if entry_id in first:
+                self.add(
+                    self.pos.entry_key(table, index, ("id",)),
+                    f"workspace.{table}[{index}].id",
+                    f"duplicate id {entry_id!r} "
+                    f"(first used by workspace.{table}[{first[entry_id]}])",
+                )
+            else:
+                first[entry_id] = index
+
+    def notify(self, raw: Any) -> NotifyConfig | None:
+        try:
+            notify = msgspec.convert(raw, NotifyConfig)
+        except msgspec.ValidationError as exc:
+            sub, problem = _split_validation(exc, NotifyConfig)
+            self.add(
+                self.pos.workspace_key("notify"), ".".join(["workspace.notify", *sub]), problem
+            )
+            return None
+        if notify.command is not None and not notify.command:
+            self.add(
+                self.pos.workspace_key("notify"), "workspace.notify.command", "must not be empty"
+            )
+        return notify
+
+
+_FIELDS: dict[Any, dict[str, Any]] = {}
+
+
+def _fields(struct: Any) -> dict[str, Any]:
+    """A struct's user-facing fields by name (cached: msgspec re-reads annotations each call)."""
+    if struct not in _FIELDS:
+        _FIELDS[struct] = {f.name: f for f in msgspec.structs.fields(struct) if f.name != "line"}
+    return _FIELDS[struct]
+
+
+def _valid_timezone(name: str) -> bool:
+    if name == "UTC":
+        return True
+    import zoneinfo  # only when needed: zoneinfo costs a few ms at start-up
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why ``expr`` is not a five-field cron expression cronsim accepts, or None."""
+    import datetime as dt
+
+    from cronsim import CronSim, CronSimError
+
+    # cronsim also takes a six-field form with seconds; the spec's schedules have five fields.
+    if len(expr.split()) != 5:
+        return (
+            f"{expr!r} is not a valid cron expression (five fields: minute hour day month weekday)"
+        )
+    try:
+        CronSim(expr, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    except CronSimError as exc:
+        return f"{expr!r} is not a valid cron expression ({exc})"
+    # cronsim reads a step wider than its field ("*/61") as "once"; crontab rejects it, and so
+    # do we, since it is almost always a typo. Only the step is looked at: cronsim did the rest.
+    for field, spec in zip(
+        ("minute", "hour", "day", "month", "weekday"), expr.split(), strict=True
+    ):
+        span = {"minute": 60, "hour": 24, "day": 31, "month": 12, "weekday": 7}[field]
+        for term in spec.split(","):
+            step = term.partition("/")[2]
+            if step.isdigit() and int(step) > span:
+                return f"{expr!r} is not a valid cron expression (bad {field} step /{step})"
+    return None
+
+
+_PATH_RE = re.compile(r" - at `\$(.*)`$")
+
+
+def _split_validation(exc: msgspec.ValidationError, field_type: Any) -> tuple[list[str], str]:
+    """msgspec's "Expected `int`, got `str` - at `$.a.b`" as (["a", "b"], friendlier text)."""
+    text = str(exc)
+    sub: list[str] = []
+    match = _PATH_RE.search(text)
+    if match:
+        text = text[: match.start()]
+        # "$.a.b[2]" names keys and indexes; msgspec writes "[...]" for a dict value.
+        for part in re.findall(r"\.([^.\[]+)|\[([^\]]+)\]", match.group(1)):
+            if part[0]:
+                sub.append(part[0])
+            elif sub and part[1] != "...":
+                sub[-1] += f"[{part[1]}]"
+            elif part[1] == "...":
+                text += " (in one of its values)"
+    text = text.replace("Expected `", "expected ").replace("`, got `", ", got ").rstrip("`")
+    text = text.replace(" | null", "")  # TOML has no null; "or null" would only confuse
+    literal = getattr(field_type, "__args__", None)
+    if text.startswith("Invalid enum value") and literal:
+        text = f"{text.split(' ', 3)[-1]} is not one of {', '.join(map(str, literal))}"
+    text = text.replace("Object contains unknown field `", "unknown key `")
+    return sub, text

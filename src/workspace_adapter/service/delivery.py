@@ -1,0 +1,257 @@
+"""Delivering a maintenance attempt to the backend and folding its runs back into it.
+
+One connection per attempt: subscribe to the event *before* sending it (so no line of a fast
+run is lost), send it (``flow.dispatch``, or ``flow.replay`` for a replay, or for a retry of an
+event the backend already knows), mark the attempt ``started`` as soon as the backend has it,
+follow the runs to their end, then store their worst flow status, run ids, candidate refs and
+messages. An attempt the backend never received is ``undelivered`` and is redelivered later,
+with a backoff stored in the attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from workspace_adapter import client as wsclient
+from workspace_adapter import events
+from workspace_adapter.errors import BackendUnreachable
+from workspace_adapter.logs import get_logger
+from workspace_adapter.protocol import INVALID_PARAMS, OVERLOADED
+from workspace_adapter.service import notify
+from workspace_adapter.service.records import Attempt, Records
+from workspace_adapter.state import iso
+
+UNREACHABLE = "backend not reachable"
+REDELIVERY_FIRST_SECONDS = 1.0
+REDELIVERY_MAX_SECONDS = 600.0
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def redelivery_delay(deliveries: int) -> float:
+    """Seconds before the next try after ``deliveries`` failed ones: 1, 2, 4 … 600."""
+    return min(REDELIVERY_MAX_SECONDS, REDELIVERY_FIRST_SECONDS * 2 ** max(0, deliveries - 1))
+
+
+class _NotSent(Exception):
+    """The backend did not take the attempt; ``message`` says why, ``retry`` if it may later."""
+
+    def __init__(self, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry = retry
+
+
+def run_outcome(runs: list[dict[str, Any]]) -> tuple[str, dict[str, str], list[Any], str | None]:
+    """(worst flow status, {run id: flow status}, candidate refs, message) of ended runs."""
+    statuses = {str(run.get("id")): events.flow_status_of_run(run) for run in runs}
+    refs: list[Any] = []
+    messages: list[str] = []
+    for run in runs:
+        result = run.get("result")
+        result = result if isinstance(result, dict) else {}
+        artifacts = result.get("artifacts")
+        found = artifacts.get("candidateRefs") if isinstance(artifacts, dict) else None
+        if isinstance(found, list):
+            refs.extend(found)
+        text = result.get("message") or run.get("error")
+        if isinstance(text, str) and text and text not in messages:
+            messages.append(text if len(runs) == 1 else f"{run.get('stepName')}: {text}")
+    status = events.worst_status(list(statuses.values()))
+    return status, statuses, refs, "; ".join(messages) or None
+
+
+class AttemptDelivery:
+    """Sends attempts to one backend and records what became of them."""
+
+    def __init__(
+        self,
+        records: Records,
+        backend_url: str,
+        root: Path,
+        *,
+        notify_command: list[str] | None = None,
+        out: TextIO | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.records = records
+        self.backend_url = backend_url
+        self.root = root
+        self.notify_command = notify_command
+        self.out = out or sys.stdout
+        self.clock = clock
+        self.log = get_logger(component="watch")
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def _on_output(self, run_id: str, stream: str, line: str) -> None:
+        print(f"  {run_id} | {line}", file=sys.stderr, flush=True)
+
+    async def deliver(self, attempt: Attempt) -> Attempt:
+        """Send a claimed attempt, follow its runs, and return it as recorded at the end."""
+        log = self.log.bind(attempt_id=attempt.id, event_id=attempt.event_id)
+        try:
+            session = await wsclient.open_client(self.backend_url)
+        except BackendUnreachable:
+            return self._undelivered(attempt, UNREACHABLE, retry=True)
+        try:
+            try:
+                await session.request("flow.subscribe", {"eventId": attempt.event_id})
+                method, reply = await self._send(session, attempt)
+            except _NotSent as exc:
+                return self._undelivered(attempt, exc.message, retry=exc.retry)
+            except (wsclient.ConnectionLost, TimeoutError):
+                # Maybe stored, maybe not: sending again is safe, the backend dedups by id.
+                return self._undelivered(attempt, UNREACHABLE, retry=True)
+            run_ids = [str(r) for r in reply.get("runIds") or []]
+            self.records.log_dispatch(
+                attempt,
+                method,
+                str(reply.get("status")),
+                self.clock(),
+                run_ids=run_ids,
+                matched=int(reply.get("matched") or 0),
+            )
+            log.info("attempt.sent", method=method, status=reply.get("status"), run_ids=run_ids)
+            if not run_ids:
+                event = self.records.event(attempt.event_id) or {}
+                why = f"no flow matched {event.get('type', 'the event')}"
+                return await self._finish(attempt, "skipped", [], {}, [], why)
+            started = self.records.mark_started(attempt.id, run_ids, self.clock())
+            self.say(
+                f"attempt {attempt.id} {attempt.upstream_tag}: started runs {', '.join(run_ids)}"
+            )
+            return await self._follow(session, started)
+        finally:
+            await session.close()
+
+    async def follow_again(self, attempt: Attempt) -> Attempt:
+        """Follow a ``started`` attempt whose follower died, to the end of its runs."""
+        try:
+            session = await wsclient.open_client(self.backend_url)
+        except BackendUnreachable:
+            self.records.release(attempt.id)
+            return attempt
+        try:
+            await session.request("flow.subscribe", {"eventId": attempt.event_id})
+            return await self._follow(session, attempt)
+        finally:
+            await session.close()
+
+    async def _follow(self, session: wsclient.WorkspaceClient, attempt: Attempt) -> Attempt:
+        try:
+            runs = await wsclient.follow_runs(session, attempt.run_ids, self._on_output)
+        except (wsclient.ConnectionLost, wsclient.RpcError) as exc:
+            # The backend has the event and its runs; whoever watches next follows them.
+            self.records.release(attempt.id)
+            self.log.warning("attempt.follow_lost", attempt_id=attempt.id, error=str(exc))
+            self.say(
+                f"attempt {attempt.id} {attempt.upstream_tag}: started; lost the backend "
+                "while following (the next `workspace watch` follows it again)"
+            )
+            return attempt
+        status, statuses, refs, message = run_outcome(runs)
+        return await self._finish(attempt, status, list(statuses), statuses, refs, message)
+
+    async def _send(
+        self, session: wsclient.WorkspaceClient, attempt: Attempt
+    ) -> tuple[str, dict[str, Any]]:
+        """Send by the attempt's operation; (method used, reply)."""
+        method = "flow.replay" if attempt.operation == "replay" else "flow.dispatch"
+        if attempt.operation == "retry" and await self._backend_knows(session, attempt.event_id):
+            method = "flow.replay"
+        if method == "flow.replay":
+            params: dict[str, Any] = {"eventId": attempt.event_id}
+        else:
+            event = self.records.event(attempt.event_id)
+            if event is None:
+                raise _NotSent(f"event {attempt.event_id} is not in the records", retry=False)
+            params = {"event": event}
+        try:
+            reply = await session.request(method, params)
+        except wsclient.RpcError as exc:
+            if exc.code == OVERLOADED:
+                raise _NotSent(f"backend overloaded: {exc.message}", retry=True) from None
+            if method == "flow.replay" and exc.code == INVALID_PARAMS:
+                raise _NotSent(
+                    f"the backend does not know event {attempt.event_id}; "
+                    f"`workspace attempts retry {attempt.retry_of or attempt.id}` dispatches "
+                    "it again",
+                    retry=False,
+                ) from None
+            raise _NotSent(exc.message, retry=False) from None
+        return method, reply if isinstance(reply, dict) else {}
+
+    async def _backend_knows(self, session: wsclient.WorkspaceClient, event_id: str) -> bool:
+        try:
+            await session.request("flow.getEvent", {"eventId": event_id})
+        except wsclient.RpcError as exc:
+            if exc.code == INVALID_PARAMS:
+                return False
+            raise _NotSent(exc.message, retry=exc.code == OVERLOADED) from None
+        return True
+
+    def _undelivered(self, attempt: Attempt, message: str, *, retry: bool) -> Attempt:
+        now = self.clock()
+        if not retry:
+            # Refused for good (bad event, unknown to the backend): sending again is pointless.
+            self.records.log_dispatch(attempt, "-", "refused", now, message=message)
+            done = self.records.finish(
+                attempt.id,
+                "failed",
+                now,
+                run_ids=[],
+                run_statuses={},
+                candidate_refs=[],
+                message=message,
+            )
+            self.say(f"attempt {attempt.id} {attempt.upstream_tag}: failed ({message})")
+            return done
+        delay = redelivery_delay(attempt.deliveries + 1)
+        retry_at = iso(now + dt.timedelta(seconds=delay))
+        self.records.log_dispatch(attempt, "-", "undelivered", now, message=message)
+        done = self.records.mark_undelivered(attempt.id, message, now, retry_at)
+        self.log.warning(
+            "attempt.undelivered", attempt_id=attempt.id, error=message, retry_at=retry_at
+        )
+        self.say(
+            f"attempt {attempt.id} {attempt.upstream_tag}: undelivered ({message}); "
+            f"next try at {retry_at}"
+        )
+        return done
+
+    async def _finish(
+        self,
+        attempt: Attempt,
+        status: str,
+        run_ids: list[str],
+        statuses: dict[str, str],
+        refs: list[Any],
+        message: str | None,
+    ) -> Attempt:
+        done = self.records.finish(
+            attempt.id,
+            status,
+            self.clock(),
+            run_ids=run_ids or attempt.run_ids,
+            run_statuses=statuses,
+            candidate_refs=refs,
+            message=message,
+        )
+        why = f" ({message})" if message else ""
+        self.say(f"attempt {done.id} {done.upstream_tag}: {done.status}{why}")
+        for ref in refs:
+            if isinstance(ref, dict):
+                self.say(f"  candidate {ref.get('remote')} {ref.get('ref')} {ref.get('sha')}")
+        if self.notify_command and notify.needs_notice(done):
+            await notify.notify(self.notify_command, done, self.root)
+        return done

@@ -1,0 +1,218 @@
+"""The release watcher: poll due sources, record what is new, deliver and follow attempts.
+
+A pass polls every source that is due (its interval passed, or its error backoff), records
+each poll in one transaction (new releases become events and claimed attempts), redelivers the
+undelivered attempts that are due, follows again the started attempts whose follower died,
+then delivers the new attempts oldest first. ``workspace watch`` runs passes until SIGINT or
+SIGTERM; ``--once`` runs one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+from typing import Any, TextIO
+
+import anyio
+import msgspec
+
+from workspace_adapter import events, sources
+from workspace_adapter.config import SourceConfig, WorkspaceConfig, duration_seconds
+from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE
+from workspace_adapter.logs import get_logger
+from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery, Clock, utc_now
+from workspace_adapter.service.records import Attempt, Records, SeenRelease
+from workspace_adapter.state import iso, parse_iso
+
+SOURCE_BACKOFF_CAP_SECONDS = 3600
+MAX_SLEEP_SECONDS = 60.0
+MIN_SLEEP_SECONDS = 0.5
+
+
+class PassReport(msgspec.Struct, kw_only=True):
+    """What one pass did, for the exit code of ``watch --once``."""
+
+    attempts: list[Attempt] = msgspec.field(default_factory=list)
+    source_failures: int = 0
+
+    def exit_code(self) -> int:
+        if any(a.status == "undelivered" and a.message == UNREACHABLE for a in self.attempts):
+            return EXIT_BACKEND_UNREACHABLE
+        statuses = [a.status for a in self.attempts if a.status not in ("undelivered", "started")]
+        if self.source_failures:
+            statuses.append("failed")
+        return events.exit_code_for(events.worst_status(statuses))
+
+
+def release_event(
+    workspace: str, source: SourceConfig, release: sources.Release, now: dt.datetime
+) -> dict[str, Any]:
+    """The FlowEvent of a release (SPEC §5): a deterministic id, so the backend dedups it.
+
+    The source's static payload adds keys; it cannot change which release the event is about.
+    """
+    payload = {
+        **source.payload,
+        "provider": release.provider,
+        "repo": source.repo,
+        "tag": release.tag,
+        "url": release.url,
+        "publishedAt": release.published_at,
+    }
+    return {
+        "id": f"patch:{source.id}:{release.tag}:{source.event_type}",
+        "type": source.event_type,
+        "source": workspace,
+        "occurredAt": release.published_at or iso(now),
+        "payload": payload,
+    }
+
+
+def source_retry_delay(interval: int, failures: int) -> int:
+    """Seconds before polling a failing source again: its interval, doubled per failure."""
+    return min(max(interval, SOURCE_BACKOFF_CAP_SECONDS), interval * 2 ** max(0, failures - 1))
+
+
+class Watcher:
+    """Watches the sources of one workspace and runs their maintenance attempts."""
+
+    def __init__(
+        self,
+        config: WorkspaceConfig,
+        records: Records,
+        backend_url: str,
+        *,
+        out: TextIO | None = None,
+        clock: Clock = utc_now,
+        poll_timeout: float = sources.DEFAULT_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self.records = records
+        self.clock = clock
+        self.poll_timeout = poll_timeout
+        self.out = out or sys.stdout
+        notify_command = config.notify.command if config.notify else None
+        self.delivery = AttemptDelivery(
+            records,
+            backend_url,
+            config.root,
+            notify_command=notify_command,
+            out=self.out,
+            clock=clock,
+        )
+        self.log = get_logger(component="watch")
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def is_due(self, source: SourceConfig, now: dt.datetime) -> bool:
+        cursor = self.records.cursor(source.id)
+        return cursor is None or cursor.next_poll_at is None or cursor.next_poll_at <= iso(now)
+
+    async def poll(self, source: SourceConfig, report: PassReport) -> list[Attempt]:
+        """Poll one source and record the result; returns the new attempts it claimed."""
+        log = self.log.bind(source_id=source.id)
+        now = self.clock()
+        interval = duration_seconds(source.interval)
+        try:
+            found = await sources.poll(source, self.config.root, self.poll_timeout)
+        except Exception as exc:  # one broken source must not stop the others
+            report.source_failures += 1
+            why = str(exc) if isinstance(exc, sources.SourceError) else repr(exc)
+            cursor = self.records.cursor(source.id)
+            failures = (cursor.failures if cursor else 0) + 1
+            retry_at = iso(now + dt.timedelta(seconds=source_retry_delay(interval, failures)))
+            self.records.record_failure(source.id, why, now, retry_at)
+            log.warning(
+                "source.failed",
+                error=why,
+                failures=failures,
+                retry_at=retry_at,
+                exc_info=not isinstance(exc, sources.SourceError),
+            )
+            print(f"{source.id}: poll failed: {why}; next try at {retry_at}", file=sys.stderr)
+            return []
+        seen = [
+            SeenRelease(
+                tag=r.tag,
+                sha=r.sha,
+                url=r.url,
+                published_at=r.published_at,
+                event=release_event(self.config.name, source, r, now),
+            )
+            for r in found
+        ]
+        outcome = self.records.record_poll(
+            source.id,
+            seen,
+            prime_only=source.prime_only,
+            repo=source.repo,
+            now=now,
+            next_poll_at=iso(now + dt.timedelta(seconds=interval)),
+        )
+        log.info("source.polled", releases=len(found), new=outcome.seen, primed=outcome.primed)
+        if outcome.primed and source.prime_only:
+            tags = [r.tag for r in found]
+            shown = (
+                f" ({tags[0]} … {tags[-1]})" if len(tags) > 1 else f" ({tags[0]})" if tags else ""
+            )
+            self.say(f"{source.id}: primed with {len(tags)} release(s){shown}; nothing dispatched")
+        for attempt in outcome.claimed:
+            self.say(
+                f"{source.id}: new release {attempt.upstream_tag} → attempt {attempt.id} "
+                f"(event {attempt.event_id})"
+            )
+        for tag, attempt_id in outcome.linked:
+            self.say(f"{source.id}: release {tag} already has attempt {attempt_id}; linked")
+        if not outcome.seen:
+            self.say(f"{source.id}: no new release")
+        return outcome.claimed
+
+    async def run_pass(self) -> PassReport:
+        """Poll what is due, then deliver and follow; see the module docstring."""
+        report = PassReport()
+        fresh: list[Attempt] = []
+        now = self.clock()
+        for source in self.config.sources:
+            if self.is_due(source, now):
+                fresh.extend(await self.poll(source, report))
+        for orphan in self.records.claim("started", self.clock()):
+            self.say(f"attempt {orphan.id} {orphan.upstream_tag}: following its runs again")
+            report.attempts.append(await self.delivery.follow_again(orphan))
+        for attempt in self.records.claim("undelivered", self.clock()):
+            self.say(f"attempt {attempt.id} {attempt.upstream_tag}: redelivering")
+            report.attempts.append(await self.delivery.deliver(attempt))
+        for attempt in fresh:
+            report.attempts.append(await self.delivery.deliver(attempt))
+        return report
+
+    async def run_once(self) -> int:
+        return (await self.run_pass()).exit_code()
+
+    def seconds_to_next_pass(self) -> float:
+        now = self.clock()
+        moments = [self.records.next_delivery()]
+        for source in self.config.sources:
+            cursor = self.records.cursor(source.id)
+            moments.append(cursor.next_poll_at if cursor else None)
+        waits = [(parse_iso(m) - now).total_seconds() for m in moments if m is not None]
+        wait = min([MAX_SLEEP_SECONDS, *waits])
+        return max(MIN_SLEEP_SECONDS, wait)
+
+    async def run_forever(self) -> int:
+        """Passes until SIGINT or SIGTERM; an attempt cut short is followed by the next watch."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as group:
+
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        self.log.info("watch.stopping", signal=signal.Signals(signum).name)
+                        group.cancel_scope.cancel()
+                        return
+
+                group.start_soon(stop_on_signal)
+                while True:
+                    await self.run_pass()
+                    await anyio.sleep(self.seconds_to_next_pass())
+        return 0

@@ -1,0 +1,198 @@
+"""Daemon life and faults: SIGKILL recovery, cancellation, SIGTERM, tokens, slow subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+from backend_helpers import WORKSPACE, Backend, Rpc, http, open_rpc, pid_alive, write_flows
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return write_flows(tmp_path / "ws")
+
+
+@pytest.fixture
+def daemon(root: Path, tmp_path: Path) -> Iterator[Backend]:
+    backend = Backend(root, tmp_path / "data").start()
+    yield backend
+    backend.stop(signal.SIGKILL)
+
+
+async def child_of(rpc: Rpc, run_id: str) -> tuple[int, int]:
+    """(shell pid, sleeping child pid) of a ``sleep.event`` run, from its first output line."""
+    line = await rpc.note("flow.run.output", lambda p: p["runId"] == run_id)
+    child = int(line["params"]["line"].split()[1])
+    return parent_pid(child), child
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+
+
+def run_status(data_dir: Path, run_id: str) -> tuple[str, str | None]:
+    with sqlite3.connect(data_dir / "backend.sqlite") as db:
+        row = db.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return row[0], row[1]
+
+
+async def test_cancel_kills_the_step_and_its_children(daemon: Backend) -> None:
+    rpc = await open_rpc(daemon.url)
+    await rpc.call("flow.subscribe", {})
+    reply = await rpc.call("flow.dispatch", {"id": "nap-cancel", "type": "sleep.event"})
+    run_id = reply["runIds"][0]
+    shell, child = await child_of(rpc, run_id)
+    assert pid_alive(shell) and pid_alive(child)
+    started = time.monotonic()
+    canceled = await rpc.call("flow.cancelRun", {"runId": run_id})
+    assert canceled["run"]["status"] == "canceled"
+    for _ in range(100):
+        if not (pid_alive(shell) or pid_alive(child)):
+            break
+        await asyncio.sleep(0.05)
+    assert not pid_alive(shell) and not pid_alive(child)
+    assert time.monotonic() - started < 5
+    again = await rpc.call("flow.cancelRun", {"runId": run_id})
+    assert again["run"]["status"] == "canceled"
+    await rpc.ws.close()
+
+
+async def test_sigterm_cancels_runs_and_exits_zero(daemon: Backend) -> None:
+    rpc = await open_rpc(daemon.url)
+    await rpc.call("flow.subscribe", {})
+    reply = await rpc.call("flow.dispatch", {"id": "nap-term", "type": "sleep.event"})
+    run_id = reply["runIds"][0]
+    shell, child = await child_of(rpc, run_id)
+    started = time.monotonic()
+    code = await asyncio.to_thread(daemon.stop, signal.SIGTERM, 10)
+    assert code == 0, daemon.stderr()
+    assert time.monotonic() - started < 10
+    assert run_status(daemon.data_dir, run_id)[0] == "canceled"
+    assert not pid_alive(shell) and not pid_alive(child)
+
+
+async def test_sigkill_mid_run_is_recovered_on_restart(root: Path, tmp_path: Path) -> None:
+    first = Backend(root, tmp_path / "data", "--concurrency", "1").start()
+    rpc = await open_rpc(first.url)
+    await rpc.call("flow.subscribe", {})
+    running = (await rpc.call("flow.dispatch", {"id": "nap-kill", "type": "sleep.event"}))[
+        "runIds"
+    ][0]
+    _shell, child = await child_of(rpc, running)
+    queued = (await rpc.call("flow.dispatch", {"id": "after-kill", "type": "demo.event"}))[
+        "runIds"
+    ][0]
+    assert (await rpc.call("flow.getRun", {"runId": queued}))["run"]["status"] == "queued"
+    first.stop(signal.SIGKILL)
+    # The step outlives a SIGKILLed backend (its own session); clean it up as an operator would.
+    os.kill(child, signal.SIGKILL)
+    second = Backend(root, tmp_path / "data", "--concurrency", "1").start()
+    try:
+        rpc = await open_rpc(second.url)
+        await rpc.call("flow.subscribe", {})
+        crashed = (await rpc.call("flow.getRun", {"runId": running}))["run"]
+        assert (crashed["status"], crashed["error"]) == ("failed", "backend restarted")
+        run = (await rpc.call("flow.getRun", {"runId": queued}))["run"]
+        if run["status"] != "completed":
+            await rpc.note(
+                "flow.run.updated",
+                lambda p: p["run"]["id"] == queued and p["run"]["status"] == "completed",
+            )
+        events = await rpc.call("flow.listEvents", {})
+        assert {e["id"] for e in events["events"]} == {"nap-kill", "after-kill"}
+        await rpc.ws.close()
+    finally:
+        assert second.stop() == 0
+
+
+async def test_token_guards_every_route_but_health(root: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    daemon = Backend(root, tmp_path / "data", "--token-file", str(token_file)).start()
+    try:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await open_rpc(daemon.url)
+        assert refused.value.response.status_code == 401
+        with pytest.raises(websockets.InvalidStatus):
+            await open_rpc(daemon.url, additional_headers={"Authorization": "Bearer wrong"})
+        rpc = await open_rpc(
+            daemon.url, additional_headers={"Authorization": "Bearer s3cret-token"}
+        )
+        assert "runs" in await rpc.call("flow.listRuns", {})
+        await rpc.ws.close()
+        assert http("GET", daemon.http + "/healthz")[0] == 200
+        assert http("GET", daemon.http + "/readyz")[0] == 200
+        assert http("GET", daemon.http + "/runs")[0] == 401
+        assert http("POST", daemon.http + "/events", b'{"id":"x","type":"t"}')[0] == 401
+        authorized = {"Authorization": "Bearer s3cret-token"}
+        assert http("POST", daemon.http + "/events", b'{"id":"x","type":"t"}', authorized)[0] == 202
+        with pytest.raises(websockets.InvalidStatus) as cross:
+            await open_rpc(daemon.url, additional_headers=authorized, origin="https://x.example")
+        assert cross.value.response.status_code == 403
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_non_loopback_without_token_is_refused(root: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_WORKSPACE_BACKEND_TOKEN"}
+    done = subprocess.run(
+        [
+            str(WORKSPACE),
+            "backend",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--cwd",
+            str(root),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "non-loopback" in done.stderr and "token" in done.stderr
+    assert "listening" not in done.stdout
+
+
+async def test_a_subscriber_that_never_reads_is_closed(daemon: Backend) -> None:
+    # Default max_queue: the client library stops reading the socket once 16 frames wait.
+    silent = await open_rpc(daemon.url)
+    await silent.call("flow.subscribe", {})
+    other = await open_rpc(daemon.url)
+    await other.call("flow.subscribe", {"eventId": "something-else"})
+    rss_before = daemon.rss_kib()
+    flood = {"id": "flood-1", "type": "flood.event", "payload": {"lines": 100_000}}
+    run_id = (await other.call("flow.dispatch", flood))["runIds"][0]
+    # The other client keeps getting prompt answers while about 50 MB of output streams.
+    slowest, peak, status = 0.0, rss_before, "queued"
+    for _ in range(600):
+        started = time.monotonic()
+        status = (await other.call("flow.getRun", {"runId": run_id}))["run"]["status"]
+        slowest = max(slowest, time.monotonic() - started)
+        peak = max(peak, daemon.rss_kib())
+        if status not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.05)
+    assert status == "completed"
+    assert slowest < 1.0
+    assert peak - rss_before < 64 * 1024, (rss_before, peak)
+    # Now the silent client reads: what was in flight, then a 1008 close.
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(silent.ws.recv(), 20)
+    assert silent.ws.close_code == 1008
+    assert "runs" in await other.call("flow.listRuns", {"limit": 1})
+    await other.ws.close()

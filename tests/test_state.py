@@ -1,0 +1,90 @@
+"""The local run state: creation, claims, recovery of runs whose process died."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from workspace_adapter import state
+from workspace_adapter.state import SlotState, StateStore
+
+NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+
+
+def slot(last: str) -> SlotState:
+    return SlotState(last_slot=last, next_slot=None, schedule="* * * * *", timezone="UTC")
+
+
+def test_creation_is_atomic_and_wal(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "local").open()
+    assert store.path.is_file()
+    assert sorted(p.name for p in store.directory.iterdir()) == ["state.lock", "state.sqlite3"]
+    with store.connect(write=False) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    assert (tmp_path / ".gitignore").read_text() == "*\n"
+
+
+def test_concurrent_creation_builds_one_store(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            StateStore(tmp_path / "local").open().insert(state.new_run("a", "command", NOW))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(StateStore(tmp_path / "local").runs()) == 4
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "local").open()
+    record = state.new_run("a", "flow", NOW, slot="2026-11-24T12:00:00.000Z")
+    store.insert(record)
+    record.status, record.reason, record.run_ids = "changed", "rebased", ["run_1", "run_2"]
+    record.event_id, record.finished_at = "workspace:x:a:1", state.iso(NOW)
+    store.finish(record)
+    assert store.runs("a") == [record]
+    assert store.runs("other") == []
+
+
+def test_a_claim_is_taken_by_one_tick_only(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "local").open()
+    assert store.record_baseline("a", slot("2026-11-24T11:00:00.000Z"))
+    assert not store.record_baseline("a", slot("2026-11-24T11:30:00.000Z"))
+    first = state.new_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
+    second = state.new_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
+    # Both ticks planned from the same last slot; only the first claim wins.
+    assert store.claim(first, "2026-11-24T11:00:00.000Z", slot(first.slot or "")) == "claimed"
+    assert store.claim(second, "2026-11-24T11:00:00.000Z", slot(second.slot or "")) == "taken"
+    assert [r.id for r in store.runs("a")] == [first.id]
+    assert store.slot_states()["a"].last_slot == "2026-11-24T12:00:00.000Z"
+
+
+def test_process_liveness(tmp_path: Path) -> None:
+    me = os.getpid()
+    assert state.process_alive(me, state.process_marker(me))
+    assert not state.process_alive(me, "another-boot:123")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not state.process_alive(gone.pid, None)
+    assert not state.process_alive(None, None)
+
+
+def test_readonly_store_creates_nothing(tmp_path: Path) -> None:
+    writer = StateStore(tmp_path / "local").open()
+    writer.insert(state.new_run("a", "command", NOW))
+    before = sorted(p.name for p in writer.directory.iterdir())
+    reader = StateStore(tmp_path / "local", readonly=True).open()
+    assert [r.task_id for r in reader.runs()] == ["a"]
+    assert sorted(p.name for p in writer.directory.iterdir()) == before
+    assert not StateStore(tmp_path / "nothing", readonly=True).open().exists()
