@@ -8,6 +8,7 @@ is reported at once. Nothing else in the program validates config.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,7 @@ def _valid_timezone(name: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)  # tasks often share a schedule; cronsim parsing is not free
 def cron_problem(expr: str) -> str | None:
     """Why ``expr`` is not a five-field cron expression cronsim accepts, or None."""
     import datetime as dt

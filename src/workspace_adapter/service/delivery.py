@@ -38,7 +38,8 @@ def utc_now() -> dt.datetime:
 
 def redelivery_delay(deliveries: int) -> float:
     """Seconds before the next try after ``deliveries`` failed ones: 1, 2, 4 … 600."""
-    return min(REDELIVERY_MAX_SECONDS, REDELIVERY_FIRST_SECONDS * 2 ** max(0, deliveries - 1))
+    doublings = min(30, max(0, deliveries - 1))
+    return min(REDELIVERY_MAX_SECONDS, REDELIVERY_FIRST_SECONDS * (1 << doublings))
 
 
 class _NotSent(Exception):

@@ -1,161 +1,37 @@
-"""The service path's records in DATA_DIR (SPEC §9): cursors, seen entries, events, attempts.
+"""The service path's records: source cursors, seen releases, events, attempts, dispatches.
 
-One SQLite file in WAL mode; every access is one short transaction, writers take
-``BEGIN IMMEDIATE`` so two watchers serialise on the write lock. What a poll found is recorded
-in one transaction *before* anything is sent: the seen entries, their events and their
-attempts, each new attempt claimed by the process that created it. A crash after that commit
-loses nothing (the attempt is still ``undelivered`` and is redelivered) and duplicates nothing
-(the seen entries and the unique index on ``(upstreamRepo, upstreamTag)`` for ``dispatch``).
-Claims name a process (pid + start marker), so a claim of a process that died is void.
+What a poll found is recorded in one transaction *before* anything is sent: the seen entries,
+their events and their attempts, each new attempt claimed by the process that created it. A
+crash after that commit loses nothing (the attempt is still ``undelivered`` and is redelivered)
+and duplicates nothing (the seen entries, and the unique index on ``(upstreamRepo,
+upstreamTag)`` for ``dispatch``: a release seen twice, or by two sources, is one attempt).
+Claims name a process (pid + start marker), so the claim of a process that died is void.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from workspace_adapter.state import iso, process_alive, process_marker
-
-SCHEMA_VERSION = 1
-DB_NAME = "records.sqlite3"
-DATA_DIR_ENV = "DATA_DIR"
-
-Operation = Literal["dispatch", "retry", "replay"]
-
-_SCHEMA = """
-CREATE TABLE source_cursors (
-    source_id TEXT PRIMARY KEY,
-    primed_at TEXT,
-    last_polled_at TEXT,
-    next_poll_at TEXT,
-    failures INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE seen_entries (
-    source_id TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    sha TEXT,
-    url TEXT,
-    published_at TEXT,
-    primed INTEGER NOT NULL,
-    event_id TEXT,
-    attempt_id TEXT,
-    seen_at TEXT NOT NULL,
-    PRIMARY KEY (source_id, tag)
-);
-CREATE TABLE flow_events (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    source_id TEXT,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE attempts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    event_id TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    status TEXT NOT NULL,
-    upstream_repo TEXT NOT NULL,
-    upstream_tag TEXT NOT NULL,
-    run_ids TEXT NOT NULL DEFAULT '[]',
-    run_statuses TEXT NOT NULL DEFAULT '{}',
-    candidate_refs TEXT NOT NULL DEFAULT '[]',
-    message TEXT,
-    retry_of TEXT,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    next_delivery_at TEXT,
-    claimed_pid INTEGER,
-    claimed_marker TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE UNIQUE INDEX attempts_one_dispatch_per_release
-    ON attempts (upstream_repo, upstream_tag) WHERE operation = 'dispatch';
-CREATE INDEX attempts_by_status ON attempts (status, next_delivery_at);
-CREATE TABLE dispatches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    attempt_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    method TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    run_ids TEXT NOT NULL DEFAULT '[]',
-    matched INTEGER,
-    message TEXT,
-    at TEXT NOT NULL
-);
-"""
-
-_ATTEMPT_COLUMNS = (
-    "id, event_id, operation, status, upstream_repo, upstream_tag, run_ids, run_statuses, "
-    "candidate_refs, message, retry_of, deliveries, next_delivery_at, created_at, updated_at"
+from workspace_adapter.service.store import (
+    ATTEMPT_COLUMNS,
+    JSON_COLUMNS,
+    Attempt,
+    Operation,
+    PollOutcome,
+    RecordStore,
+    SeenRelease,
+    SourceCursor,
+    data_dir,
 )
-_JSON_COLUMNS = ("run_ids", "run_statuses", "candidate_refs")
+from workspace_adapter.state import iso, process_alive
 
-
-class Attempt(msgspec.Struct, kw_only=True, rename="camel"):
-    """A maintenance attempt: one delivery of a release event and the outcome of its runs."""
-
-    id: str
-    event_id: str
-    operation: Operation
-    status: str  # undelivered → started → the worst flow status of its runs
-    upstream_repo: str
-    upstream_tag: str
-    run_ids: list[str] = msgspec.field(default_factory=list)
-    run_statuses: dict[str, str] = msgspec.field(default_factory=dict)
-    candidate_refs: list[dict[str, Any]] = msgspec.field(default_factory=list)
-    message: str | None = None
-    retry_of: str | None = None
-    deliveries: int = 0
-    next_delivery_at: str | None = None
-    created_at: str
-    updated_at: str
-
-
-class SourceCursor(msgspec.Struct, kw_only=True):
-    """Where a source stands: primed or not, when to poll it next, how often it failed."""
-
-    source_id: str
-    primed_at: str | None
-    last_polled_at: str | None
-    next_poll_at: str | None
-    failures: int
-    last_error: str | None
-
-
-class SeenRelease(msgspec.Struct, kw_only=True):
-    """One release of a poll, with the event it becomes when it is new."""
-
-    tag: str
-    sha: str | None
-    url: str | None
-    published_at: str | None
-    event: dict[str, Any]
-
-
-class PollOutcome(msgspec.Struct, kw_only=True):
-    """What recording one poll did: primed, new attempts (claimed by us), releases linked."""
-
-    primed: bool = False
-    seen: int = 0
-    claimed: list[Attempt] = msgspec.field(default_factory=list)
-    linked: list[tuple[str, str]] = msgspec.field(default_factory=list)  # (tag, attempt id)
-
-
-def data_dir(root: Path) -> Path:
-    """``$DATA_DIR`` when set (relative to the cwd), else ``<root>/.workspace/data``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser().resolve() if env else root / ".workspace" / "data"
+__all__ = ["Attempt", "Operation", "PollOutcome", "Records", "SeenRelease", "SourceCursor"]
 
 
 def new_attempt_id(now: dt.datetime) -> str:
@@ -164,9 +40,9 @@ def new_attempt_id(now: dt.datetime) -> str:
 
 
 def _row_to_attempt(row: tuple[Any, ...]) -> Attempt:
-    names = [c.strip() for c in _ATTEMPT_COLUMNS.split(",")]
+    names = [c.strip() for c in ATTEMPT_COLUMNS.split(",")]
     data = dict(zip(names, row, strict=True))
-    for name in _JSON_COLUMNS:
+    for name in JSON_COLUMNS:
         data[name] = msgspec.json.decode(data[name])
     return Attempt(**data)
 
@@ -175,67 +51,16 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-class Records:
-    """The DATA_DIR store; :meth:`connect` is one transaction."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path = directory / DB_NAME
-        self.pid = os.getpid()
-        self.marker = process_marker(self.pid)
+class Records(RecordStore):
+    """Every read and write of the service path, each one transaction."""
 
     @classmethod
     def for_workspace(cls, root: Path) -> Records:
         return cls(data_dir(root))
 
     def open(self) -> Records:
-        """Create the database when missing (under a lock, built aside, renamed into place)."""
-        if self.path.is_file():
-            self._check_version()
-            return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "records.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.path.is_file():  # another process created it while we waited
-                return self
-            tmp = self.directory / f".{DB_NAME}.{os.getpid()}.tmp"
-            tmp.unlink(missing_ok=True)
-            db = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("PRAGMA journal_mode = WAL")
-            finally:
-                db.close()
-            os.replace(tmp, self.path)
+        super().open()
         return self
-
-    def _check_version(self) -> None:
-        from workspace_adapter.errors import UserError
-
-        with self.connect(write=False) as db:
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version != SCHEMA_VERSION:
-            raise UserError(
-                f"{self.path}: records schema version {version}, this program reads "
-                f"{SCHEMA_VERSION}; upgrade workspace-adapter or point DATA_DIR elsewhere"
-            )
-
-    @contextlib.contextmanager
-    def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction; writers begin IMMEDIATE so read-then-write decisions are safe."""
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
 
     # --- sources -------------------------------------------------------------------------
 
@@ -377,7 +202,7 @@ class Records:
 
     def _attempt(self, db: sqlite3.Connection, attempt_id: str) -> Attempt:
         row = db.execute(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE id = ?", (attempt_id,)
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?", (attempt_id,)
         ).fetchone()
         if row is None:
             raise KeyError(attempt_id)
@@ -392,7 +217,7 @@ class Records:
 
     def attempts(self, status: str | None = None, limit: int | None = None) -> list[Attempt]:
         """Newest first, optionally only those with ``status``."""
-        sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts"
+        sql = f"SELECT {ATTEMPT_COLUMNS} FROM attempts"
         args: list[Any] = []
         if status is not None:
             sql += " WHERE status = ?"

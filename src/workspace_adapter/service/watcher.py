@@ -71,7 +71,8 @@ def release_event(
 
 def source_retry_delay(interval: int, failures: int) -> int:
     """Seconds before polling a failing source again: its interval, doubled per failure."""
-    return min(max(interval, SOURCE_BACKOFF_CAP_SECONDS), interval * 2 ** max(0, failures - 1))
+    doublings = min(30, max(0, failures - 1))
+    return min(max(interval, SOURCE_BACKOFF_CAP_SECONDS), interval * (1 << doublings))
 
 
 class Watcher:

@@ -1,0 +1,180 @@
+"""Helpers of the service-path tests: a real backend daemon, a loopback feed server, waits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+
+from workspace_adapter import client
+from workspace_adapter.cli import Globals
+from workspace_adapter.commands import watch
+from workspace_adapter.service.records import Records
+from workspace_adapter.state import parse_iso
+
+WORKSPACE = Path(sys.executable).with_name("workspace")
+REPO = "peezy-tech/patch-moi-harness"
+
+GIT_SOURCE = """
+[[workspace.sources]]
+id = "upstream"
+kind = "git-tags"
+url = "harness/remotes/upstream.git"
+repo = "peezy-tech/patch-moi-harness"
+tag_pattern = "v\\\\d+\\\\.\\\\d+\\\\.\\\\d+"
+interval = "1s"
+"""
+
+
+def write_workspace(root: Path, body: str) -> Path:
+    path = root / "workspace.toml"
+    path.write_text('[workspace]\nname = "svc"\n' + body, encoding="utf-8")
+    return path
+
+
+def dead_url() -> str:
+    """A loopback URL nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"ws://127.0.0.1:{port}"
+
+
+class Backend:
+    """A ``workspace backend`` subprocess on a free port; the URL is its first line."""
+
+    def __init__(self, root: Path, data_dir: Path) -> None:
+        self.root = root
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log = data_dir.parent / f"{data_dir.name}.stderr"
+
+    def start(self) -> Backend:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CODEX_FLOW_PUSH": "0"}
+        with open(self.log, "a") as err:
+            self.proc = subprocess.Popen(
+                [str(WORKSPACE), "backend", "--port", "0", "--cwd", str(self.root),
+                 "--data-dir", str(self.data_dir)],
+                stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("workspace backend listening on "), (line, self.log.read_text())
+        self.url = line.split()[-1]
+        return self
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(15)
+
+    def call(self, method: str, params: dict[str, object] | None = None) -> object:
+        return anyio.run(lambda: client.call(self.url, method, params))
+
+
+@contextmanager
+def running_backend(root: Path, data_dir: Path) -> Iterator[Backend]:
+    backend = Backend(root, data_dir).start()
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+def globals_for(root: Path, url: str) -> Globals:
+    return Globals(workspace_root=root, backend_url=url, mode="local", log_level="warning")
+
+
+def watch_once(root: Path, url: str) -> int:
+    return watch.watch(globals_for(root, url), once=True)
+
+
+def records(root: Path) -> Records:
+    return Records.for_workspace(root).open()
+
+
+def sleep_until(moment: str | None) -> None:
+    """Sleep until an ISO time stored in the records (a source's next poll, a redelivery)."""
+    if moment is None:
+        return
+    wait = (parse_iso(moment) - dt.datetime.now(dt.UTC)).total_seconds()
+    if wait > 0:
+        time.sleep(wait + 0.01)
+
+
+def wait_for_source(root: Path, source_id: str = "upstream") -> None:
+    cursor = records(root).cursor(source_id)
+    sleep_until(cursor.next_poll_at if cursor else None)
+
+
+class FeedServer:
+    """A stdlib HTTP server on loopback serving files from ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        handler = _handler_for(folder)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/{name}"
+
+    def __enter__(self) -> FeedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def _handler_for(folder: Path) -> type[http.server.SimpleHTTPRequestHandler]:
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def atom_feed(entries: list[tuple[str, str, str, str]]) -> str:
+    """An Atom document; entries are (entry id, title, link, updated), newest first."""
+    items = "".join(
+        f"<entry><id>{eid}</id><title>{title}</title><link rel=\"alternate\" "
+        f"type=\"text/html\" href=\"{link}\"/><updated>{updated}</updated></entry>"
+        for eid, title, link, updated in entries
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
+        "<id>tag:github.com,2008:https://github.com/peezy-tech/patch-moi-harness/releases</id>"
+        "<title>Release notes</title><updated>2026-01-02T00:00:00Z</updated>"
+        f"{items}</feed>"
+    )
+
+
+def rss_feed(items: list[tuple[str, str, str]]) -> str:
+    """An RSS 2.0 document; items are (title, link, pubDate), newest first."""
+    body = "".join(
+        f"<item><title>{title}</title><link>{link}</link><pubDate>{date}</pubDate></item>"
+        for title, link, date in items
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Releases</title>'
+        f"<link>https://example.org/</link><description>d</description>{body}</channel></rss>"
+    )
