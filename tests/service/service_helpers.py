@@ -65,9 +65,20 @@ class Backend:
         env = {**os.environ, "CODEX_FLOW_PUSH": "0"}
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen(
-                [str(WORKSPACE), "backend", "--port", "0", "--cwd", str(self.root),
-                 "--data-dir", str(self.data_dir)],
-                stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                [
+                    str(WORKSPACE),
+                    "backend",
+                    "--port",
+                    "0",
+                    "--cwd",
+                    str(self.root),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
             )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -126,7 +137,9 @@ class FeedServer:
     def __init__(self, folder: Path) -> None:
         handler = _handler_for(folder)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def url(self, name: str) -> str:
         host, port = self.server.server_address[:2]
@@ -156,8 +169,8 @@ def _handler_for(folder: Path) -> type[http.server.SimpleHTTPRequestHandler]:
 def atom_feed(entries: list[tuple[str, str, str, str]]) -> str:
     """An Atom document; entries are (entry id, title, link, updated), newest first."""
     items = "".join(
-        f"<entry><id>{eid}</id><title>{title}</title><link rel=\"alternate\" "
-        f"type=\"text/html\" href=\"{link}\"/><updated>{updated}</updated></entry>"
+        f'<entry><id>{eid}</id><title>{title}</title><link rel="alternate" '
+        f'type="text/html" href="{link}"/><updated>{updated}</updated></entry>'
         for eid, title, link, updated in entries
     )
     return (
