@@ -72,6 +72,13 @@ class Client:
                 return message["result"]
 
 
+def write_flows(root: Path) -> None:
+    """The two trivial flows the backend benchmarks dispatch to, under ``root/flows``."""
+    for name, manifest in (("bench-trivial", TRIVIAL), ("bench-stamp", STAMP)):
+        (root / "flows" / name).mkdir(parents=True, exist_ok=True)
+        (root / "flows" / name / "flow.toml").write_text(manifest)
+
+
 def start_backend(root: Path, data: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [
@@ -131,13 +138,13 @@ async def dispatch_throughput(url: str, clients: int, seconds: float, tag: str) 
     }
 
 
-async def runs_per_second(url: str, count: int) -> float:
+async def runs_per_second(url: str, count: int, tag: str = "runs") -> float:
     watcher = await Client.open(url)
     await watcher.call("flow.subscribe", {})
     sender = await Client.open(url)
     started = time.perf_counter()
     for i in range(count):
-        await sender.call("flow.dispatch", {"event": {"id": f"runs-{i}", "type": "bench.trivial"}})
+        await sender.call("flow.dispatch", {"event": {"id": f"{tag}-{i}", "type": "bench.trivial"}})
     done = 0
     while done < count:
         message = json.loads(await watcher.ws.recv())
@@ -153,13 +160,13 @@ async def runs_per_second(url: str, count: int) -> float:
     return count / elapsed
 
 
-async def started_latency(url: str, count: int) -> float:
+async def started_latency(url: str, count: int, tag: str = "stamp") -> float:
     client = await Client.open(url)
     await client.call("flow.subscribe", {})
     samples: list[float] = []
     for i in range(count):
         sent = time.time()
-        await client.call("flow.dispatch", {"event": {"id": f"stamp-{i}", "type": "bench.stamp"}})
+        await client.call("flow.dispatch", {"event": {"id": f"{tag}-{i}", "type": "bench.stamp"}})
         while True:
             message = json.loads(await client.ws.recv())
             if message.get("method") == "flow.run.output":
@@ -185,9 +192,7 @@ async def idle_clients(url: str, pid: int, count: int) -> tuple[int, float]:
 async def main(as_json: bool) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "ws"
-        for name, manifest in (("bench-trivial", TRIVIAL), ("bench-stamp", STAMP)):
-            (root / "flows" / name).mkdir(parents=True)
-            (root / "flows" / name / "flow.toml").write_text(manifest)
+        write_flows(root)
         proc, url = start_backend(root, Path(scratch) / "data")
         try:
             await asyncio.sleep(0.5)

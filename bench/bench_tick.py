@@ -36,9 +36,9 @@ def _schedule(i: int) -> str:
     ]
 
 
-def build(root: Path) -> None:
+def build(root: Path, tasks: int = TASKS) -> None:
     parts = ['[workspace]\nname = "bench"\n']
-    for i in range(TASKS):
+    for i in range(tasks):
         parts.append(
             f'[[workspace.tasks]]\nid = "task-{i}"\nkind = "command"\ncommand = ["true"]\n'
             f'schedule = "{_schedule(i)}"\n'
@@ -46,14 +46,16 @@ def build(root: Path) -> None:
     (root / "workspace.toml").write_text("\n".join(parts))
 
 
-def measure(repeat: int = 15) -> dict[str, float]:
+def measure(repeat: int = 15, tasks: int = TASKS) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        build(root)
+        build(root, tasks)
         g = Globals(root, "ws://127.0.0.1:9", "local", "warning")
         start = dt.datetime(2026, 11, 24, 12, 0, 30, tzinfo=dt.UTC)
         with contextlib.redirect_stdout(io.StringIO()):
+            began = time.perf_counter()
             tick(g, now=start)  # baselines
+            baseline_ms = (time.perf_counter() - began) * 1000
         now = start + dt.timedelta(seconds=20)  # before any task's next slot
         whole: list[float] = []
         for _ in range(repeat):
@@ -69,7 +71,7 @@ def measure(repeat: int = 15) -> dict[str, float]:
             began = time.perf_counter()
             decisions = schedule.plan_tick(loaded, store.slot_states(), store.running_tasks(), now)
             plans.append((time.perf_counter() - began) * 1000)
-            assert not any(d.due for d in decisions) and len(decisions) == TASKS
+            assert not any(d.due for d in decisions) and len(decisions) == tasks
         loads: list[float] = []
         for _ in range(repeat):
             began = time.perf_counter()
@@ -80,6 +82,7 @@ def measure(repeat: int = 15) -> dict[str, float]:
         "tick_ms": statistics.median(whole),
         "plan_ms": statistics.median(plans),
         "config_load_ms": load_ms,
+        "baseline_ms": baseline_ms,
     }
 
 

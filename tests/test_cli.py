@@ -65,3 +65,29 @@ def test_unexpected_error_leaves_a_traceback_file(
     assert len(logs) == 1
     assert "RuntimeError: boom" in logs[0].read_text()
     assert str(logs[0]) in err
+
+
+def test_only_the_named_command_is_built_and_help_lists_every_command() -> None:
+    assert cli.command_named(["--workspace-root", "x", "--mode=local", "run", "hello"]) == "run"
+    assert cli.command_named(["--help"]) is None
+    assert cli.command_named(["nope"]) is None
+    assert cli.command_named([]) is None
+    help_text = cli.build_parser().format_help()
+    for name in cli.COMMANDS:
+        assert name in help_text
+    ns = cli.build_parser("run").parse_args(["run", "hello", "--json"])
+    assert (ns.command, ns.task_id, ns.json) == ("run", "hello", True)
+
+
+def test_attempts_lists_by_default_and_takes_an_action_with_an_id() -> None:
+    parser = cli.build_parser()
+    listed = parser.parse_args(["attempts", "--status", "failed", "--json"])
+    assert (listed.action, listed.attempt_id, listed.status, listed.json) == (
+        None,
+        None,
+        "failed",
+        True,
+    )
+    retry = parser.parse_args(["attempts", "retry", "att_1"])
+    assert (retry.action, retry.attempt_id) == ("retry", "att_1")
+    assert cli.main(["attempts", "retry"]) == 2

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,38 +44,29 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="workspace", description="Keep a fork rebased on its upstream's releases."
-    )
-    _common(parser, top=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        _common(p, top=False)
-        return p
-
-    p = add("run", "run one task now, scheduled or not")
+def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task_id", metavar="TASK")
     p.add_argument("--event", metavar="FILE", help="replace the event's type and payload")
     p.add_argument("--no-wait", action="store_true", help="flow tasks: do not follow the runs")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
-    p = add("tick", "run the scheduled tasks that are due; explain each decision")
+
+def _tick_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--json", action="store_true")
 
-    p = add("doctor", "check config, flows, tools, git remotes, state, backend; never writes")
+
+def _json_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
-    p = add("runs", "local run history")
+
+def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task_id", nargs="?", metavar="TASK")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
 
-    p = add("flow", "flow packages: run one in this process, or list them")
+
+def _flow_args(p: argparse.ArgumentParser) -> None:
     flow_sub = p.add_subparsers(dest="flow_command", metavar="ACTION")
     flow_sub.required = True
     fr = flow_sub.add_parser("run", help="run a flow's matching steps here, no backend")
@@ -86,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(fl, top=False)
     fl.add_argument("--json", action="store_true")
 
-    p = add("harness", "the local harness repos (SPEC §8)")
+
+def _harness_args(p: argparse.ArgumentParser) -> None:
     h_sub = p.add_subparsers(dest="harness_command", metavar="ACTION")
     h_sub.required = True
     hi = h_sub.add_parser("init", help="build harness/ (upstream, fork, bare remotes)")
@@ -97,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     hr.add_argument("--bump", choices=("patch", "minor"), default="patch")
     hr.add_argument("--conflict", action="store_true", help="touch the same lines as a fork commit")
 
-    p = add("backend", "the workspace backend daemon (JSON-RPC over WebSocket + HTTP)")
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 3586; 0 picks a free one)")
     p.add_argument("--cwd", metavar="ROOT", help="workspace root holding flows/")
@@ -114,30 +108,112 @@ def build_parser() -> argparse.ArgumentParser:
         "--env-allow", action="append", default=[], metavar="NAME", help="pass NAME to steps"
     )
 
-    p = add("dispatch", "send an event (JSON file, - for stdin) to the backend")
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    _backend_args(p)
+    # Hidden: tests tick every fraction of a second instead of every minute.
+    p.add_argument("--tick-interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+
+
+def _dispatch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--wait", action="store_true", help="follow the runs to their end")
     p.add_argument("--json", action="store_true")
 
-    p = add("replay", "run a stored event again")
+
+def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("event_id", metavar="EVENT_ID")
     p.add_argument("--wait", action="store_true", help="follow the runs to their end")
     p.add_argument("--json", action="store_true")
 
-    p = add("events", "events the backend stored, newest first")
+
+def _events_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", dest="event_type", metavar="TYPE")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
 
-    p = add("flow-runs", "runs the backend recorded, newest first")
+
+def _flow_runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--event-id", metavar="ID")
     p.add_argument("--status", choices=("queued", "running", "completed", "failed", "canceled"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
 
-    p = add("cancel", "cancel a queued or running backend run")
+
+def _cancel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--json", action="store_true")
+
+
+def _watch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+
+
+def _attempts_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action", nargs="?", choices=("retry", "replay"), help="omit to list the attempts"
+    )
+    p.add_argument("attempt_id", nargs="?", metavar="ID", help="the attempt to retry or replay")
+    p.add_argument("--status", metavar="S", help="list: only attempts with this status")
+    p.add_argument("--json", action="store_true")
+
+
+# Every command: its one-line help and what adds its own arguments. Order is the help's order.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("run one task now, scheduled or not", _run_args),
+    "tick": ("run the scheduled tasks that are due; explain each decision", _tick_args),
+    "doctor": (
+        "check config, flows, tools, git remotes, state, backend; never writes",
+        _json_only,
+    ),
+    "runs": ("local run history", _runs_args),
+    "flow": ("flow packages: run one in this process, or list them", _flow_args),
+    "harness": ("the local harness repos (SPEC §8)", _harness_args),
+    "backend": ("the workspace backend daemon (JSON-RPC over WebSocket + HTTP)", _backend_args),
+    "serve": ("backend + scheduler loop + release watcher, in one process", _serve_args),
+    "dispatch": ("send an event (JSON file, - for stdin) to the backend", _dispatch_args),
+    "replay": ("run a stored event again", _replay_args),
+    "events": ("events the backend stored, newest first", _events_args),
+    "flow-runs": ("runs the backend recorded, newest first", _flow_runs_args),
+    "cancel": ("cancel a queued or running backend run", _cancel_args),
+    "watch": ("poll the release sources, dispatch and follow attempts (SPEC §9)", _watch_args),
+    "attempts": ("maintenance attempts: list them, or retry / replay one", _attempts_args),
+}
+
+# Top-level flags that take a value, to skip it when looking for the command's name.
+_VALUE_FLAGS = frozenset(("--workspace-root", "--backend-url", "--mode", "--log-level"))
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, when it names a known one before any help flag."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _VALUE_FLAGS:
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+        elif token.split("=", 1)[0] not in _VALUE_FLAGS:
+            return None  # -h, --help, or a flag argparse should report with the full parser
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that command's subparser.
+
+    Building all of them costs more than a quick ``workspace run`` may spend (SPEC §11), so
+    :func:`main` builds the one the command line names, and every one for help or an error.
+    """
+    parser = argparse.ArgumentParser(
+        prog="workspace", description="Keep a fork rebased on its upstream's releases."
+    )
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_text, add_arguments) in COMMANDS.items():
+        if only is None or name == only:
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            _common(p, top=False)
+            add_arguments(p)
     return parser
 
 
@@ -185,18 +261,17 @@ def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
     if command == "backend":
         from workspace_adapter.commands import backend
 
-        return backend.backend(
-            host=ns.host,
-            port=ns.port,
-            cwd=ns.cwd,
-            data_dir=ns.data_dir,
-            token_file=ns.token_file,
-            secret_file=ns.secret_file,
-            allow_origin=ns.allow_origin,
-            concurrency=ns.concurrency,
-            env_allow=ns.env_allow,
-            log_level=g.log_level,
-        )
+        return backend.backend(**_backend_flags(ns), log_level=g.log_level)
+    if command == "serve":
+        from workspace_adapter.commands import serve
+
+        return serve.serve(g, **_backend_flags(ns), tick_interval=ns.tick_interval)
+    if command == "watch":
+        from workspace_adapter.commands import watch
+
+        return watch.watch(g, ns.once)
+    if command == "attempts":
+        return _attempts(ns, g)
     if command in ("dispatch", "replay", "events", "flow-runs", "cancel"):
         from workspace_adapter.commands import remote
 
@@ -214,11 +289,46 @@ def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
     raise AssertionError(f"unwired command {command}")
 
 
+def _backend_flags(ns: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "host": ns.host,
+        "port": ns.port,
+        "cwd": ns.cwd,
+        "data_dir": ns.data_dir,
+        "token_file": ns.token_file,
+        "secret_file": ns.secret_file,
+        "allow_origin": ns.allow_origin,
+        "concurrency": ns.concurrency,
+        "env_allow": ns.env_allow,
+    }
+
+
+def _attempts(ns: argparse.Namespace, g: Globals) -> int:
+    from workspace_adapter.commands import attempts
+    from workspace_adapter.errors import EXIT_BAD_INPUT, UserError
+
+    if ns.action is None:
+        if ns.attempt_id is not None:
+            raise UserError(
+                f"attempts: unexpected {ns.attempt_id!r}; use `attempts retry ID` or "
+                "`attempts replay ID`",
+                EXIT_BAD_INPUT,
+            )
+        return attempts.list_attempts(g, ns.status, ns.json)
+    if ns.attempt_id is None:
+        raise UserError(f"attempts {ns.action}: give the attempt ID", EXIT_BAD_INPUT)
+    if ns.status is not None:
+        raise UserError(f"attempts {ns.action}: --status only applies to the list", EXIT_BAD_INPUT)
+    if ns.action == "retry":
+        return attempts.retry(g, ns.attempt_id, ns.json)
+    return attempts.replay(g, ns.attempt_id, ns.json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from workspace_adapter.errors import error_handler
 
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    ns = build_parser(command_named(args)).parse_args(args)
     g = _globals(ns)
     try:
         with error_handler(g.workspace_root):

@@ -361,3 +361,28 @@ async def test_cancelling_the_caller_kills_the_group_and_reraises(
         )
     assert scope.cancelled_caught and outcomes == []
     assert len(pids) == 2 and all(gone(pid) for pid in pids)
+
+
+async def test_a_failing_on_started_callback_still_stops_the_step(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    # The backend records the pid in on_started; if that write fails the step must not be
+    # left running with nobody reading its pipes.
+    script = """
+        import subprocess, time
+        child = subprocess.Popen(["sleep", "100"])
+        print(f"child {child.pid}", flush=True)
+        time.sleep(100)
+    """
+    package = python_flow(make_flow, script)
+    pids: list[int] = []
+
+    def on_started(pid: int) -> None:
+        pids.append(pid)
+        raise RuntimeError("store is gone")
+
+    with pytest.raises(RuntimeError, match="store is gone"):
+        await run_step(invocation(package, tmp_path), on_started=on_started, kill_grace=2)
+    assert len(pids) == 1
+    await anyio.sleep(0.1)
+    assert gone(pids[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,26 @@ def _cherry_pick_in_progress(fork: Path, git: Any) -> None:
     git(fork, "cherry-pick", "HEAD~1", check=False)
 
 
+def _cherry_picks_left_after_a_commit(fork: Path, git: Any) -> None:
+    # Two picks, the first conflicts and is resolved with `git commit`: no CHERRY_PICK_HEAD,
+    # a clean tree, and still `git status` says "Cherry-pick currently in progress".
+    git(fork, "switch", "-q", "-c", "side")
+    for name, text in (("conflict.txt", "side\n"), ("other.txt", "two\n")):
+        (fork / name).write_text(text)
+        git(fork, "add", name)
+        git(fork, "commit", "-q", "-m", f"side {name}")
+    git(fork, "switch", "-q", "main")
+    (fork / "conflict.txt").write_text("main\n")
+    git(fork, "add", "conflict.txt")
+    git(fork, "commit", "-q", "-m", "main conflict.txt")
+    git(fork, "cherry-pick", "side~1", "side", check=False)
+    (fork / "conflict.txt").write_text("resolved\n")
+    git(fork, "add", "conflict.txt")
+    git(fork, "commit", "-q", "--no-edit")
+    assert git(fork, "status", "--porcelain") == ""
+    assert not (fork / ".git" / "CHERRY_PICK_HEAD").exists()
+
+
 def _merge_in_progress(fork: Path, git: Any) -> None:
     git(fork, "switch", "-q", "-c", "side", "HEAD~1")
     git(fork, "commit", "-q", "--allow-empty", "-m", "side")
@@ -190,9 +211,10 @@ def _merge_in_progress(fork: Path, git: Any) -> None:
         (_dirty, "uncommitted changes"),
         (_rebase_in_progress, "a rebase is in progress"),
         (_cherry_pick_in_progress, "a cherry-pick is in progress"),
+        (_cherry_picks_left_after_a_commit, "a cherry-pick is in progress"),
         (_merge_in_progress, "a merge is in progress"),
     ],
-    ids=["dirty", "rebase", "cherry-pick", "merge"],
+    ids=["dirty", "rebase", "cherry-pick", "cherry-pick-sequence", "merge"],
 )
 def test_unsafe_fork_state_is_refused(
     maintain: Any,
@@ -222,6 +244,17 @@ def test_empty_folder_inside_another_repository_is_blocked(
     # The parent repository was not touched: no lock, no remote.
     assert not (workspace_root / ".git" / "workspace-maintenance.lock").exists()
     assert git(workspace_root, "remote") == ""
+
+
+def test_empty_fork_repository_is_blocked_not_a_crash(maintain: Any, fork: Path, git: Any) -> None:
+    shutil.rmtree(fork)
+    fork.mkdir()
+    git(fork, "init", "-q", "-b", "main")
+    # With fetch on the tag resolves, and the run used to crash on the missing HEAD.
+    result = maintain("v0.1.3", fetch=True, verify_commands=FAST)
+    assert result.status == "blocked", result.message
+    assert "has no commit checked out" in (result.message or "")
+    assert "unexpected" not in (result.message or "")
 
 
 def test_missing_fork_folder_is_blocked(maintain: Any) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from workspace_adapter.errors import UserError
 from workspace_adapter.service.delivery import redelivery_delay
-from workspace_adapter.service.records import Records, SeenRelease
+from workspace_adapter.service.records import PollOutcome, Records, SeenRelease
 from workspace_adapter.service.store import data_dir
 from workspace_adapter.service.watcher import source_retry_delay
 from workspace_adapter.state import iso, process_marker
@@ -36,7 +36,7 @@ def seen(source_id: str, *tags: str) -> list[SeenRelease]:
     ]
 
 
-def record(records: Records, source_id: str, *tags: str, prime_only: bool = True):  # type: ignore[no-untyped-def]
+def record(records: Records, source_id: str, *tags: str, prime_only: bool = True) -> PollOutcome:
     return records.record_poll(
         source_id,
         seen(source_id, *tags),

@@ -105,5 +105,5 @@ def test_nothing_listening_is_a_source_error_naming_the_url(tmp_path: Path) -> N
     with FeedServer(tmp_path) as server:
         url = server.url("gone.atom")
     config = SourceConfig(id="gh", kind="feed", url=url, repo="o/r")
-    with pytest.raises(SourceError, match="cannot fetch feed http://127.0.0.1"):
+    with pytest.raises(SourceError, match=r"cannot fetch feed http://127\.0\.0\.1"):
         anyio.run(poll, config, tmp_path)

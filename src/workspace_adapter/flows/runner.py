@@ -23,19 +23,20 @@ import anyio.abc
 import anyio.to_thread
 import msgspec
 
-from workspace_adapter.events import FlowResult, utc_now_iso
+from workspace_adapter.events import utc_now_iso
+from workspace_adapter.flows.output import (
+    MAX_LINE_BYTES,
+    TAIL_BYTES,
+    OnLine,
+    StreamCapture,
+    parse_result,
+)
 from workspace_adapter.flows.package import FlowPackage, FlowStep
 
-TAIL_BYTES = 64 * 1024
-# Longest line we parse; a FLOW_RESULT with bounded command output fits well inside it.
-MAX_LINE_BYTES = 1024 * 1024
-# Lines handed to ``on_line`` are cut shorter: they go to terminals and WebSocket subscribers.
-STREAM_LINE_BYTES = 16 * 1024
 DEFAULT_KILL_GRACE = 5.0
 # After the step's main process exits, how long its pipes may stay open (a leftover child
 # holding them) before the rest of its process group is killed.
 DRAIN_GRACE = 1.0
-RESULT_PREFIX = b"FLOW_RESULT "
 ENV_WHITELIST: tuple[str, ...] = (
     "PATH",
     "HOME",
@@ -46,7 +47,16 @@ ENV_WHITELIST: tuple[str, ...] = (
     "CODEX_FLOW_PUSH",
 )
 
-OnLine = Callable[[str, str], None]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "TAIL_BYTES",
+    "OnLine",
+    "StepInvocation",
+    "StepOutcome",
+    "parse_result",
+    "run_step",
+]
+
 OnStarted = Callable[[int], None]
 OutcomeStatus = Literal["completed", "failed", "canceled"]
 
@@ -140,99 +150,6 @@ class StepOutcome(msgspec.Struct, kw_only=True):
 
 class _StartError(Exception):
     pass
-
-
-class _StreamCapture:
-    """Splits one pipe into lines, keeping a bounded tail and the last FLOW_RESULT line."""
-
-    def __init__(self, name: str, on_line: OnLine | None) -> None:
-        self.name = name
-        self.on_line = on_line
-        self.tail = bytearray()
-        self.line = bytearray()
-        self.dropped = 0
-        self.result_line: bytes | None = None
-        self.result_dropped = 0
-        self.closed = anyio.Event()
-
-    async def pump(self, stream: anyio.abc.ByteReceiveStream) -> None:
-        try:
-            while True:
-                try:
-                    chunk = await stream.receive(65536)
-                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    break
-                self.feed(chunk)
-        finally:
-            self.finish()
-            self.closed.set()
-
-    def feed(self, chunk: bytes) -> None:
-        self.tail += chunk
-        if len(self.tail) > 2 * TAIL_BYTES:
-            del self.tail[:-TAIL_BYTES]
-        start = 0
-        while True:
-            newline = chunk.find(b"\n", start)
-            if newline < 0:
-                self._add(chunk[start:])
-                return
-            self._add(chunk[start:newline])
-            self._emit()
-            start = newline + 1
-
-    def finish(self) -> None:
-        if self.line or self.dropped:
-            self._emit()
-
-    def tail_text(self) -> str:
-        data = bytes(self.tail[-TAIL_BYTES:])
-        text = data.decode("utf-8", errors="replace")
-        # A cut in the middle of a UTF-8 sequence shows up as replacement chars at the start.
-        return text.lstrip("\ufffd") if len(self.tail) > TAIL_BYTES else text
-
-    def _add(self, piece: bytes) -> None:
-        room = MAX_LINE_BYTES - len(self.line)
-        if len(piece) > room:
-            self.line += piece[:room]
-            self.dropped += len(piece) - room
-        else:
-            self.line += piece
-
-    def _emit(self) -> None:
-        raw = bytes(self.line)
-        dropped = self.dropped
-        self.line.clear()
-        self.dropped = 0
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if self.name == "stdout" and raw.startswith(RESULT_PREFIX):
-            self.result_line, self.result_dropped = raw, dropped
-        if self.on_line is not None:
-            text = raw[:STREAM_LINE_BYTES].decode("utf-8", errors="replace")
-            cut = dropped + max(0, len(raw) - STREAM_LINE_BYTES)
-            if cut:
-                text += f" … [{cut} more bytes cut]"
-            self.on_line(self.name, text)
-
-
-def parse_result(line: bytes | None, dropped: int = 0) -> tuple[dict[str, Any] | None, str | None]:
-    """Decode a FLOW_RESULT line: ``(result, None)`` or ``(None, one-line reason)``."""
-    if line is None:
-        return None, "printed no FLOW_RESULT line"
-    if dropped:
-        return None, f"FLOW_RESULT is not valid: the line is longer than {MAX_LINE_BYTES} bytes"
-    try:
-        raw = msgspec.json.decode(line[len(RESULT_PREFIX) :])
-    except msgspec.DecodeError as exc:
-        return None, f"FLOW_RESULT is not valid: {exc}"
-    if not isinstance(raw, dict):
-        return None, "FLOW_RESULT is not valid: expected a JSON object"
-    try:
-        msgspec.convert(raw, FlowResult)
-    except msgspec.ValidationError as exc:
-        return None, f"FLOW_RESULT is not valid: {exc}"
-    return raw, None
 
 
 def _argv(invocation: StepInvocation, env: Mapping[str, str]) -> list[str]:
@@ -363,14 +280,15 @@ async def run_step(
             started_at=started_at,
             finished_at=utc_now_iso(),
         )
-    if on_started is not None:
-        on_started(process.pid)
-    out = _StreamCapture("stdout", on_line)
-    err = _StreamCapture("stderr", on_line)
+    out = StreamCapture("stdout", on_line)
+    err = StreamCapture("stderr", on_line)
     flags = _Flags()
-    payload = msgspec.json.encode(invocation.context()) + b"\n"
     timeout = step.timeout_ms / 1000
+    # From here on the process exists: whatever fails (even ``on_started``) must stop it.
     try:
+        if on_started is not None:
+            on_started(process.pid)
+        payload = msgspec.json.encode(invocation.context()) + b"\n"
         with anyio.move_on_after(timeout) as deadline:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_feed, process.stdin, payload)

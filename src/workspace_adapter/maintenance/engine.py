@@ -10,21 +10,31 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from workspace_adapter.events import FlowResult, FlowStatus, worst_status
+from workspace_adapter.maintenance.checkout import (
+    FoundCheckout,
+    abort_rebase,
+    found_checkout,
+    revert_leftovers,
+    switch_back,
+)
 from workspace_adapter.maintenance.git import CommandLog, Git
-from workspace_adapter.maintenance.outcome import Outcome, one_line, short
-from workspace_adapter.maintenance.publish import branch_refs, push_with_lease, run_checks
+from workspace_adapter.maintenance.outcome import Outcome, log_traceback, one_line, short
+from workspace_adapter.maintenance.publish import (
+    branch_refs,
+    keep_candidate,
+    push_with_lease,
+    run_checks,
+)
+from workspace_adapter.maintenance.remotes import ensure_remotes, fetch_for_lease, leases
 from workspace_adapter.maintenance.settings import MaintenanceSettings
 
 LOCK_NAME = "workspace-maintenance.lock"
-CANDIDATE_PREFIX = "refs/workspace/candidates/"
 RANGE_DIFF_LIMIT = 64 * 1024
 DEFAULT_IDENTITY = {"user.name": "workspace-adapter", "user.email": "workspace-adapter@localhost"}
 
@@ -56,7 +66,10 @@ class ForkMaintenance:
         self.range_diff: str | None = None
         self.pushed = False
         self._leases: dict[str, str | None] = {}
+        # The branch's sha before a rebase that its checks have not yet verified, if any.
+        self._unverified_base: str | None = None
         self._restore_problem: str | None = None
+        self._reverted: str | None = None
 
     def run(self) -> FlowResult:
         started = time.perf_counter()
@@ -66,8 +79,10 @@ class ForkMaintenance:
         except Outcome as outcome:
             status, message = outcome.status, outcome.message
         except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            status, message = "failed", one_line(f"unexpected {type(exc).__name__}: {exc}")
+            where = log_traceback(self.settings.workspace_root, exc)
+            status, message = "failed", one_line(f"unexpected {type(exc).__name__}: {exc}") + where
+        if self._reverted:
+            message = f"{message}; {self._reverted}"
         if self._restore_problem:
             status = "blocked" if worst_status([status, "blocked"]) == "blocked" else status
             message = f"{message}; {self._restore_problem}"
@@ -152,6 +167,12 @@ class ForkMaintenance:
                 f"fork checkout {s.fork_repo} is not its own repository: it is a folder inside "
                 f"{top}; clone the fork into {s.fork_repo}",
             )
+        if self.git.ref_sha("HEAD") is None:
+            raise Outcome(
+                "blocked",
+                f"fork checkout {s.fork_repo} has no commit checked out (an empty repository?); "
+                "clone the fork there",
+            )
 
     @contextlib.contextmanager
     def _fork_lock(self) -> Iterator[None]:
@@ -172,14 +193,11 @@ class ForkMaintenance:
 
     def _maintain_locked(self, tag: str) -> tuple[FlowStatus, str]:
         s = self.settings
-        self._ensure_remotes()
+        ensure_remotes(self.git, s, self.emit)
         self._refuse_unsafe_state()
         if s.fetch:
-            self._fetch()
-        self._leases = {
-            remote: self.git.ref_sha(f"refs/remotes/{remote}/{s.target_branch}")
-            for remote in s.push_remotes
-        }
+            fetch_for_lease(self.git, s, self.emit)
+        self._leases = leases(self.git, s)
         release = self.git.resolve_commit(f"refs/tags/{tag}")
         if release is None:
             where = f"after fetching {s.upstream_remote}" if s.fetch else "and fetch is off"
@@ -189,34 +207,13 @@ class ForkMaintenance:
                 + ("" if s.fetch else " or run with fetch on"),
             )
         self.release_sha = release
-        original_branch = self.git.current_branch()
-        original_sha = self.git.head_sha()
+        found = found_checkout(self.git)
         try:
-            if original_branch != s.target_branch:
+            if found.branch != s.target_branch:
                 self._switch_to_target()
             return self._update_branch(tag, release)
         finally:
-            self._leave(original_branch, original_sha)
-
-    def _ensure_remotes(self) -> None:
-        """Rule 3, first half: add the upstream remote when missing, never a push remote."""
-        s = self.settings
-        remotes = self.git.remotes()
-        if s.upstream_remote not in remotes:
-            done = self.git.add_remote(s.upstream_remote, s.upstream_repo_url)
-            if not done.ok:
-                raise Outcome(
-                    "blocked",
-                    f"cannot add remote {s.upstream_remote} to {s.fork_repo}: {done.last_line()}",
-                )
-            self.emit(f"added remote {s.upstream_remote} -> {s.upstream_repo_url}")
-        missing = [r for r in s.push_remotes if r not in remotes]
-        if missing and s.push:
-            raise Outcome(
-                "blocked",
-                f"push remote {', '.join(missing)} is not configured in {s.fork_repo}; add it "
-                "with `git remote add NAME URL` (the flow never invents push remotes)",
-            )
+            self._leave(found)
 
     def _refuse_unsafe_state(self) -> None:
         """Rule 4: nothing half-done, nothing uncommitted."""
@@ -236,29 +233,6 @@ class ForkMaintenance:
                 f"{dirty[0][3:]!r}); commit or stash them, then re-run",
             )
 
-    def _fetch(self) -> None:
-        """Rule 3, second half: upstream tags, and the branch each lease will be checked on."""
-        s = self.settings
-        done = self.git("fetch", "--tags", s.upstream_remote)
-        if not done.ok:
-            raise Outcome(
-                "blocked", f"fetching tags from {s.upstream_remote} failed: {done.last_line()}"
-            )
-        present = set(self.git.remotes())
-        for remote in s.push_remotes:
-            if remote not in present:
-                self.emit(f"push remote {remote} is not configured; not fetching it")
-                continue
-            tracking = f"refs/remotes/{remote}/{s.target_branch}"
-            done = self.git("fetch", remote, f"+refs/heads/{s.target_branch}:{tracking}")
-            if done.ok:
-                continue
-            if "couldn't find remote ref" in done.stderr:
-                # The branch is gone remotely: the lease must then say "must not exist".
-                self.git("update-ref", "-d", tracking)
-                continue
-            raise Outcome("blocked", f"fetching {remote} failed: {done.last_line()}")
-
     def _switch_to_target(self) -> None:
         s = self.settings
         if self.git.ref_sha(f"refs/heads/{s.target_branch}") is None:
@@ -273,26 +247,36 @@ class ForkMaintenance:
                 "blocked", f"cannot switch {s.fork_repo} to {s.target_branch}: {done.last_line()}"
             )
 
-    def _leave(self, original_branch: str | None, original_sha: str) -> None:
-        """Put the checkout back on the branch (or detached commit) it was found on."""
+    def _leave(self, found: FoundCheckout) -> None:
+        """Put the checkout back as it was found, whatever happened before."""
         try:
-            if self.git.operation_in_progress() == "rebase":
-                self.git("rebase", "--abort")
-            if original_branch is not None:
-                if self.git.current_branch() == original_branch:
-                    return
-                done = self.git.switch(original_branch)
-            else:
-                if self.git.current_branch() is None and self.git.head_sha() == original_sha:
-                    return
-                done = self.git.switch_detached(original_sha)
-            if not done.ok:
-                self._restore_problem = (
-                    f"could not switch back to {original_branch or original_sha}: "
-                    f"{done.last_line()}"
-                )
+            self._put_back(found)
+        except BaseException:
+            # A SIGTERM landed mid-way; the step ignores any further one, so this second,
+            # complete attempt runs to its end before the signal ends the run.
+            self._put_back(found)
+            raise
+
+    def _put_back(self, found: FoundCheckout) -> None:
+        try:
+            abort_rebase(self.git)
+            self._drop_unverified()
+            self._reverted = revert_leftovers(self.git)
+            problem = switch_back(self.git, found)
+            if problem:
+                self._restore_problem = problem
         except Exception as exc:
             self._restore_problem = one_line(f"could not restore the checkout: {exc}")
+
+    def _drop_unverified(self) -> None:
+        """An interrupted run must not leave an unverified rebase on the branch."""
+        before = self._unverified_base
+        if before is None or self.tag is None:
+            return
+        head = self.git.head_sha()
+        if head != before:
+            self._keep_candidate(self.tag, before, head)
+        self._unverified_base = None
 
     def _update_branch(self, tag: str, release: str) -> tuple[FlowStatus, str]:
         """Rules 6-10 on the target branch."""
@@ -301,6 +285,7 @@ class ForkMaintenance:
         self.before_sha = self.after_sha = before
         rebased = not self.git.is_ancestor(release, before)
         if rebased:
+            self._unverified_base = before
             old_base = self.git.merge_base(before, release)
             after = self._rebase(tag, release, before)
             self.after_sha = after
@@ -314,25 +299,20 @@ class ForkMaintenance:
         else:
             self.emit(f"{s.target_branch} already contains {tag}; no rebase needed")
             what = f"{s.fork_repo} {s.target_branch} already contains {tag} ({short(release)})"
-        try:
-            self.checks, failed = run_checks(self.log, s.fork_path, list(s.verify_commands))
-        except BaseException:
-            # Interrupted mid-check: an unverified rebase must not stay on the branch.
-            if rebased:
-                self._keep_candidate(tag, before)
-            raise
+        self.checks, failed = run_checks(self.log, s.fork_path, list(s.verify_commands))
         if failed is not None:
             command, code = failed
-            kept = self._keep_candidate(tag, before) if rebased else ""
+            kept = self._keep_candidate(tag, before, self.after_sha) if rebased else ""
             return "needs_intervention", f"{what}, but check `{command}` failed (exit {code}){kept}"
         dirty = self.git.status_lines()
         if dirty:
-            kept = self._keep_candidate(tag, before) if rebased else ""
+            kept = self._keep_candidate(tag, before, self.after_sha) if rebased else ""
             raise Outcome(
                 "blocked",
                 f"{what}; checks passed but left the tree dirty ({len(dirty)} paths, first "
-                f"{dirty[0][3:]!r}){kept}; nothing pushed, clean up and re-run",
+                f"{dirty[0][3:]!r}){kept}; nothing pushed; make the checks leave the tree clean",
             )
+        self._unverified_base = None
         pushed = self._push()
         status: FlowStatus = "changed" if rebased else "completed"
         return status, f"{what}; checks passed; {pushed}"
@@ -374,35 +354,13 @@ class ForkMaintenance:
             text = done.stdout
             self.range_diff = text if len(text) <= RANGE_DIFF_LIMIT else text[:RANGE_DIFF_LIMIT]
 
-    def _keep_candidate(self, tag: str, before: str) -> str:
-        """Keep the rebased commit as a candidate ref and put the branch back where it was."""
-        s = self.settings
-        rebased = self.after_sha
-        assert rebased is not None
-        ref = CANDIDATE_PREFIX + tag
-        self.git("update-ref", ref, rebased)
-        reset = self.git("reset", "--hard", "--quiet", before)
-        if not reset.ok:
-            raise Outcome(
-                "blocked",
-                f"could not reset {s.target_branch} to {short(before)}: {reset.last_line()}; "
-                f"the rebased commit is kept as {ref}",
-            )
+    def _keep_candidate(self, tag: str, before: str, rebased: str) -> str:
+        """Keep the unverified rebase as a candidate ref and put the branch back at ``before``."""
+        entry, clause = keep_candidate(self.git, self.settings, tag, rebased, before)
+        self._unverified_base = None
         self.after_sha = before
-        self.candidate_refs = [
-            {
-                "kind": "candidate",
-                "repo": s.fork_repo_full_name,
-                "remote": "local",
-                "ref": ref,
-                "sha": rebased,
-                "pushed": False,
-            }
-        ]
-        return (
-            f"; the rebased commit is kept as {ref} ({short(rebased)}) and "
-            f"{s.target_branch} reset to {short(before)}"
-        )
+        self.candidate_refs = [entry] if entry else []
+        return clause
 
     def _push(self) -> str:
         """Rule 9: publish only when push is on; report which remotes got the branch."""

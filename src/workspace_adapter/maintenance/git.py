@@ -294,6 +294,12 @@ class Git:
         ):
             if (git_dir / marker).exists():
                 return name
+        # A multi-commit cherry-pick or revert whose stopped commit was resolved with a plain
+        # `git commit`: no *_HEAD file is left, only the sequencer's to-do list.
+        todo = git_dir / "sequencer" / "todo"
+        if todo.exists():
+            words = todo.read_text(encoding="utf-8", errors="replace").split(maxsplit=1)
+            return "revert" if words[:1] == ["revert"] else "cherry-pick"
         return None
 
     def config_value(self, key: str) -> str | None:

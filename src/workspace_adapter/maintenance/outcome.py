@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+import traceback
+from pathlib import Path
+
 from workspace_adapter.events import FlowStatus
 
 
@@ -21,3 +26,19 @@ def short(sha: str | None) -> str:
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def log_traceback(root: Path, exc: BaseException) -> str:
+    """Write ``exc``'s traceback under ``root/.workspace/logs/``; the clause naming the file.
+
+    A step's stderr reaches the operator's terminal and the run record, so an unexpected error
+    shows there as one line, and the trail is kept in a file (SPEC §2).
+    """
+    folder = root / ".workspace" / "logs"
+    path = folder / f"step-crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    except OSError:
+        return ""
+    return f"; traceback in {path}"

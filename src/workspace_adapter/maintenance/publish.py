@@ -1,4 +1,4 @@
-"""Rules 7 and 9 of SPEC §7: run the fork's checks, then push it with a lease per remote."""
+"""Rules 7 and 9 of SPEC §7: run the fork's checks, keep or push what they verified."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from workspace_adapter.maintenance.settings import MaintenanceSettings
 
 # npm would otherwise ask the registry whether it is outdated on every call.
 CHECK_ENV = {"npm_config_update_notifier": "false"}
+CANDIDATE_PREFIX = "refs/workspace/candidates/"
 
 
 def run_checks(
@@ -32,6 +33,43 @@ def run_checks(
             ]
             return checks, (command, code)
     return checks, None
+
+
+def keep_candidate(
+    git: Git, settings: MaintenanceSettings, tag: str, rebased: str, before: str
+) -> tuple[dict[str, Any] | None, str]:
+    """Rule 7: keep an unverified rebase as ``refs/workspace/candidates/<tag>``, reset the branch.
+
+    The branch goes back to ``before`` even when the ref cannot be written (the commit then
+    stays in HEAD's reflog, and the message says so). Returns the candidate ref entry, or None
+    when there is none, and the clause the result message ends with.
+    """
+    branch = settings.target_branch
+    ref = CANDIDATE_PREFIX + tag
+    kept = git("update-ref", ref, rebased)
+    where = (
+        f"as {ref} ({short(rebased)})"
+        if kept.ok
+        else f"only in the reflog as {short(rebased)} (cannot write {ref}: {kept.last_line()})"
+    )
+    reset = git("reset", "--hard", "--quiet", before)
+    if not reset.ok:
+        raise Outcome(
+            "blocked",
+            f"could not reset {branch} to {short(before)}: {reset.last_line()}; the rebased "
+            f"commit is kept {where}",
+        )
+    entry = {
+        "kind": "candidate",
+        "repo": settings.fork_repo_full_name,
+        "remote": "local",
+        "ref": ref,
+        "sha": rebased,
+        "pushed": False,
+    }
+    return (entry if kept.ok else None), (
+        f"; the rebased commit is kept {where} and {branch} reset to {short(before)}"
+    )
 
 
 def branch_refs(

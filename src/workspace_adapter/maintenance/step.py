@@ -1,7 +1,7 @@
 """The harness flow's step process: context JSON on stdin, progress lines, one FLOW_RESULT line.
 
 SPEC §6 step protocol: the last stdout line is ``FLOW_RESULT {json}``. Whatever happens this
-prints a result and exits 0 once it has one; a traceback only ever goes to stderr.
+prints a result and exits 0 once it has one; a traceback only ever goes to a log file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import io
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.events import FlowResult
+from workspace_adapter.maintenance.outcome import log_traceback
 
 
 class FlowContext(msgspec.Struct, kw_only=True):
@@ -105,8 +105,10 @@ def main() -> int:
     except Terminated as exc:
         result = FlowResult(status="failed", message=f"{exc}; the fork was put back as found")
     except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
+        root = os.environ.get("CODEX_WORKSPACE_ROOT")
+        where = log_traceback(Path(root) if root else Path.cwd(), exc)
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        result = FlowResult(status="failed", message=f"unexpected error: {reason}")
+        print(f"error: unexpected {reason}{where}", file=sys.stderr)
+        result = FlowResult(status="failed", message=f"unexpected error: {reason}{where}")
     _print_line("FLOW_RESULT " + msgspec.json.encode(result).decode())
     return 0

@@ -102,17 +102,21 @@ class AttemptDelivery:
         log = self.log.bind(attempt_id=attempt.id, event_id=attempt.event_id)
         try:
             session = await wsclient.open_client(self.backend_url)
-        except BackendUnreachable:
-            return self._undelivered(attempt, UNREACHABLE, retry=True)
+        except BackendUnreachable as exc:
+            return self._undelivered(attempt, UNREACHABLE, detail=exc.message)
         try:
             try:
                 await session.request("flow.subscribe", {"eventId": attempt.event_id})
                 method, reply = await self._send(session, attempt)
             except _NotSent as exc:
-                return self._undelivered(attempt, exc.message, retry=exc.retry)
-            except (wsclient.ConnectionLost, TimeoutError):
+                return await self._not_sent(attempt, exc)
+            except wsclient.RpcError as exc:
+                retry = exc.code == OVERLOADED
+                return await self._not_sent(attempt, _NotSent(exc.message, retry=retry))
+            except (wsclient.ConnectionLost, TimeoutError) as exc:
                 # Maybe stored, maybe not: sending again is safe, the backend dedups by id.
-                return self._undelivered(attempt, UNREACHABLE, retry=True)
+                detail = str(exc) or type(exc).__name__
+                return self._undelivered(attempt, UNREACHABLE, detail=detail)
             run_ids = [str(r) for r in reply.get("runIds") or []]
             self.records.log_dispatch(
                 attempt,
@@ -143,7 +147,11 @@ class AttemptDelivery:
             self.records.release(attempt.id)
             return attempt
         try:
-            await session.request("flow.subscribe", {"eventId": attempt.event_id})
+            try:
+                await session.request("flow.subscribe", {"eventId": attempt.event_id})
+            except (wsclient.ConnectionLost, wsclient.RpcError, TimeoutError):
+                self.records.release(attempt.id)
+                return attempt
             return await self._follow(session, attempt)
         finally:
             await session.close()
@@ -201,28 +209,25 @@ class AttemptDelivery:
             raise _NotSent(exc.message, retry=exc.code == OVERLOADED) from None
         return True
 
-    def _undelivered(self, attempt: Attempt, message: str, *, retry: bool) -> Attempt:
+    async def _not_sent(self, attempt: Attempt, exc: _NotSent) -> Attempt:
+        if exc.retry:
+            return self._undelivered(attempt, exc.message)
+        # Refused for good (a bad event, one the backend does not know): do not send it again.
+        self.records.log_dispatch(attempt, "-", "refused", self.clock(), message=exc.message)
+        return await self._finish(attempt, "failed", [], {}, [], exc.message)
+
+    def _undelivered(self, attempt: Attempt, message: str, detail: str | None = None) -> Attempt:
         now = self.clock()
-        if not retry:
-            # Refused for good (bad event, unknown to the backend): sending again is pointless.
-            self.records.log_dispatch(attempt, "-", "refused", now, message=message)
-            done = self.records.finish(
-                attempt.id,
-                "failed",
-                now,
-                run_ids=[],
-                run_statuses={},
-                candidate_refs=[],
-                message=message,
-            )
-            self.say(f"attempt {attempt.id} {attempt.upstream_tag}: failed ({message})")
-            return done
         delay = redelivery_delay(attempt.deliveries + 1)
         retry_at = iso(now + dt.timedelta(seconds=delay))
-        self.records.log_dispatch(attempt, "-", "undelivered", now, message=message)
+        self.records.log_dispatch(attempt, "-", "undelivered", now, message=detail or message)
         done = self.records.mark_undelivered(attempt.id, message, now, retry_at)
         self.log.warning(
-            "attempt.undelivered", attempt_id=attempt.id, error=message, retry_at=retry_at
+            "attempt.undelivered",
+            attempt_id=attempt.id,
+            error=message,
+            detail=detail,
+            retry_at=retry_at,
         )
         self.say(
             f"attempt {attempt.id} {attempt.upstream_tag}: undelivered ({message}); "

@@ -37,7 +37,11 @@ class PassReport(msgspec.Struct, kw_only=True):
     source_failures: int = 0
 
     def exit_code(self) -> int:
-        if any(a.status == "undelivered" and a.message == UNREACHABLE for a in self.attempts):
+        # "started" at the end of a pass: the backend went away while its runs were followed.
+        if any(
+            a.status == "started" or (a.status == "undelivered" and a.message == UNREACHABLE)
+            for a in self.attempts
+        ):
             return EXIT_BACKEND_UNREACHABLE
         statuses = [a.status for a in self.attempts if a.status not in ("undelivered", "started")]
         if self.source_failures:

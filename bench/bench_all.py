@@ -1,0 +1,318 @@
+"""Every benchmark of SPEC §11 in one run; prints metric, value, budget, pass (``bench/run``).
+
+    .venv/bin/python bench/bench_all.py [--json] [--quick]
+
+Each metric is the median of several runs (``--quick``: fewer runs, for a smoke check). The
+backend metrics reuse :mod:`bench_backend` against a real ``workspace backend`` subprocess;
+``tick`` reuses :mod:`bench_tick`; the harness flow, ``workspace run`` and the store size are
+measured here. Exits 1 when a metric misses its budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bench_backend  # a sibling: `python bench/bench_all.py` puts bench/ on sys.path
+import bench_tick
+from websockets.asyncio.client import ClientConnection, connect
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = Path(sys.executable).with_name("workspace")
+
+Budget = tuple[str, float] | None
+
+
+class Row:
+    """One line of the table: a metric's median over its runs, and its budget if it has one."""
+
+    def __init__(self, metric: str, samples: list[float], budget: Budget, unit: str) -> None:
+        self.metric = metric
+        self.samples = samples
+        self.value = statistics.median(samples)
+        self.budget = budget
+        self.unit = unit
+
+    @property
+    def ok(self) -> bool | None:
+        if self.budget is None:
+            return None
+        op, limit = self.budget
+        return self.value >= limit if op == ">=" else self.value < limit
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "value": round(self.value, 3),
+            "unit": self.unit,
+            "budget": f"{self.budget[0]} {self.budget[1]:g}" if self.budget else None,
+            "pass": self.ok,
+            "runs": [round(s, 3) for s in self.samples],
+        }
+
+
+def raise_nofile(wanted: int) -> None:
+    """Room for a thousand sockets here and in the backend, which inherits the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- backend: dispatch, runs, latency ---------------------------------------------------------
+
+
+async def backend_rates(scratch: Path, reps: int, seconds: float) -> dict[str, list[float]]:
+    root = scratch / "ws"
+    bench_backend.write_flows(root)
+    proc, url = bench_backend.start_backend(root, scratch / "data")
+    out: dict[str, list[float]] = {}
+    try:
+        await asyncio.sleep(0.5)
+        for rep in range(reps):
+            for clients in (1, 8, 64):
+                tag = f"d{clients}-{rep}"
+                got = await bench_backend.dispatch_throughput(url, clients, seconds, tag)
+                for key, value in got.items():
+                    out.setdefault(f"{key}@{clients}", []).append(value)
+            runs = await bench_backend.runs_per_second(url, 400, tag=f"runs-{rep}")
+            out.setdefault("runs", []).append(runs)
+            latency = await bench_backend.started_latency(url, 25, tag=f"stamp-{rep}")
+            out.setdefault("started", []).append(latency)
+    finally:
+        stop(proc)
+    return out
+
+
+async def backend_memory(scratch: Path, reps: int) -> dict[str, list[float]]:
+    """Idle RSS, then RSS with 200 and with 1,000 idle clients, on a fresh daemon each time."""
+    out: dict[str, list[float]] = {}
+    for rep in range(reps):
+        root = scratch / f"mem-{rep}"
+        bench_backend.write_flows(root)
+        proc, url = bench_backend.start_backend(root, scratch / f"mem-data-{rep}")
+        try:
+            await asyncio.sleep(0.5)
+            idle = bench_backend.rss_kib(proc.pid)
+            conns: list[ClientConnection] = []
+            for total in (200, 1000):
+                while len(conns) < total:
+                    ws = await connect(url, compression=None)
+                    await ws.recv()
+                    conns.append(ws)
+                await asyncio.sleep(0.5)
+                rss = bench_backend.rss_kib(proc.pid)
+                out.setdefault(f"rss@{total}", []).append(rss / 1024)
+                out.setdefault(f"per_client@{total}", []).append((rss - idle) / total)
+            out.setdefault("idle", []).append(idle / 1024)
+            await asyncio.gather(*(ws.close() for ws in conns))
+        finally:
+            stop(proc)
+    return out
+
+
+# --- store size -------------------------------------------------------------------------------
+
+
+def store_size_per_10k(scratch: Path, rep: int) -> float:
+    """MB on disk for 10,000 flow-task-shaped events (no runs), after the store is closed."""
+    from workspace_adapter.backend.store import DB_NAME, BackendStore
+
+    data = scratch / f"store-{rep}"
+    store = BackendStore(data)
+    for i in range(10_000):
+        stamp = f"2026-11-24T12:{i // 600 % 60:02d}:{i % 60:02d}.000Z"
+        event = {
+            "id": f"workspace:patch.moi:harness-flow:2026-11-24T12-00-00-000Z-{i:08x}-harness-flow",
+            "type": "upstream.release",
+            "source": "patch.moi.workspace",
+            "occurredAt": stamp,
+            "receivedAt": stamp,
+            "payload": {
+                "taskId": "harness-flow",
+                "repo": "peezy-tech/patch-moi-harness",
+                "tag": f"v0.{i // 100}.{i % 100}",
+                "options": {"fetch": True, "push": False},
+            },
+        }
+        store.dispatch(event, [])
+    store.close()
+    size = sum(p.stat().st_size for p in data.iterdir() if p.name.startswith(DB_NAME))
+    return size / (1024 * 1024)
+
+
+# --- whole processes --------------------------------------------------------------------------
+
+
+def workspace_run_wall(scratch: Path, reps: int) -> list[float]:
+    root = scratch / "run-ws"
+    root.mkdir()
+    (root / "workspace.toml").write_text(
+        '[workspace]\nname = "bench"\n\n[[workspace.tasks]]\nid = "one"\nkind = "command"\n'
+        'command = ["true"]\n'
+    )
+    argv = [str(WORKSPACE), "--workspace-root", str(root), "run", "one"]
+    subprocess.run(argv, check=True, capture_output=True)  # creates the state; warms caches
+    samples = []
+    for _ in range(reps):
+        began = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
+def harness_overhead(scratch: Path, reps: int) -> dict[str, list[float]]:
+    """The harness flow, whole process, against the git and npm commands it runs."""
+    from workspace_adapter.harness import init_harness
+
+    root = scratch / "harness-ws"
+    init_harness(root)
+    shutil.copytree(REPO / "flows", root / "flows", symlinks=True)
+    env = {**os.environ, "CODEX_FLOW_FETCH": "0", "CODEX_FLOW_PUSH": "0"}
+    argv = [str(WORKSPACE), "--workspace-root", str(root), "flow", "run", "patch-moi-harness"]
+    out: dict[str, list[float]] = {}
+    for _ in range(reps):
+        began = time.perf_counter()
+        done = subprocess.run(
+            [*argv, "--json"], env=env, capture_output=True, text=True, check=False
+        )
+        wall = time.perf_counter() - began
+        if done.returncode != 0:
+            raise SystemExit(f"harness flow failed ({done.returncode}): {done.stderr[-2000:]}")
+        timing = json.loads(done.stdout)["artifacts"]["timing"]
+        commands = float(timing["commandSeconds"])
+        out.setdefault("wall", []).append(wall * 1000)
+        out.setdefault("commands", []).append(commands * 1000)
+        out.setdefault("share", []).append((wall - commands) / wall * 100)
+        total = float(timing["totalSeconds"])
+        out.setdefault("step_share", []).append((total - commands) / total * 100)
+    return out
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def timed(label: str, action: Callable[[], Any]) -> Any:
+    began = time.perf_counter()
+    result = action()
+    print(f"  {label}: {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
+    return result
+
+
+def collect(quick: bool) -> list[Row]:
+    reps = 2 if quick else 3
+    raise_nofile(4096)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="workspace-bench-") as folder:
+        scratch = Path(folder)
+        rates = timed(
+            "backend dispatch/runs/latency",
+            lambda: asyncio.run(backend_rates(scratch / "rates", reps, 1.5 if quick else 2.0)),
+        )
+        for clients in (1, 8, 64):
+            budget8 = clients == 8
+            rows += [
+                Row(
+                    f"dispatch/s, no match, {clients} client(s)",
+                    rates[f"per_second@{clients}"],
+                    (">=", 2000.0) if budget8 else None,
+                    "/s",
+                ),
+                Row(f"dispatch p50, {clients} client(s)", rates[f"p50_ms@{clients}"], None, "ms"),
+                Row(
+                    f"dispatch p99, {clients} client(s)",
+                    rates[f"p99_ms@{clients}"],
+                    ("<", 20.0) if budget8 else None,
+                    "ms",
+                ),
+            ]
+        rows.append(Row("runs/s, trivial command step", rates["runs"], (">=", 150.0), "/s"))
+        rows.append(Row("dispatch -> step started, p50", rates["started"], ("<", 30.0), "ms"))
+
+        for tasks, repeat in ((1000, 15), (10_000, 3 if quick else 5)):
+            got: dict[str, float] = timed(
+                f"tick {tasks}", functools.partial(bench_tick.measure, repeat, tasks)
+            )
+            budget = ("<", 150.0) if tasks == 1000 else None
+            rows.append(Row(f"tick, {tasks:,} tasks none due", [got["tick_ms"]], budget, "ms"))
+            rows.append(Row(f"  plan only, {tasks:,} tasks", [got["plan_ms"]], None, "ms"))
+            if tasks == 10_000:
+                rows.append(
+                    Row("  first tick (baselines), 10,000 tasks", [got["baseline_ms"]], None, "ms")
+                )
+
+        harness = timed("harness flow", lambda: harness_overhead(scratch, reps + 2))
+        rows += [
+            Row("harness flow, whole process wall", harness["wall"], None, "ms"),
+            Row("harness flow, its git/npm commands", harness["commands"], None, "ms"),
+            Row("harness flow overhead (of wall)", harness["share"], ("<", 10.0), "%"),
+            Row("  overhead inside the step only", harness["step_share"], None, "%"),
+        ]
+
+        memory = timed("backend memory", lambda: asyncio.run(backend_memory(scratch, reps)))
+        rows += [
+            Row("backend idle RSS", memory["idle"], ("<", 60.0), "MB"),
+            Row("backend RSS, 200 idle clients", memory["rss@200"], None, "MB"),
+            Row("RSS per idle client (200)", memory["per_client@200"], ("<", 80.0), "KiB"),
+            Row("backend RSS, 1,000 idle clients", memory["rss@1000"], None, "MB"),
+            Row("RSS per idle client (1,000)", memory["per_client@1000"], ("<", 80.0), "KiB"),
+        ]
+
+        sizes = timed(
+            "store size", lambda: [store_size_per_10k(scratch, rep) for rep in range(reps)]
+        )
+        rows.append(Row("store size per 10,000 events", sizes, None, "MB"))
+
+        walls = timed("workspace run", lambda: workspace_run_wall(scratch, 7 if quick else 11))
+        rows.append(Row("`workspace run` one-line task, wall", walls, ("<", 150.0), "ms"))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'metric':<42} {'value':>12}  {'budget':<12} pass")
+    for row in rows:
+        value = f"{row.value:,.1f} {row.unit}"
+        budget = f"{row.budget[0]} {row.budget[1]:g} {row.unit}" if row.budget else ""
+        mark = "" if row.ok is None else ("yes" if row.ok else "NO")
+        print(f"{row.metric:<42} {value:>12}  {budget:<12} {mark}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--quick", action="store_true", help="fewer runs per metric")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    rows = collect(args.quick)
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    else:
+        print_table(rows)
+        print(f"\n{time.perf_counter() - began:.0f}s, median of several runs per metric")
+    return 0 if all(r.ok is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Where the fork's checkout was found, and putting it back there.
+
+SPEC §7: every run leaves the checkout on the branch it found, with a clean tree, whatever the
+outcome. Rule 4 refuses a fork that is dirty or mid-operation, so anything found changed here
+was changed by the run (a stopped rebase, a check that wrote files) and is the run's to undo.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from workspace_adapter.maintenance.git import Git
+
+
+class FoundCheckout(msgspec.Struct, frozen=True, kw_only=True):
+    """The branch (None: detached) and commit the checkout was on when the run began."""
+
+    branch: str | None
+    sha: str
+
+    def describe(self) -> str:
+        return self.branch or self.sha
+
+
+def found_checkout(git: Git) -> FoundCheckout:
+    return FoundCheckout(branch=git.current_branch(), sha=git.head_sha())
+
+
+def abort_rebase(git: Git) -> None:
+    """Abort a rebase the run started and did not finish (e.g. git itself was killed)."""
+    if git.operation_in_progress() == "rebase":
+        git("rebase", "--abort")
+
+
+def revert_leftovers(git: Git) -> str | None:
+    """Undo every change in a tree that was clean when the run began; say what was undone."""
+    dirty = git.status_lines()
+    if not dirty:
+        return None
+    git("reset", "--hard", "--quiet")
+    git("clean", "-d", "--force", "--quiet")
+    left = git.status_lines()
+    if left:
+        raise RuntimeError(
+            f"{len(left)} paths are still changed after reverting (first {left[0][3:]!r}); "
+            "clean the fork by hand"
+        )
+    return f"reverted what the run left changed ({len(dirty)} paths, first {dirty[0][3:]!r})"
+
+
+def switch_back(git: Git, found: FoundCheckout) -> str | None:
+    """Return to the branch (or detached commit) of ``found``; a problem as one line, or None."""
+    if found.branch is not None:
+        if git.current_branch() == found.branch:
+            return None
+        done = git.switch(found.branch)
+    else:
+        if git.current_branch() is None and git.head_sha() == found.sha:
+            return None
+        done = git.switch_detached(found.sha)
+    return None if done.ok else f"could not switch back to {found.describe()}: {done.last_line()}"

@@ -1,0 +1,300 @@
+"""``workspace serve`` in one process: the backend daemon, the scheduler loop, the watcher.
+
+The backend starts exactly as ``workspace backend`` starts it (same options, store recovery,
+URL printed first). The loops are clients of that backend like any other: the scheduler runs
+``workspace tick`` against the backend's own URL, aligned to the wall clock, in a worker thread
+(tick is synchronous: SQLite, subprocesses); the watcher runs its passes on the event loop. An
+error in a tick or a pass is logged and the loop goes on.
+
+SIGINT/SIGTERM stop the loops first, so nothing new starts while the backend winds down: a tick
+that is running gets :data:`TICK_GRACE_SECONDS` to end, then the backend stops accepting and
+cancels its running steps (that also ends a flow task the tick follows), then the process groups
+of command tasks still running are sent SIGTERM, so their runs are recorded ``failed`` with the
+signal instead of being left behind. All of it fits in the 10 s SPEC §6 allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import uvicorn
+
+from workspace_adapter import protocol as rpc
+from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
+from workspace_adapter.backend.executor import RunQueue
+from workspace_adapter.backend.server import (
+    BackendOptions,
+    _bind,
+    _data_dir_lock,
+    _Server,
+    _use_pidfd_child_watcher,
+    build_app,
+    check_options,
+)
+from workspace_adapter.backend.store import BackendStore, StoreError
+from workspace_adapter.backend.subscriptions import SubscriptionHub
+from workspace_adapter.errors import UserError
+from workspace_adapter.flows.executor import LocalExecutor
+from workspace_adapter.logs import get_logger
+
+if TYPE_CHECKING:
+    from workspace_adapter.cli import Globals
+    from workspace_adapter.service.watcher import Watcher
+
+TICK_INTERVAL_SECONDS = 60.0
+# A tick starts this long after the interval's boundary, so a clock that wakes a hair early
+# does not evaluate the schedules one minute behind.
+TICK_LAG_SECONDS = 0.05
+# What a tick already running may take to end after SIGTERM; the backend's own shutdown
+# (up to 5 s before SIGKILL) must still fit in the 10 s an operator's supervisor waits.
+TICK_GRACE_SECONDS = 2.0
+# After the backend stopped: how long a tick whose command task was signalled may take to end,
+# once after SIGTERM and once more after SIGKILL.
+TICK_REAP_SECONDS = 1.0
+# Until the watcher knows when its next source is due (its first pass, or after an error).
+WATCH_RETRY_SECONDS = 60.0
+
+
+def seconds_to_next_tick(now: float, interval: float) -> float:
+    """Seconds from ``now`` (epoch seconds) to just after the next multiple of ``interval``."""
+    return interval - (now % interval) + TICK_LAG_SECONDS
+
+
+class SchedulerLoop:
+    """Runs ``workspace tick`` against this process's backend, once per interval."""
+
+    def __init__(self, g: Globals, interval: float = TICK_INTERVAL_SECONDS) -> None:
+        self.g = g
+        self.interval = interval
+        # Set while no tick runs; the worker thread clears and sets it, the loop reads it.
+        self._idle = threading.Event()
+        self._idle.set()
+        self.log = get_logger(component="serve.tick")
+
+    @property
+    def idle(self) -> bool:
+        return self._idle.is_set()
+
+    async def run(self) -> None:
+        """Tick now (a restart catches up at once), then at each interval boundary."""
+        while True:
+            self._idle.clear()
+            # Abandoned on cancel: a thread cannot be interrupted, so shutdown waits for it
+            # through :meth:`wait_idle` with a deadline instead.
+            await anyio.to_thread.run_sync(self._tick, abandon_on_cancel=True)
+            await anyio.sleep(seconds_to_next_tick(time.time(), self.interval))
+
+    def _tick(self) -> None:
+        from workspace_adapter.commands.tick import tick
+
+        try:
+            code = tick(self.g)
+            self.log.debug("tick.done", exit_code=code)
+        except UserError as exc:  # a workspace.toml edited into something invalid, say
+            self.log.warning("tick.failed", error=exc.message)
+        except Exception:
+            self.log.exception("tick.failed")
+        finally:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a running tick to end; True when none runs."""
+        # The event is set by a worker thread, so it is waited on in one too.
+        return await anyio.to_thread.run_sync(self._idle.wait, timeout, abandon_on_cancel=True)
+
+
+async def watch_loop(watcher: Watcher) -> None:
+    """The watcher's passes, forever; a pass that raises is logged and the next one comes."""
+    log = get_logger(component="serve.watch")
+    while True:
+        wait = WATCH_RETRY_SECONDS
+        try:
+            await watcher.run_pass()
+            wait = watcher.seconds_to_next_pass()
+        except Exception:
+            log.exception("watch.pass_failed", retry_in=wait)
+        await anyio.sleep(wait)
+
+
+def end_task_processes(sig: signal.Signals = signal.SIGTERM) -> list[int]:
+    """Signal the process groups of this process's children; returns the groups signalled.
+
+    Called once the backend has reaped its steps, so what is left are the command tasks of a
+    tick (each leads its own session, so its whole group goes). Linux: children are found in
+    ``/proc``; elsewhere nothing is signalled and the grace periods still bound the wait.
+    """
+    me, own_group = os.getpid(), os.getpgid(0)
+    groups: list[int] = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != me:
+                continue
+            group = int(fields[2])
+            if group != own_group and group not in groups:
+                os.killpg(group, sig)
+                groups.append(group)
+    return groups
+
+
+WatcherFactory = Callable[[str], "Watcher"]
+
+
+async def serve_workspace(
+    options: BackendOptions,
+    g: Globals,
+    *,
+    tick_interval: float,
+    make_watcher: WatcherFactory | None,
+) -> int:
+    """Run the backend and the loops until SIGINT/SIGTERM; returns the exit code.
+
+    ``make_watcher`` builds the watcher for the backend's URL; None when there is no source.
+
+    The backend part mirrors :func:`workspace_adapter.backend.server.serve_backend` step for
+    step; what differs is that the loops start once the URL is known (``--port 0``) and stop
+    before the backend does, which needs the signals in this function's hands.
+    """
+    check_options(options)
+    _use_pidfd_child_watcher()
+    log = get_logger(component="serve")
+    with _data_dir_lock(options.data_dir):
+        sock = _bind(options.host, options.port)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"ws://{shown}:{bound_port}"
+        try:
+            store = BackendStore(options.data_dir)
+        except (StoreError, OSError) as exc:
+            sock.close()
+            raise UserError(f"cannot open the store in {options.data_dir}: {exc}") from None
+        hub = SubscriptionHub()
+        catalog = FlowCatalog(options.cwd)
+        queue = RunQueue(
+            store=store,
+            steps=catalog,
+            executor=LocalExecutor(),
+            hub=hub,
+            workspace_root=options.cwd,
+            backend_url=url,
+            concurrency=options.concurrency,
+            env_allow=options.env_allow,
+        )
+        service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+        app = build_app(service, options, ready=lambda: queue.accepting)
+        config = uvicorn.Config(
+            app,
+            ws="websockets-sansio",
+            ws_max_size=rpc.MAX_FRAME_BYTES,
+            ws_per_message_deflate=False,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+        server = _Server(config)
+        scheduler = SchedulerLoop(dataclasses.replace(g, backend_url=url), tick_interval)
+        watcher = make_watcher(url) if make_watcher is not None else None
+        loops = anyio.CancelScope()
+        try:
+            async with anyio.create_task_group() as tg:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    failed, queued = store.recover()
+                    for run in failed:
+                        hub.run_updated(run.to_wire())
+                    await tg.start(queue.serve)
+                    queue.submit(queued)
+                    log.info(
+                        "serve.started",
+                        url=url,
+                        pid=os.getpid(),
+                        tick_interval=tick_interval,
+                        watching=watcher is not None,
+                        recovered_failed=len(failed),
+                        recovered_queued=len(queued),
+                    )
+                    print(f"workspace backend listening on {url}", flush=True)
+                    # The socket already listens, so a tick that connects before uvicorn
+                    # starts accepting waits in the backlog instead of failing.
+                    tg.start_soon(_run_loops, loops, scheduler, watcher)
+                    tg.start_soon(_stop_on_signal, signals, server, queue, loops, scheduler)
+                    await server.serve(sockets=[sock])
+                    loops.cancel()  # uvicorn may also stop on its own (it gave up)
+                    await queue.shutdown()
+                    await _end_tick(scheduler)
+                    tg.cancel_scope.cancel()
+        finally:
+            store.close()
+            sock.close()
+    log.info("serve.stopped")
+    return 0
+
+
+async def _end_tick(scheduler: SchedulerLoop) -> None:
+    """End a tick still running after the backend stopped: its command's group, then harder.
+
+    The tick's thread cannot be abandoned: the interpreter waits for it at exit.
+    """
+    log = get_logger(component="serve")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if scheduler.idle:
+            return
+        log.warning("serve.ending_task_processes", signal=sig.name, groups=end_task_processes(sig))
+        await scheduler.wait_idle(TICK_REAP_SECONDS)
+    if not scheduler.idle:
+        log.error("serve.tick_still_running")
+
+
+async def _run_loops(
+    scope: anyio.CancelScope, scheduler: SchedulerLoop, watcher: Watcher | None
+) -> None:
+    with scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run)
+            if watcher is not None:
+                tg.start_soon(watch_loop, watcher)
+
+
+async def _stop_on_signal(
+    signals: Any,
+    server: uvicorn.Server,
+    queue: RunQueue,
+    loops: anyio.CancelScope,
+    scheduler: SchedulerLoop,
+) -> None:
+    async for signum in signals:
+        log = get_logger(component="serve")
+        log.info("serve.stopping", signal=signal.Signals(signum).name)
+        loops.cancel()
+        if not await scheduler.wait_idle(TICK_GRACE_SECONDS):
+            log.warning("serve.tick_still_running", grace=TICK_GRACE_SECONDS)
+        server.should_exit = True
+        await queue.shutdown()
+        return
+
+
+def run_serve(
+    options: BackendOptions,
+    g: Globals,
+    *,
+    tick_interval: float,
+    make_watcher: WatcherFactory | None,
+) -> int:
+    """Synchronous entry point for the CLI."""
+
+    async def main() -> int:
+        return await serve_workspace(
+            options, g, tick_interval=tick_interval, make_watcher=make_watcher
+        )
+
+    return anyio.run(main, backend="asyncio")

@@ -1,0 +1,57 @@
+"""``workspace watch`` without ``--once``: passes on the sources' intervals until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from service_helpers import GIT_SOURCE, records, running_backend, write_workspace
+
+from workspace_adapter.harness import cut_release
+
+
+def wait_for(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_the_watch_loop_picks_up_a_release_and_stops_on_sigterm(
+    workspace_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    root = workspace_root
+    write_workspace(root, GIT_SOURCE)
+    with running_backend(root, tmp_path / "backend") as backend:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workspace_adapter.commands.watch",
+                "--workspace-root",
+                str(root),
+                "--backend-url",
+                backend.url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(lambda: (c := records(root).cursor("upstream")) and c.primed_at)
+            cut_release(root)
+            wait_for(lambda: [a.status for a in records(root).attempts()] == ["changed"])
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert "primed with 4 release(s)" in out
+    assert "v0.1.4: changed" in out
