@@ -9,8 +9,9 @@ error in a tick or a pass is logged and the loop goes on.
 SIGINT/SIGTERM stop the loops first, so nothing new starts while the backend winds down: a tick
 that is running gets :data:`TICK_GRACE_SECONDS` to end, then the backend stops accepting and
 cancels its running steps (that also ends a flow task the tick follows), then the process groups
-of command tasks still running are sent SIGTERM, so their runs are recorded ``failed`` with the
-signal instead of being left behind. All of it fits in the 10 s SPEC §6 allows.
+of command tasks still running get SIGTERM (SIGKILL if they linger), so their runs are recorded
+``failed`` with the signal instead of being left behind. All of it fits in the 10 s SPEC §6
+allows.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ async def throw(url: str, frame: str | bytes) -> None:
                     break
     except websockets.ConnectionClosed:
         # Closing is allowed, but cleanly: a close frame with a code that says why.
-        assert rpc.ws.close_rcvd is not None, "closed without a close frame"
+        assert rpc.ws.protocol.close_rcvd is not None, "closed without a close frame"
         assert rpc.ws.close_code in (1003, 1007, 1008, 1009), rpc.ws.close_code
     finally:
         await rpc.ws.close()

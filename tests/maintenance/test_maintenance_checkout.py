@@ -103,21 +103,25 @@ def test_checks_that_dirty_the_tree_are_blocked_and_reverted(
     result = maintain(tag, fetch=True, verify_commands=checks)
     assert result.status == "blocked", result.message
     message = result.message or ""
-    assert "left the tree dirty" in message and "reverted what the run left changed" in message
+    assert "left the tree dirty" in message and "set aside what the run left changed" in message
     assert fork_state() == before
     assert not (fork / "leftover.txt").exists()
+    # Nothing is deleted: the leftovers wait in the stash (untracked files in its third parent).
+    assert git(fork, "show", "stash@{0}^3:leftover.txt") == "junk"
+    assert "more" in git(fork, "show", "stash@{0}:README.md")
     if release:
         assert git(fork, "rev-parse", "refs/workspace/candidates/v0.1.4") != before["main"]
 
 
 def test_a_failing_check_that_wrote_files_leaves_the_tree_clean(
-    maintain: Any, fork: Path, fork_state: Snapshot
+    maintain: Any, fork: Path, git: Any, fork_state: Snapshot
 ) -> None:
     before = fork_state()
     result = maintain("v0.1.3", verify_commands=["echo junk > leftover.txt; exit 3"])
     assert result.status == "needs_intervention", result.message
-    assert "reverted what the run left changed (1 paths" in (result.message or "")
+    assert "set aside what the run left changed (1 paths" in (result.message or "")
     assert fork_state() == before
+    assert git(fork, "show", "stash@{0}^3:leftover.txt") == "junk"
 
 
 def test_a_candidate_ref_that_cannot_be_written_is_not_reported_as_kept(

@@ -32,20 +32,27 @@ def abort_rebase(git: Git) -> None:
         git("rebase", "--abort")
 
 
-def revert_leftovers(git: Git) -> str | None:
-    """Undo every change in a tree that was clean when the run began; say what was undone."""
+def revert_leftovers(git: Git, label: str, identity: list[str]) -> str | None:
+    """Set aside every change in a tree that was clean when the run began; say where it went.
+
+    The changes go to a stash (untracked files included), not to the bin: a check that writes
+    files is undone, and a hand edit made during the run can still be recovered.
+    """
     dirty = git.status_lines()
     if not dirty:
         return None
-    git("reset", "--hard", "--quiet")
-    git("clean", "-d", "--force", "--quiet")
+    stashed = git("stash", "push", "--include-untracked", "--quiet", "-m", label, config=identity)
     left = git.status_lines()
-    if left:
+    if not stashed.ok or left:
+        first = (left or dirty)[0][3:]
         raise RuntimeError(
-            f"{len(left)} paths are still changed after reverting (first {left[0][3:]!r}); "
+            f"{len(left or dirty)} paths are still changed after stashing (first {first!r}); "
             "clean the fork by hand"
         )
-    return f"reverted what the run left changed ({len(dirty)} paths, first {dirty[0][3:]!r})"
+    return (
+        f"set aside what the run left changed ({len(dirty)} paths, first {dirty[0][3:]!r}) "
+        f"in `git stash` as {label!r}"
+    )
 
 
 def switch_back(git: Git, found: FoundCheckout) -> str | None:

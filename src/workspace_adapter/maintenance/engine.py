@@ -261,7 +261,7 @@ class ForkMaintenance:
         try:
             abort_rebase(self.git)
             self._drop_unverified()
-            self._reverted = revert_leftovers(self.git)
+            self._set_aside()
             problem = switch_back(self.git, found)
             if problem:
                 self._restore_problem = problem
@@ -317,15 +317,26 @@ class ForkMaintenance:
         status: FlowStatus = "changed" if rebased else "completed"
         return status, f"{what}; checks passed; {pushed}"
 
-    def _rebase(self, tag: str, release: str, before: str) -> str:
-        """Rule 6: rebase onto the release; a rebase that stops is aborted, never left behind."""
-        s = self.settings
-        identity = [
+    def _set_aside(self) -> None:
+        stashed = revert_leftovers(self.git, self._stash_label(), self._identity())
+        self._reverted = stashed or self._reverted
+
+    def _stash_label(self) -> str:
+        tag = self.tag or "an unknown tag"
+        return f"workspace-adapter: left by the run for {tag} ({self.event.get('id')})"
+
+    def _identity(self) -> list[str]:
+        """``-c`` settings for a default committer, for the keys the fork leaves unset."""
+        return [
             f"{key}={value}"
             for key, value in DEFAULT_IDENTITY.items()
             if self.git.config_value(key) is None
         ]
-        done = self.git("rebase", release, config=identity)
+
+    def _rebase(self, tag: str, release: str, before: str) -> str:
+        """Rule 6: rebase onto the release; a rebase that stops is aborted, never left behind."""
+        s = self.settings
+        done = self.git("rebase", release, config=self._identity())
         if done.ok:
             return self.git.head_sha()
         if self.git.operation_in_progress() != "rebase":
@@ -356,6 +367,8 @@ class ForkMaintenance:
 
     def _keep_candidate(self, tag: str, before: str, rebased: str) -> str:
         """Keep the unverified rebase as a candidate ref and put the branch back at ``before``."""
+        # The reset below is --hard: whatever the checks changed goes to the stash first.
+        self._set_aside()
         entry, clause = keep_candidate(self.git, self.settings, tag, rebased, before)
         self._unverified_base = None
         self.after_sha = before
