@@ -249,6 +249,8 @@ def _run_flow(
     tails = {"stdout": _Tail(), "stderr": _Tail()}
 
     def on_output(run_id: str, stream: str, line: str) -> None:
+        if stream == "stdout" and line.startswith("FLOW_RESULT "):
+            return  # the summary below says it in words; the record keeps the run ids
         text = line if line.endswith("\n") else line + "\n"
         tails["stderr" if stream == "stderr" else "stdout"].add(text.encode())
         _write(sinks.stderr if stream == "stderr" else sinks.stdout, text)
@@ -278,11 +280,34 @@ def _run_flow(
         elif not wait:
             record.status, record.reason = "completed", "dispatched"
         else:
+            _print_run_summaries(outcome.runs, sinks.stdout)
             statuses = [events.flow_status_of_run(run) for run in outcome.runs]
             record.status = events.worst_status(statuses)  # type: ignore[assignment]
             record.reason = _runs_reason(outcome.runs, record.status)
     record.stdout_tail, record.stderr_tail = tails["stdout"].text(), tails["stderr"].text()
     return override_code
+
+
+def _print_run_summaries(runs: list[dict[str, Any]], sink: TextIO) -> None:
+    """One block per backend run: flow/step, flow status, message, and the result's artifacts."""
+    from workspace_adapter.flows.summary import artifact_lines, paint
+
+    for run in runs:
+        status = events.flow_status_of_run(run)
+        result = run.get("result")
+        result = result if isinstance(result, dict) else {}
+        lines = [
+            f"{run.get('flowName')}/{run.get('stepName')}: {paint(status, sink)} [{run.get('id')}]"
+        ]
+        if result.get("message"):
+            lines.append(f"  {result['message']}")
+        if run.get("error"):
+            lines.append(f"  reason: {run['error']}")
+        artifacts = result.get("artifacts")
+        lines += [
+            f"  {line}" for line in artifact_lines(artifacts if isinstance(artifacts, dict) else {})
+        ]
+        _write(sink, "\n".join(lines) + "\n")
 
 
 def _runs_reason(runs: list[dict[str, Any]], status: str) -> str | None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from workspace_adapter.events import EventError, exit_code_for, normalize_event, worst_status
+from workspace_adapter.flows.summary import artifact_lines, paint
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
@@ -21,16 +21,6 @@ if TYPE_CHECKING:
 # Shorter than the runner's default: whoever stops us (a task timeout) may SIGKILL us soon
 # after its SIGTERM, and the step lives in its own session, out of reach of that signal.
 CLI_KILL_GRACE = 3.0
-
-_COLOURS = {
-    "completed": "32",
-    "changed": "32",
-    "skipped": "33",
-    "blocked": "33",
-    "needs_intervention": "33",
-    "failed": "31",
-    "canceled": "31",
-}
 
 
 def new_run_id() -> str:
@@ -96,7 +86,7 @@ def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> in
         if as_json:
             print(json.dumps({"status": "skipped", "message": message}))
         else:
-            print(_paint("skipped", sys.stdout))
+            print(paint("skipped", sys.stdout))
         return exit_code_for("skipped")
     outcomes = anyio.run(_run_steps, g, matches, event, as_json)
     statuses = [o.flow_status for _, o in outcomes]
@@ -105,7 +95,7 @@ def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> in
         outcome = next(o for _, o in outcomes if o.flow_status == worst)
         print(json.dumps(_result_document(outcome)))
     elif len(outcomes) > 1:
-        print(f"status: {_paint(worst, sys.stdout)}")
+        print(f"status: {paint(worst, sys.stdout)}")
     return exit_code_for(worst)
 
 
@@ -194,49 +184,16 @@ def _result_document(outcome: StepOutcome) -> dict[str, Any]:
 def _print_summary(package: FlowPackage, step: FlowStep, outcome: StepOutcome, secs: float) -> None:
     out = sys.stdout
     status = outcome.flow_status
-    print(f"{package.name}/{step.name}: {_paint(status, out)} ({secs:.1f}s)", file=out)
+    print(f"{package.name}/{step.name}: {paint(status, out)} ({secs:.1f}s)", file=out)
     result = outcome.result or {}
     if result.get("message"):
         print(f"  {result['message']}", file=out)
     if outcome.error:
         print(f"  reason: {outcome.error}", file=out)
     artifacts = result.get("artifacts")
-    for line in _artifact_lines(artifacts if isinstance(artifacts, dict) else {}):
+    for line in artifact_lines(artifacts if isinstance(artifacts, dict) else {}):
         print(f"  {line}", file=out)
     out.flush()
-
-
-def _artifact_lines(artifacts: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    if artifacts.get("releaseTag"):
-        lines.append(f"tag     {artifacts['releaseTag']}")
-    before, after = artifacts.get("beforeSha"), artifacts.get("afterSha")
-    if before or after:
-        arrow = "(unchanged)" if before == after else f"→ {_short(after)}"
-        lines.append(f"sha     {_short(before)} {arrow}")
-    for check in artifacts.get("checks") or []:
-        if isinstance(check, dict):
-            secs = check.get("seconds")
-            took = f"  {secs:.1f}s" if isinstance(secs, int | float) else ""
-            lines.append(f"check   {check.get('name')}: {check.get('status')}{took}")
-    for ref in artifacts.get("candidateRefs") or []:
-        if isinstance(ref, dict):
-            pushed = "pushed" if ref.get("pushed") else "not pushed"
-            lines.append(
-                f"ref     {ref.get('remote')} {ref.get('ref')} {_short(ref.get('sha'))} ({pushed})"
-            )
-    return lines
-
-
-def _short(sha: object) -> str:
-    return str(sha)[:7] if sha else "-"
-
-
-def _paint(status: str, stream: TextIO) -> str:
-    colour = _COLOURS.get(status)
-    if colour and stream.isatty() and "NO_COLOR" not in os.environ:
-        return f"\033[{colour}m{status}\033[0m"
-    return status
 
 
 def _show(path: Path, root: Path) -> str:

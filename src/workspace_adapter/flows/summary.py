@@ -1,0 +1,51 @@
+"""How a flow result reads on a terminal: shared by ``flow run`` and flow tasks of ``run``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TextIO
+
+_COLOURS = {
+    "completed": "32",
+    "changed": "32",
+    "skipped": "33",
+    "blocked": "33",
+    "needs_intervention": "33",
+    "failed": "31",
+    "canceled": "31",
+}
+
+
+def artifact_lines(artifacts: dict[str, Any]) -> list[str]:
+    """The lines that sum up a maintenance result: tag, shas, checks, candidate refs."""
+    lines: list[str] = []
+    if artifacts.get("releaseTag"):
+        lines.append(f"tag     {artifacts['releaseTag']}")
+    before, after = artifacts.get("beforeSha"), artifacts.get("afterSha")
+    if before or after:
+        arrow = "(unchanged)" if before == after else f"→ {short_sha(after)}"
+        lines.append(f"sha     {short_sha(before)} {arrow}")
+    for check in artifacts.get("checks") or []:
+        if isinstance(check, dict):
+            secs = check.get("seconds")
+            took = f"  {secs:.1f}s" if isinstance(secs, int | float) else ""
+            lines.append(f"check   {check.get('name')}: {check.get('status')}{took}")
+    for ref in artifacts.get("candidateRefs") or []:
+        if isinstance(ref, dict):
+            pushed = "pushed" if ref.get("pushed") else "not pushed"
+            lines.append(
+                f"ref     {ref.get('remote')} {ref.get('ref')} "
+                f"{short_sha(ref.get('sha'))} ({pushed})"
+            )
+    return lines
+
+
+def short_sha(sha: object) -> str:
+    return str(sha)[:7] if sha else "-"
+
+
+def paint(status: str, stream: TextIO) -> str:
+    colour = _COLOURS.get(status)
+    if colour and stream.isatty() and "NO_COLOR" not in os.environ:
+        return f"\033[{colour}m{status}\033[0m"
+    return status
