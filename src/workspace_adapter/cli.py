@@ -307,13 +307,8 @@ def _attempts(ns: argparse.Namespace, g: Globals) -> int:
     from workspace_adapter.commands import attempts
     from workspace_adapter.errors import EXIT_BAD_INPUT, UserError
 
+    # argparse fills ``action`` first, so an ID alone is already refused as an unknown action.
     if ns.action is None:
-        if ns.attempt_id is not None:
-            raise UserError(
-                f"attempts: unexpected {ns.attempt_id!r}; use `attempts retry ID` or "
-                "`attempts replay ID`",
-                EXIT_BAD_INPUT,
-            )
         return attempts.list_attempts(g, ns.status, ns.json)
     if ns.attempt_id is None:
         raise UserError(f"attempts {ns.action}: give the attempt ID", EXIT_BAD_INPUT)
