@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Globals:
+class Globals(NamedTuple):
     """The flags every command accepts (SPEC §2)."""
 
     workspace_root: Path

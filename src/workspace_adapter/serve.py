@@ -17,7 +17,6 @@ allows.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import threading
@@ -204,7 +203,7 @@ async def serve_workspace(
             timeout_graceful_shutdown=3,
         )
         server = _Server(config)
-        scheduler = SchedulerLoop(dataclasses.replace(g, backend_url=url), tick_interval)
+        scheduler = SchedulerLoop(g._replace(backend_url=url), tick_interval)
         watcher = make_watcher(url) if make_watcher is not None else None
         loops = anyio.CancelScope()
         try:
