@@ -88,3 +88,15 @@ def test_readonly_store_creates_nothing(tmp_path: Path) -> None:
     assert [r.task_id for r in reader.runs()] == ["a"]
     assert sorted(p.name for p in writer.directory.iterdir()) == before
     assert not StateStore(tmp_path / "nothing", readonly=True).open().exists()
+
+
+def test_baselines_of_one_tick_are_one_transaction(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "local").open()
+    assert store.record_baseline("old", slot("2026-11-24T10:00:00.000Z"))
+    tasks = [(f"t{i}", slot("2026-11-24T11:00:00.000Z")) for i in range(2000)]
+    recorded = store.record_baselines([("old", slot("2026-11-24T11:00:00.000Z")), *tasks])
+    assert recorded == {task_id for task_id, _ in tasks}  # "old" already had its slot
+    states = store.slot_states()
+    assert states["old"].last_slot == "2026-11-24T10:00:00.000Z"
+    assert len(states) == 2001
+    assert store.record_baselines([]) == set()

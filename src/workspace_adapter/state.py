@@ -22,6 +22,7 @@ from typing import Literal
 import msgspec
 
 from workspace_adapter import paths
+from workspace_adapter.errors import EXIT_FAILED, UserError
 from workspace_adapter.processes import process_alive, process_marker
 
 SCHEMA_VERSION = 1
@@ -235,12 +236,31 @@ class StateStore:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLITE_FULL rolls the transaction back by itself; a second ROLLBACK would
+                # fail and hide the real error.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            problem = self._unusable(exc)
+            if problem is None:
+                raise
+            raise problem from exc
         finally:
             db.close()
+
+    def _unusable(self, exc: sqlite3.OperationalError) -> UserError | None:
+        """The one-line error for a state that cannot take a write now, else None."""
+        code = (exc.sqlite_errorcode or 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            problem = f"state store {self.path} is full (SQLITE_FULL): free disk space"
+        elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            problem = f"state store {self.path} is locked by another process; retry"
+        else:
+            return None
+        return UserError(problem, EXIT_FAILED)
 
     @property
     def marker(self) -> str:
@@ -336,21 +356,28 @@ class StateStore:
 
     def record_baseline(self, task_id: str, slot: SlotState) -> bool:
         """Remember a new task's starting point; False when it already had one."""
+        return task_id in self.record_baselines([(task_id, slot)])
+
+    def record_baselines(self, baselines: list[tuple[str, SlotState]]) -> set[str]:
+        """Remember new tasks' starting points in one transaction; the ids that were new.
+
+        A task missing from the result already had a slot (another tick got there first).
+        """
+        if not baselines:
+            return set()
+        now = iso(dt.datetime.now(dt.UTC))
+        recorded: set[str] = set()
         with self.connect() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO schedule "
-                "(task_id, last_slot, next_slot, schedule, timezone, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    task_id,
-                    slot.last_slot,
-                    slot.next_slot,
-                    slot.schedule,
-                    slot.timezone,
-                    iso(dt.datetime.now(dt.UTC)),
-                ),
-            )
-            return cursor.rowcount == 1
+            for task_id, slot in baselines:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO schedule "
+                    "(task_id, last_slot, next_slot, schedule, timezone, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (task_id, slot.last_slot, slot.next_slot, slot.schedule, slot.timezone, now),
+                )
+                if cursor.rowcount == 1:
+                    recorded.add(task_id)
+        return recorded
 
     def claim(self, record: RunRecord, expected_last: str | None, slot: SlotState) -> ClaimOutcome:
         """Move the task's last slot to ``record.slot`` and store ``record``, atomically.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from workspace_adapter.backend.store import BackendStore, StoreError, new_run
+from workspace_adapter.backend.store import BackendStore, DispatchRecord, StoreError, new_run
 
 
 def event(event_id: str) -> dict[str, object]:
@@ -94,3 +95,29 @@ def test_wire_shape_has_result_json(tmp_path: Path) -> None:
         "completedAt",
     ):
         assert key in wire
+
+
+async def test_group_commit_answers_each_write_on_its_own(tmp_path: Path) -> None:
+    store = BackendStore(tmp_path)
+    clash = new_run("e0", "f", "s")
+    writes = [store.writer.dispatch(event(f"e{i}"), [new_run(f"e{i}", "f", "s")]) for i in range(8)]
+    # In the same batch: a repeat of e1 (a duplicate of the write queued before it) and a
+    # write that fails (two runs with one id), which must not sink its neighbours.
+    repeat = store.writer.dispatch(event("e1"), [new_run("e1", "f", "s")])
+    taken = store.writer.add_runs([clash, clash])
+    results = await asyncio.gather(*writes, repeat, taken, return_exceptions=True)
+    records = [r for r in results[:8] if isinstance(r, DispatchRecord)]
+    assert [r.status for r in records] == ["accepted"] * 8
+    assert isinstance(results[8], DispatchRecord) and results[8].status == "duplicate"
+    assert results[8].run_ids == records[1].run_ids
+    assert isinstance(results[9], sqlite3.IntegrityError)
+    reopened = BackendStore(tmp_path)
+    assert len(reopened.list_events(None, 100)) == 8
+    assert [r.id for r in reopened.runs_of_event("e0")] == records[0].run_ids
+    run = records[2].runs[0]
+    started = await store.writer.mark_running(run.id)
+    assert started is not None and started.status == "running"
+    ended = await store.writer.finish_run(run.id, status="completed")
+    assert ended is not None and reopened.get_run(run.id) == ended
+    store.close()
+    reopened.close()

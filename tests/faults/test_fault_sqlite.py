@@ -19,10 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from backend_helpers import WORKSPACE, Backend, http, open_rpc, write_flows
+from starlette.applications import Starlette
 
-from workspace_adapter.backend.store import BackendStore, new_run
+from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
+from workspace_adapter.backend.executor import RunQueue
+from workspace_adapter.backend.http import build_routes
+from workspace_adapter.backend.store import BackendStore, StoreUnavailable, new_run
+from workspace_adapter.backend.subscriptions import SubscriptionHub
+from workspace_adapter.errors import UserError
+from workspace_adapter.flows.executor import LocalExecutor
 from workspace_adapter.state import RunRecord as LocalRun
 from workspace_adapter.state import StateStore
 from workspace_adapter.state import new_run as new_local_run
@@ -117,6 +125,7 @@ class LockedDispatch:
     retry: dict[str, Any]
     before: dict[str, Any]
     integrity: str
+    log: list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +163,7 @@ def locked_dispatch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locked
     finally:
         assert daemon.stop() == 0, daemon.stderr()
     seen.integrity = integrity(daemon.data_dir / "backend.sqlite")
+    seen.log = [json.loads(line) for line in daemon.stderr().splitlines() if line.startswith("{")]
     yield seen
 
 
@@ -167,36 +177,85 @@ def test_a_dispatch_against_a_locked_store_loses_nothing_and_a_retry_works(
     assert locked_dispatch.integrity == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend/server.py ClientSession._handle (~line 148) turns the "
-    "sqlite3.OperationalError('database is locked') raised by BackendStore.dispatch into "
-    "-32603 'internal error'; expected a clear, retryable error (-32001, 'store busy')",
-)
 def test_a_locked_store_is_a_clear_retryable_error(locked_dispatch: LockedDispatch) -> None:
     error = locked_dispatch.reply["error"]
-    assert error["code"] == -32001 and "locked" in error["message"], error
+    assert error["code"] == -32001, error
+    assert error["message"] == "store busy (locked by another process); retry", error
+    assert error["data"] == {"reason": "store_busy", "retryAfter": 1}, error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend/store.py BackendStore.dispatch (~line 222) runs BEGIN IMMEDIATE on the "
-    "event loop's thread and waits out busy_timeout (5 s, store.py ~line 173) there: every "
-    "connection and /healthz stall while another process holds the store",
-)
+def test_a_locked_store_is_logged(locked_dispatch: LockedDispatch) -> None:
+    busy = [e for e in locked_dispatch.log if e.get("event") == "dispatch.store_unavailable"]
+    assert len(busy) == 1, locked_dispatch.log
+    assert busy[0]["event_id"] == "while-locked" and busy[0]["reason"] == "busy"
+    assert "locked" in busy[0]["problem"]
+
+
 def test_other_clients_are_served_while_the_store_is_locked(
     locked_dispatch: LockedDispatch,
 ) -> None:
     assert locked_dispatch.health_seconds < 1.0, locked_dispatch.health_seconds
 
 
-# --- full disk --------------------------------------------------------------------------------
+async def test_the_writer_waits_for_a_lock_off_the_loop(tmp_path: Path) -> None:
+    store = BackendStore(tmp_path)
+    store._db.execute("PRAGMA busy_timeout = 500")
+    holder = await asyncio.to_thread(LockHolder, store.path, 1.5)
+    ticks = 0
 
-ROLLBACK_MASKS_FULL = (
-    "SQLITE_FULL rolls the whole transaction back by itself; the unconditional ROLLBACK in "
-    "the except branch then raises 'cannot rollback - no transaction is active', which "
-    "replaces the real error ({where}); fix: roll back only when db.in_transaction"
-)
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.writer.dispatch(event("locked"), [new_run("locked", "demo", "hello")])
+    ticker.cancel()
+    assert caught.value.reason == "busy"
+    assert str(caught.value) == "store busy (locked by another process); retry"
+    assert ticks >= 20, ticks  # the loop ran on while the worker thread waited 0.5 s
+    assert store.get_event("locked") is None
+    await asyncio.to_thread(holder.wait)
+    record = await store.writer.dispatch(event("locked"), [new_run("locked", "demo", "hello")])
+    assert record.status == "accepted" and len(store.runs_of_event("locked")) == 1
+    store.close()
+
+
+async def test_post_events_against_a_locked_store_is_a_503_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    root = write_flows(tmp_path / "ws")
+    store = BackendStore(tmp_path / "data")
+    store._db.execute("PRAGMA busy_timeout = 300")
+    catalog = FlowCatalog(root)
+    hub = SubscriptionHub()
+    queue = RunQueue(
+        store=store,
+        steps=catalog,
+        executor=LocalExecutor(),
+        hub=hub,
+        workspace_root=root,
+        backend_url="ws://127.0.0.1:9",
+    )
+    service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+    app = Starlette(routes=build_routes(service, secret=None, ready=lambda: True))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://backend") as client:
+        holder = await asyncio.to_thread(LockHolder, store.path, 1.0)
+        body = {"id": "http-locked", "type": "unmatched.event"}
+        refused = await client.post("/events", json=body)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json() == {"error": "store busy (locked by another process); retry"}
+        await asyncio.to_thread(holder.wait)
+        accepted = await client.post("/events", json=body)
+        assert accepted.status_code == 202 and accepted.json()["status"] == "accepted"
+    store.close()
+
+
+# --- full disk --------------------------------------------------------------------------------
 
 
 def fill_backend_store(store: BackendStore) -> tuple[str, sqlite3.OperationalError]:
@@ -234,15 +293,29 @@ def test_the_backend_store_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Pa
     reopened.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=ROLLBACK_MASKS_FULL.format(where="backend/store.py BackendStore.dispatch, ~line 242"),
-)
 def test_the_backend_store_reports_a_full_disk_as_such(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
     _, error = fill_backend_store(store)
     store.close()
     assert error.sqlite_errorname == "SQLITE_FULL", error
+
+
+async def test_a_full_disk_sinks_only_the_write_that_did_not_fit(tmp_path: Path) -> None:
+    store = BackendStore(tmp_path)
+    db = store._db
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 8}")
+    small = [event(f"small-{i}") for i in range(20)]
+    writes = [store.writer.dispatch(e, [new_run(e["id"], "demo", "hello")]) for e in small]
+    # Queued together, so they share a group commit with the one that does not fit.
+    big = store.writer.dispatch(event("big", size=200_000), [new_run("big", "demo", "hello")])
+    results = await asyncio.gather(*writes, big, return_exceptions=True)
+    assert [getattr(r, "status", r) for r in results[:-1]] == ["accepted"] * 20
+    assert isinstance(results[-1], StoreUnavailable), results[-1]
+    assert str(results[-1]) == "store is full (SQLITE_FULL): free disk space"
+    assert all(store.get_event(e["id"]) is not None for e in small)
+    assert store.get_event("big") is None and store.runs_of_event("big") == []
+    assert integrity(store.path) == "ok"
+    store.close()
 
 
 def fill_state(store: StateStore, record: LocalRun) -> BaseException:
@@ -263,7 +336,7 @@ def fill_state(store: StateStore, record: LocalRun) -> BaseException:
                     record.stdout_tail,
                 ),
             )
-    except sqlite3.OperationalError as exc:
+    except (sqlite3.OperationalError, UserError) as exc:
         return exc
     raise AssertionError("the disk never filled")
 
@@ -287,12 +360,12 @@ def test_the_local_state_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path
     assert {r.id for r in store.runs()} == {kept.id, big.id}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=ROLLBACK_MASKS_FULL.format(where="state.py StateStore.connect, ~line 239"),
-)
 def test_the_local_state_reports_a_full_disk_as_such(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state").open()
     error = fill_state(store, big_local_run())
-    assert isinstance(error, sqlite3.OperationalError)
-    assert error.sqlite_errorname == "SQLITE_FULL", error
+    # The CLI prints a UserError as one line and exits with its code, no traceback.
+    assert isinstance(error, UserError), error
+    assert error.exit_code == 1
+    assert error.message == f"state store {store.path} is full (SQLITE_FULL): free disk space"
+    assert isinstance(error.__cause__, sqlite3.OperationalError)
+    assert error.__cause__.sqlite_errorname == "SQLITE_FULL"

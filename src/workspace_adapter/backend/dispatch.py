@@ -6,7 +6,9 @@ raise :class:`RpcFault`. Nothing here knows about sockets.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import anyio
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.executor import RunQueue
-from workspace_adapter.backend.store import BackendStore, RunRecord, new_run
+from workspace_adapter.backend.store import BackendStore, RunRecord, StoreUnavailable, new_run
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.package import (
@@ -84,6 +86,22 @@ def _unknown(field: str, value: str) -> rpc.RpcFault:
     return rpc.bad_params(field, f"no such {field.removesuffix('Id')}: {value}")
 
 
+# How long a client should wait before retrying a write the store could not take.
+RETRY_AFTER_SECONDS = {"busy": 1, "full": 30}
+
+
+def store_fault(problem: StoreUnavailable) -> rpc.RpcFault:
+    """The retryable -32001 a client gets when the store cannot take a write."""
+    return rpc.RpcFault(
+        rpc.OVERLOADED,
+        problem.message,
+        data={
+            "reason": f"store_{problem.reason}",
+            "retryAfter": RETRY_AFTER_SECONDS[problem.reason],
+        },
+    )
+
+
 class BackendService:
     """The backend's methods over its store, flow catalog, run queue and subscriptions."""
 
@@ -100,6 +118,20 @@ class BackendService:
         self.queue = queue
         self.hub = hub
         self._log = get_logger(component="backend")
+
+    @contextlib.contextmanager
+    def _store_writes(self, action: str, **context: str) -> Iterator[None]:
+        """Turn a write the store could not take into a retryable fault, and log it."""
+        try:
+            yield
+        except StoreUnavailable as problem:
+            self._log.warning(
+                f"{action}.store_unavailable",
+                **context,
+                reason=problem.reason,
+                problem=str(problem.__cause__ or problem),
+            )
+            raise store_fault(problem) from None
 
     async def call(self, method: str, params: Any, outbox: Outbox | None = None) -> Any:
         """Run one decoded JSON-RPC method; ``outbox`` is the caller's, for subscriptions."""
@@ -142,7 +174,8 @@ class BackendService:
         if not self.queue.has_room(len(matches)):
             raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
         runs = [new_run(event["id"], p.name, s.name) for p, s in matches]
-        record = self.store.dispatch(event, runs)
+        with self._store_writes("dispatch", event_id=event["id"]):
+            record = await self.store.writer.dispatch(event, runs)
         duplicate = record.status == "duplicate"
         if not duplicate:
             self.queue.submit(record.runs)
@@ -167,7 +200,8 @@ class BackendService:
         if not self.queue.has_room(len(matches)):
             raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
         runs = [new_run(event_id, p.name, s.name, replay=True) for p, s in matches]
-        self.store.add_runs(runs)
+        with self._store_writes("replay", event_id=event_id):
+            await self.store.writer.add_runs(runs)
         self.queue.submit(runs)
         self._log.info("event.replayed", event_id=event_id, matched=len(runs))
         reply: dict[str, Any] = {
@@ -207,7 +241,8 @@ class BackendService:
         return run.to_wire()
 
     async def cancel_run(self, run_id: str) -> dict[str, Any]:
-        run = await self.queue.cancel(run_id)
+        with self._store_writes("cancel", run_id=run_id):
+            run = await self.queue.cancel(run_id)
         if run is None:
             raise _unknown("runId", run_id)
         return run.to_wire()

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from workspace_adapter.backend.store import BackendStore, RunRecord
+from workspace_adapter.backend.store import BackendStore, RunRecord, StoreUnavailable
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.flows.executor import StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep
@@ -143,10 +143,17 @@ class RunQueue:
             active.cancel.set()
             await self._done[run_id].wait()
             return self.store.get_run(run_id)
-        for run in self._pending:
+        for index, run in enumerate(self._pending):
             if run.id == run_id:
-                self._pending.remove(run)
-                self._finish(run_id, status="canceled", error="canceled before it started")
+                del self._pending[index]
+                try:
+                    await self._finish(
+                        run_id, strict=True, status="canceled", error="canceled before it started"
+                    )
+                except StoreUnavailable:
+                    self._pending.insert(index, run)  # still queued: the cancel did not happen
+                    self._wake.set()
+                    raise
                 break
         return self.store.get_run(run_id)
 
@@ -173,18 +180,23 @@ class RunQueue:
         active = self._active[run_id]
         try:
             if found is None:
-                self._finish(
+                await self._finish(
                     run_id,
                     status="failed",
                     error=f"flow step {queued.flow_name}/{queued.step_name} no longer exists",
                 )
                 return
-            run = self.store.mark_running(run_id)
+            try:
+                run = await self.store.writer.mark_running(run_id)
+            except StoreUnavailable as problem:
+                # It stays queued in the store: the next start of the backend runs it.
+                log.error("run.not_started", reason=problem.reason, problem=problem.message)
+                return
             if run is None:
                 return
             event = self.store.get_event(queued.event_id)
             if event is None:
-                self._finish(run_id, status="failed", error="its event is not in the store")
+                await self._finish(run_id, status="failed", error="its event is not in the store")
                 return
             self.hub.run_updated(run.to_wire())
             package, step = found
@@ -213,9 +225,9 @@ class RunQueue:
                 )
             except Exception as exc:
                 log.exception("step.crashed")
-                self._finish(run_id, status="failed", error=f"internal error: {exc}")
+                await self._finish(run_id, status="failed", error=f"internal error: {exc}")
                 return
-            self._record(run_id, outcome)
+            await self._record(run_id, outcome)
             log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
         finally:
             del self._active[run_id]
@@ -229,8 +241,8 @@ class RunQueue:
                 done.set()
             self._wake.set()
 
-    def _record(self, run_id: str, outcome: StepOutcome) -> None:
-        self._finish(
+    async def _record(self, run_id: str, outcome: StepOutcome) -> None:
+        await self._finish(
             run_id,
             status=outcome.status,
             result_status=outcome.result_status,
@@ -241,8 +253,26 @@ class RunQueue:
             stderr_tail=outcome.stderr_tail,
         )
 
-    def _finish(self, run_id: str, **fields: Any) -> None:
-        record = self.store.finish_run(run_id, **fields)
+    async def _finish(self, run_id: str, *, strict: bool = False, **fields: Any) -> None:
+        """Record a run's end (committed off the loop) and tell the subscribers.
+
+        When the store cannot take it, ``strict`` raises :class:`StoreUnavailable`; otherwise
+        the failure is logged and the run stays ``running`` in the store until the next start
+        of the backend marks it ``failed``.
+        """
+        try:
+            record = await self.store.writer.finish_run(run_id, **fields)
+        except StoreUnavailable as problem:
+            if strict:
+                raise
+            self._log.error(
+                "run.end_not_recorded",
+                run_id=run_id,
+                status=fields.get("status"),
+                reason=problem.reason,
+                problem=problem.message,
+            )
+            record = None
         if record is not None:
             self.hub.run_updated(record.to_wire())
         if run_id not in self._active:

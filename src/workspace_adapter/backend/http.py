@@ -28,11 +28,16 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(rpc.encode_json(body), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, message: str, field: str | None = None) -> Response:
+def error_response(
+    status: int, message: str, field: str | None = None, retry_after: int | None = None
+) -> Response:
     body: dict[str, Any] = {"error": message}
     if field is not None:
         body["field"] = field
-    return json_response(body, status)
+    response = json_response(body, status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def is_loopback(host: str) -> bool:
@@ -104,9 +109,11 @@ def _faults_as_http(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except rpc.RpcFault as fault:
-            field = (fault.data or {}).get("field")
+            data = fault.data or {}
+            field = data.get("field")
             if fault.code == rpc.OVERLOADED:
-                return error_response(503, fault.message)
+                # Retryable: the run queue is full, or the store is locked or full.
+                return error_response(503, fault.message, retry_after=data.get("retryAfter", 1))
             missing = fault.code == rpc.INVALID_PARAMS and "no such" in fault.message
             return error_response(404 if missing else 400, fault.message, field)
 

@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
 from workspace_adapter.backend.executor import RunQueue
 from workspace_adapter.backend.http import Guard, build_routes, is_loopback
-from workspace_adapter.backend.store import BackendStore, StoreError
+from workspace_adapter.backend.store import BackendStore, StoreError, unavailable
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
 from workspace_adapter.errors import UserError
 from workspace_adapter.events import utc_now_iso
@@ -235,9 +236,17 @@ async def serve_backend(options: BackendOptions, executor: StepExecutor | None =
         url = f"ws://{shown}:{bound_port}"
         try:
             store = BackendStore(options.data_dir)
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             sock.close()
-            raise UserError(f"cannot open the store in {options.data_dir}: {exc}") from None
+            raise UserError(f"cannot open the store in {options.data_dir}: {_why(exc)}") from None
+        try:
+            failed, queued = store.recover()
+        except sqlite3.Error as exc:
+            store.close()
+            sock.close()
+            raise UserError(
+                f"cannot recover the store in {options.data_dir}: {_why(exc)}"
+            ) from None
         hub = SubscriptionHub()
         catalog = FlowCatalog(options.cwd)
         queue = RunQueue(
@@ -266,7 +275,6 @@ async def serve_backend(options: BackendOptions, executor: StepExecutor | None =
         try:
             async with anyio.create_task_group() as tg:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    failed, queued = store.recover()
                     for run in failed:
                         hub.run_updated(run.to_wire())
                     await tg.start(queue.serve)
@@ -289,6 +297,12 @@ async def serve_backend(options: BackendOptions, executor: StepExecutor | None =
             sock.close()
     log.info("backend.stopped")
     return 0
+
+
+def _why(exc: BaseException) -> str:
+    """One line for a store that cannot be opened: locked and full say so plainly."""
+    problem = unavailable(exc) if isinstance(exc, sqlite3.Error) else None
+    return problem.message if problem is not None else str(exc)
 
 
 async def _stop_on_signal(signals: Any, server: uvicorn.Server, queue: RunQueue) -> None:

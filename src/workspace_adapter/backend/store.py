@@ -1,8 +1,12 @@
 """The backend's SQLite store: events and the runs they started (SPEC §6).
 
-WAL with ``synchronous=NORMAL``: a committed dispatch survives a crash of the backend. Every
-write is one short transaction on the event loop's thread (microseconds); list queries, which
-can touch a thousand rows, go through a separate read connection on a worker thread.
+WAL with ``synchronous=NORMAL``: a committed dispatch survives a crash of the backend. The
+daemon never writes on its event loop: another process may hold the database locked for
+seconds, and ``BEGIN IMMEDIATE`` waits that out. Its writes go through :class:`StoreWriter`,
+which group-commits them on one worker thread (each write in its own savepoint, so one bad
+write does not sink the others) and answers each caller only once its transaction committed.
+Point reads use a read-only connection on the loop (WAL readers never wait for the writer);
+list queries, which can touch a thousand rows, use another one on a worker thread.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from workspace_adapter.events import utc_now_iso
@@ -61,8 +67,37 @@ _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 
 
+# Writes committed together at most; bounds how long one transaction holds the write lock.
+MAX_BATCH = 256
+
+WriteOp = Callable[[sqlite3.Connection], Any]
+
+
 class StoreError(Exception):
     """The data dir cannot be used (newer schema, unreadable file)."""
+
+
+class StoreUnavailable(Exception):
+    """A write the store cannot take now; nothing of it was stored, so a retry is safe.
+
+    ``reason`` is ``busy`` (another process holds the database past the busy timeout) or
+    ``full`` (SQLITE_FULL: no disk space left).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` that ``exc`` means, or None for any other error."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreUnavailable("busy", "store busy (locked by another process); retry")
+    if code == sqlite3.SQLITE_FULL:
+        return StoreUnavailable("full", "store is full (SQLITE_FULL): free disk space")
+    return None
 
 
 class RunRecord(msgspec.Struct, kw_only=True):
@@ -177,26 +212,140 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _store_event(db: sqlite3.Connection, event: dict[str, Any], runs: list[RunRecord]) -> Any:
+    inserted = db.execute(
+        "INSERT INTO events (id, type, received_at, body) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id) DO NOTHING",
+        (event["id"], event["type"], event["receivedAt"], _json_encoder.encode(event)),
+    ).rowcount
+    if not inserted:
+        first = [
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM runs WHERE event_id = ? AND replay = 0 ORDER BY seq",
+                (event["id"],),
+            )
+        ]
+        return DispatchRecord(status="duplicate", run_ids=first, runs=[])
+    _insert_runs(db, runs)
+    return DispatchRecord(status="accepted", run_ids=[r.id for r in runs], runs=runs)
+
+
+def _insert_runs(db: sqlite3.Connection, runs: list[RunRecord]) -> None:
+    db.executemany(
+        "INSERT INTO runs (id, event_id, flow_name, step_name, replay, status, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (r.id, r.event_id, r.flow_name, r.step_name, int(r.replay), r.status, r.created_at)
+            for r in runs
+        ],
+    )
+
+
+def _mark_running(db: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    # fetchall, not fetchone: an unfinished RETURNING statement keeps its transaction open.
+    rows = db.execute(
+        f"UPDATE runs SET status = 'running', started_at = ? "
+        f"WHERE id = ? AND status = 'queued' RETURNING {_RUN_COLUMNS}",
+        (utc_now_iso(), run_id),
+    ).fetchall()
+    return _run_from_row(rows[0]) if rows else None
+
+
+def _finish_run(
+    db: sqlite3.Connection,
+    run_id: str,
+    *,
+    status: str,
+    result_status: str | None = None,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    exit_code: int | None = None,
+    stdout_tail: str = "",
+    stderr_tail: str = "",
+    only_from: tuple[str, ...] = ("queued", "running"),
+) -> RunRecord | None:
+    marks = ", ".join("?" for _ in only_from)
+    rows = db.execute(
+        f"UPDATE runs SET status = ?, result_status = ?, result = ?, error = ?, "
+        f"exit_code = ?, stdout_tail = ?, stderr_tail = ?, completed_at = ? "
+        f"WHERE id = ? AND status IN ({marks}) RETURNING {_RUN_COLUMNS}",
+        (
+            status,
+            result_status,
+            None if result is None else _json_encoder.encode(result),
+            error,
+            exit_code,
+            stdout_tail,
+            stderr_tail,
+            utc_now_iso(),
+            run_id,
+            *only_from,
+        ),
+    ).fetchall()
+    return _run_from_row(rows[0]) if rows else None
+
+
+def _recover(db: sqlite3.Connection) -> tuple[list[RunRecord], list[RunRecord]]:
+    failed = [
+        _run_from_row(r)
+        for r in db.execute(
+            f"UPDATE runs SET status = 'failed', error = 'backend restarted', "
+            f"completed_at = ? WHERE status = 'running' RETURNING {_RUN_COLUMNS}",
+            (utc_now_iso(),),
+        ).fetchall()
+    ]
+    queued = [
+        _run_from_row(r)
+        for r in db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq")
+    ]
+    return failed, queued
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLITE_FULL (and a few other errors) roll the transaction back by themselves; a second
+    # ROLLBACK would fail and hide the real error.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+class _Write:
+    """One write waiting for (or done with) its group commit."""
+
+    __slots__ = ("done", "error", "op", "result")
+
+    def __init__(self, op: WriteOp) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class BackendStore:
-    """Events and runs in ``<data dir>/backend.sqlite``; one writer, one reader connection."""
+    """Events and runs in ``<data dir>/backend.sqlite``; one writer, two reader connections.
+
+    The synchronous write methods run one transaction each on the caller's thread (start-up,
+    tests, tools); the daemon writes through :attr:`writer` instead.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_NAME
         self._db = _connect(self.path)
         self._migrate()
+        self._point_reader = _connect(self.path, readonly=True)
         self._reader = _connect(self.path, readonly=True)
-        # The reader is used from worker threads, one at a time.
+        # The list reader is used from worker threads, one at a time.
         self._reader_lock = threading.Lock()
+        self.writer = StoreWriter(self)
 
     def close(self) -> None:
         self._reader.close()
+        self._point_reader.close()
         self._db.close()
 
     def _migrate(self) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        def migrate(db: sqlite3.Connection) -> None:
             # Checked again under the write lock: another process may have created it first.
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -209,146 +358,104 @@ class BackendStore:
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        self.transaction(migrate)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def transaction(self, op: WriteOp) -> Any:
+        """Run ``op`` on the writer connection in one ``BEGIN IMMEDIATE`` transaction."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = op(db)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
+        return result
 
-    # --- writes: short transactions ----------------------------------------------------------
+    def commit_batch(self, batch: list[_Write]) -> None:
+        """Commit ``batch`` in one transaction, each write in a savepoint (worker thread).
+
+        A write that fails alone is rolled back to its savepoint and gets its error. When the
+        whole transaction is lost (SQLITE_FULL rolls it back by itself, or COMMIT fails), every
+        write is tried again in a transaction of its own, so each gets its own answer.
+        """
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for write in batch:
+                write.error = exc
+            return
+        try:
+            for write in batch:
+                db.execute("SAVEPOINT write")
+                try:
+                    write.result = write.op(db)
+                except Exception as exc:
+                    if not db.in_transaction:
+                        raise
+                    db.execute("ROLLBACK TO write")
+                    write.error = exc
+                db.execute("RELEASE write")
+            db.execute("COMMIT")
+        except Exception:
+            _rollback(db)
+            for write in batch:
+                write.result, write.error = None, None
+                try:
+                    write.result = self.transaction(write.op)
+                except Exception as exc:
+                    write.error = exc
 
     def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
         """Store ``event`` and its ``runs`` in one transaction, or report the first dispatch."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            inserted = db.execute(
-                "INSERT INTO events (id, type, received_at, body) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                (event["id"], event["type"], event["receivedAt"], _json_encoder.encode(event)),
-            ).rowcount
-            if not inserted:
-                first = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM runs WHERE event_id = ? AND replay = 0 ORDER BY seq",
-                        (event["id"],),
-                    )
-                ]
-                db.execute("COMMIT")
-                return DispatchRecord(status="duplicate", run_ids=first, runs=[])
-            self._insert_runs(runs)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return DispatchRecord(status="accepted", run_ids=[r.id for r in runs], runs=runs)
+        record: DispatchRecord = self.transaction(lambda db: _store_event(db, event, runs))
+        return record
 
     def add_runs(self, runs: list[RunRecord]) -> None:
         """Store replay runs of an event already stored."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._insert_runs(runs)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _insert_runs(self, runs: list[RunRecord]) -> None:
-        self._db.executemany(
-            "INSERT INTO runs (id, event_id, flow_name, step_name, replay, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.id, r.event_id, r.flow_name, r.step_name, int(r.replay), r.status, r.created_at)
-                for r in runs
-            ],
-        )
+        self.transaction(lambda db: _insert_runs(db, runs))
 
     def mark_running(self, run_id: str) -> RunRecord | None:
         """Queued → running; None when the run was not queued (canceled meanwhile)."""
-        # fetchall, not fetchone: an unfinished RETURNING statement keeps its transaction open.
-        rows = self._db.execute(
-            f"UPDATE runs SET status = 'running', started_at = ? "
-            f"WHERE id = ? AND status = 'queued' RETURNING {_RUN_COLUMNS}",
-            (utc_now_iso(), run_id),
-        ).fetchall()
-        return _run_from_row(rows[0]) if rows else None
+        run: RunRecord | None = self.transaction(lambda db: _mark_running(db, run_id))
+        return run
 
-    def finish_run(
-        self,
-        run_id: str,
-        *,
-        status: str,
-        result_status: str | None = None,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-        exit_code: int | None = None,
-        stdout_tail: str = "",
-        stderr_tail: str = "",
-        only_from: tuple[str, ...] = ("queued", "running"),
-    ) -> RunRecord | None:
-        """Record a run's end; None when it had already ended (the first end wins)."""
-        marks = ", ".join("?" for _ in only_from)
-        rows = self._db.execute(
-            f"UPDATE runs SET status = ?, result_status = ?, result = ?, error = ?, "
-            f"exit_code = ?, stdout_tail = ?, stderr_tail = ?, completed_at = ? "
-            f"WHERE id = ? AND status IN ({marks}) RETURNING {_RUN_COLUMNS}",
-            (
-                status,
-                result_status,
-                None if result is None else _json_encoder.encode(result),
-                error,
-                exit_code,
-                stdout_tail,
-                stderr_tail,
-                utc_now_iso(),
-                run_id,
-                *only_from,
-            ),
-        ).fetchall()
-        return _run_from_row(rows[0]) if rows else None
+    def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
+        """Record a run's end; None when it had already ended (the first end wins).
+
+        ``fields``: ``status`` and optionally ``result_status, result, error, exit_code,
+        stdout_tail, stderr_tail, only_from`` (the statuses it may end from).
+        """
+        run: RunRecord | None = self.transaction(lambda db: _finish_run(db, run_id, **fields))
+        return run
 
     def recover(self) -> tuple[list[RunRecord], list[RunRecord]]:
         """After a restart: fail the runs left ``running``; return them and the ``queued`` ones."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            failed = [
-                _run_from_row(r)
-                for r in db.execute(
-                    f"UPDATE runs SET status = 'failed', error = 'backend restarted', "
-                    f"completed_at = ? WHERE status = 'running' RETURNING {_RUN_COLUMNS}",
-                    (utc_now_iso(),),
-                ).fetchall()
-            ]
-            queued = [
-                _run_from_row(r)
-                for r in db.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq"
-                )
-            ]
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return failed, queued
+        found: tuple[list[RunRecord], list[RunRecord]] = self.transaction(_recover)
+        return found
 
-    # --- point reads: indexed, on the loop ---------------------------------------------------
+    # --- point reads: indexed, committed data only, on the loop ------------------------------
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        row = self._db.execute(
+        row = self._point_reader.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
         return None if row is None else _run_from_row(row)
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
+        row = self._point_reader.execute(
+            "SELECT body FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
         return None if row is None else dict(_json_decoder.decode(row[0]))
 
     def runs_of_event(self, event_id: str) -> list[RunRecord]:
         return [
             _run_from_row(r)
-            for r in self._db.execute(
+            for r in self._point_reader.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE event_id = ? ORDER BY seq", (event_id,)
             )
         ]
@@ -383,3 +490,73 @@ class BackendStore:
                 f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY seq DESC LIMIT ?", args
             ).fetchall()
         return [_run_from_row(r) for r in rows]
+
+
+class StoreWriter:
+    """The daemon's way to write: group commits on one worker thread, never on the loop.
+
+    Each call queues its write and waits; whoever finds no commit in progress takes the queue
+    (up to :data:`MAX_BATCH` writes) to the worker thread and commits it. A call returns once
+    its write is committed, and raises :class:`StoreUnavailable` when the store is locked by
+    another process or full (nothing of the write is stored then). Waiting is shielded from
+    cancellation: a write that was queued is committed and answered, even if its caller is
+    being cancelled (a client that hung up mid-dispatch still gets its runs queued).
+    """
+
+    def __init__(self, store: BackendStore) -> None:
+        self.store = store
+        self._queue: list[_Write] = []
+        self._committing: anyio.Event | None = None
+        self._thread = anyio.CapacityLimiter(1)
+
+    async def write(self, op: WriteOp) -> Any:
+        """Run ``op`` in the next group commit; its result once committed."""
+        write = _Write(op)
+        self._queue.append(write)
+        with anyio.CancelScope(shield=True):
+            while not write.done:
+                if self._committing is None:
+                    await self._commit_next()
+                else:
+                    await self._committing.wait()
+        if write.error is not None:
+            if isinstance(write.error, sqlite3.Error):
+                problem = unavailable(write.error)
+                if problem is not None:
+                    raise problem from write.error
+            raise write.error
+        return write.result
+
+    async def _commit_next(self) -> None:
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        committing = self._committing = anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(self.store.commit_batch, batch, limiter=self._thread)
+        except Exception as exc:  # commit_batch answers every write; this is a last resort
+            for write in batch:
+                if write.error is None:
+                    write.error = exc
+        finally:
+            for write in batch:
+                write.done = True
+            self._committing = None
+            committing.set()
+
+    async def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
+        """:meth:`BackendStore.dispatch`, group-committed."""
+        record: DispatchRecord = await self.write(lambda db: _store_event(db, event, runs))
+        return record
+
+    async def add_runs(self, runs: list[RunRecord]) -> None:
+        """:meth:`BackendStore.add_runs`, group-committed."""
+        await self.write(lambda db: _insert_runs(db, runs))
+
+    async def mark_running(self, run_id: str) -> RunRecord | None:
+        """:meth:`BackendStore.mark_running`, group-committed."""
+        run: RunRecord | None = await self.write(lambda db: _mark_running(db, run_id))
+        return run
+
+    async def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
+        """:meth:`BackendStore.finish_run`, group-committed."""
+        run: RunRecord | None = await self.write(lambda db: _finish_run(db, run_id, **fields))
+        return run

@@ -62,12 +62,24 @@ def tick(
         store.cache_next_slots(
             [(d.task.id, d.slot_state) for d in decisions if d.action == "idle" and d.slot_state]
         )
+    recorded: set[str] = set()
+    if not dry_run:
+        # Every first sight in one transaction: a first tick over 10,000 tasks commits once.
+        recorded = store.record_baselines(
+            [
+                (d.task.id, d.slot_state)
+                for d in decisions
+                if d.action == "baseline" and d.slot_state
+            ]
+        )
     for decision in decisions:
         runs: list[RunRecord] = []
         action: str = decision.action
         if not as_json:
             print(_line(decision))
-        if not dry_run:
+        if not dry_run and action == "baseline":
+            action = "baseline" if decision.task.id in recorded else "taken"
+        elif not dry_run:
             action = _carry_out(store, config, g, decision, sinks, runs, codes, as_json)
         reports.append(_report(decision, action, runs))
     if as_json:
@@ -97,9 +109,6 @@ def _carry_out(
 ) -> str:
     """Claim and run the decision's slots; returns the action that actually happened."""
     task = decision.task
-    if decision.action == "baseline":
-        assert decision.slot_state is not None
-        return "baseline" if store.record_baseline(task.id, decision.slot_state) else "taken"
     if not decision.due:
         return decision.action
     assert decision.slot_state is not None

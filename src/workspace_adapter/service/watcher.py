@@ -4,7 +4,7 @@ A pass polls every source that is due (its interval passed, or its error backoff
 each poll in one transaction (new releases become events and claimed attempts), redelivers the
 undelivered attempts that are due, follows again the started attempts whose follower died,
 then delivers the new attempts oldest first. ``workspace watch`` runs passes until SIGINT or
-SIGTERM; ``--once`` runs one.
+SIGTERM; ``--once`` runs one pass over everything, due or not (see :meth:`Watcher.run_pass`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from workspace_adapter.service.records import Attempt, Records, SeenRelease
 from workspace_adapter.state import iso, parse_iso
 
 SOURCE_BACKOFF_CAP_SECONDS = 3600
+FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+"""Due-by moment that makes every undelivered attempt due (``watch --once``)."""
 MAX_SLEEP_SECONDS = 60.0
 MIN_SLEEP_SECONDS = 0.5
 
@@ -174,18 +176,23 @@ class Watcher:
             self.say(f"{source.id}: no new release")
         return outcome.claimed
 
-    async def run_pass(self) -> PassReport:
-        """Poll what is due, then deliver and follow; see the module docstring."""
+    async def run_pass(self, *, everything: bool = False) -> PassReport:
+        """Poll what is due, then deliver and follow; see the module docstring.
+
+        ``everything`` is the operator's "check now" (``watch --once``): every source is polled
+        and every undelivered attempt redelivered, whatever their interval or backoff.
+        """
         report = PassReport()
         fresh: list[Attempt] = []
         now = self.clock()
         for source in self.config.sources:
-            if self.is_due(source, now):
+            if everything or self.is_due(source, now):
                 fresh.extend(await self.poll(source, report))
+        due_by = FAR_FUTURE if everything else self.clock()
         for orphan in self.records.claim("started", self.clock()):
             self.say(f"attempt {orphan.id} {orphan.upstream_tag}: following its runs again")
             report.attempts.append(await self.delivery.follow_again(orphan))
-        for attempt in self.records.claim("undelivered", self.clock()):
+        for attempt in self.records.claim("undelivered", due_by):
             self.say(f"attempt {attempt.id} {attempt.upstream_tag}: redelivering")
             report.attempts.append(await self.delivery.deliver(attempt))
         for attempt in fresh:
@@ -193,7 +200,7 @@ class Watcher:
         return report
 
     async def run_once(self) -> int:
-        return (await self.run_pass()).exit_code()
+        return (await self.run_pass(everything=True)).exit_code()
 
     def seconds_to_next_pass(self) -> float:
         now = self.clock()
