@@ -95,6 +95,8 @@ class AttemptDelivery:
         print(line, file=self.out, flush=True)
 
     def _on_output(self, run_id: str, stream: str, line: str) -> None:
+        if stream == "stdout" and line.startswith("FLOW_RESULT "):
+            return  # the attempt's summary line says it in words
         print(f"  {run_id} | {line}", file=sys.stderr, flush=True)
 
     async def deliver(self, attempt: Attempt) -> Attempt:
