@@ -3,14 +3,17 @@
 WAL with ``synchronous=NORMAL``: a committed dispatch survives a crash of the backend. The
 daemon never writes on its event loop: another process may hold the database locked for
 seconds, and ``BEGIN IMMEDIATE`` waits that out. Its writes go through :class:`StoreWriter`,
-which group-commits them on one worker thread (each write in its own savepoint, so one bad
-write does not sink the others) and answers each caller only once its transaction committed.
+which group-commits them on one dedicated thread (a write that fails does not sink the others)
+and answers each caller only once its transaction committed.
 Point reads use a read-only connection on the loop (WAL readers never wait for the writer);
 list queries, which can touch a thousand rows, use another one on a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import queue
 import secrets
 import sqlite3
 import threading
@@ -312,13 +315,12 @@ def _rollback(db: sqlite3.Connection) -> None:
 class _Write:
     """One write waiting for (or done with) its group commit."""
 
-    __slots__ = ("done", "error", "op", "result")
+    __slots__ = ("error", "op", "result")
 
     def __init__(self, op: WriteOp) -> None:
         self.op = op
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = False
 
 
 class BackendStore:
@@ -340,6 +342,7 @@ class BackendStore:
         self.writer = StoreWriter(self)
 
     def close(self) -> None:
+        self.writer.stop()
         self._reader.close()
         self._point_reader.close()
         self._db.close()
@@ -376,39 +379,35 @@ class BackendStore:
         return result
 
     def commit_batch(self, batch: list[_Write]) -> None:
-        """Commit ``batch`` in one transaction, each write in a savepoint (worker thread).
+        """Commit ``batch`` in one transaction and give each write its answer (worker thread).
 
-        A write that fails alone is rolled back to its savepoint and gets its error. When the
-        whole transaction is lost (SQLITE_FULL rolls it back by itself, or COMMIT fails), every
-        write is tried again in a transaction of its own, so each gets its own answer.
+        When any write fails, the whole transaction is rolled back (SQLITE_FULL does that by
+        itself) and every write is tried again in a transaction of its own, so one bad write
+        sinks nothing else and each gets its own answer. Errors are rare, so this is cheaper
+        than a savepoint around every write.
         """
         db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            for write in batch:
+        if len(batch) > 1:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:  # locked: trying each alone would only wait longer
+                for write in batch:
+                    write.error = exc
+                return
+            try:
+                results = [write.op(db) for write in batch]
+                db.execute("COMMIT")
+            except Exception:
+                _rollback(db)
+            else:
+                for write, result in zip(batch, results, strict=True):
+                    write.result = result
+                return
+        for write in batch:
+            try:
+                write.result = self.transaction(write.op)
+            except Exception as exc:
                 write.error = exc
-            return
-        try:
-            for write in batch:
-                db.execute("SAVEPOINT write")
-                try:
-                    write.result = write.op(db)
-                except Exception as exc:
-                    if not db.in_transaction:
-                        raise
-                    db.execute("ROLLBACK TO write")
-                    write.error = exc
-                db.execute("RELEASE write")
-            db.execute("COMMIT")
-        except Exception:
-            _rollback(db)
-            for write in batch:
-                write.result, write.error = None, None
-                try:
-                    write.result = self.transaction(write.op)
-                except Exception as exc:
-                    write.error = exc
 
     def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
         """Store ``event`` and its ``runs`` in one transaction, or report the first dispatch."""
@@ -492,33 +491,49 @@ class BackendStore:
         return [_run_from_row(r) for r in rows]
 
 
-class StoreWriter:
-    """The daemon's way to write: group commits on one worker thread, never on the loop.
+def _by_loop(
+    batch: list[tuple[_Write, asyncio.Future[None]]],
+) -> dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]]:
+    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, future in batch:
+        loops.setdefault(future.get_loop(), []).append(future)
+    return loops
 
-    Each call queues its write and waits; whoever finds no commit in progress takes the queue
-    (up to :data:`MAX_BATCH` writes) to the worker thread and commits it. A call returns once
-    its write is committed, and raises :class:`StoreUnavailable` when the store is locked by
-    another process or full (nothing of the write is stored then). Waiting is shielded from
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class StoreWriter:
+    """The daemon's way to write: group commits on one dedicated thread, never on the loop.
+
+    Each call queues its write and waits; the thread takes everything queued (up to
+    :data:`MAX_BATCH` writes), commits it, and wakes the callers once per batch. A call returns
+    once its write is committed, and raises :class:`StoreUnavailable` when the store is locked
+    by another process or full (nothing of the write is stored then). Waiting is shielded from
     cancellation: a write that was queued is committed and answered, even if its caller is
     being cancelled (a client that hung up mid-dispatch still gets its runs queued).
     """
 
     def __init__(self, store: BackendStore) -> None:
         self.store = store
-        self._queue: list[_Write] = []
-        self._committing: anyio.Event | None = None
-        self._thread = anyio.CapacityLimiter(1)
+        self._requests: queue.SimpleQueue[tuple[_Write, asyncio.Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     async def write(self, op: WriteOp) -> Any:
         """Run ``op`` in the next group commit; its result once committed."""
         write = _Write(op)
-        self._queue.append(write)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            self._start()
+        self._requests.put((write, committed))
         with anyio.CancelScope(shield=True):
-            while not write.done:
-                if self._committing is None:
-                    await self._commit_next()
-                else:
-                    await self._committing.wait()
+            await committed
         if write.error is not None:
             if isinstance(write.error, sqlite3.Error):
                 problem = unavailable(write.error)
@@ -527,20 +542,47 @@ class StoreWriter:
             raise write.error
         return write.result
 
-    async def _commit_next(self) -> None:
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        committing = self._committing = anyio.Event()
-        try:
-            await anyio.to_thread.run_sync(self.store.commit_batch, batch, limiter=self._thread)
-        except Exception as exc:  # commit_batch answers every write; this is a last resort
-            for write in batch:
-                if write.error is None:
-                    write.error = exc
-        finally:
-            for write in batch:
-                write.done = True
-            self._committing = None
-            committing.set()
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._commit_loop, name="backend-store-writer", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Let the thread finish what is queued and end (before the store closes)."""
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _commit_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            writes = [write for write, _ in batch]
+            try:
+                self.store.commit_batch(writes)
+            except Exception as exc:  # commit_batch answers every write; this is a last resort
+                for write in writes:
+                    if write.error is None:
+                        write.error = exc
+            for loop, futures in _by_loop(batch).items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_wake, futures)
 
     async def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
         """:meth:`BackendStore.dispatch`, group-committed."""
