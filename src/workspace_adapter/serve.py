@@ -1,10 +1,11 @@
 """``workspace serve`` in one process: the backend daemon, the scheduler loop, the watcher.
 
 The backend starts exactly as ``workspace backend`` starts it (same options, store recovery,
-URL printed first). The loops are clients of that backend like any other: the scheduler runs
-``workspace tick`` against the backend's own URL, aligned to the wall clock, in a worker thread
-(tick is synchronous: SQLite, subprocesses); the watcher runs its passes on the event loop. An
-error in a tick or a pass is logged and the loop goes on.
+URL printed first): :func:`~workspace_adapter.backend.server.serve_backend` runs it, with the
+loops as its companion (:class:`ServeLoops`). The loops are clients of that backend like any
+other: the scheduler runs ``workspace tick`` against the backend's own URL, aligned to the wall
+clock, in a worker thread (tick is synchronous: SQLite, subprocesses); the watcher runs its
+passes on the event loop. An error in a tick or a pass is logged and the loop goes on.
 
 SIGINT/SIGTERM stop the loops first, so nothing new starts while the backend winds down: a tick
 that is running gets :data:`TICK_GRACE_SECONDS` to end, then the backend stops accepting and
@@ -23,28 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
-import uvicorn
 
-from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
-from workspace_adapter.backend.executor import RunQueue
-from workspace_adapter.backend.server import (
-    BackendOptions,
-    _bind,
-    _data_dir_lock,
-    _Server,
-    _use_pidfd_child_watcher,
-    build_app,
-    check_options,
-)
-from workspace_adapter.backend.store import BackendStore, StoreError
-from workspace_adapter.backend.subscriptions import SubscriptionHub
+from workspace_adapter.backend.server import BackendOptions, serve_backend
 from workspace_adapter.errors import UserError
-from workspace_adapter.flows.executor import LocalExecutor
 from workspace_adapter.logs import get_logger
 
 if TYPE_CHECKING:
@@ -150,6 +135,46 @@ def end_task_processes(sig: signal.Signals = signal.SIGTERM) -> list[int]:
 WatcherFactory = Callable[[str], "Watcher"]
 
 
+class ServeLoops:
+    """The scheduler loop and the watcher, as the backend's companion (see the module doc)."""
+
+    def __init__(self, scheduler: SchedulerLoop, watcher: Watcher | None) -> None:
+        self.scheduler = scheduler
+        self.watcher = watcher
+        self.log = get_logger(component="serve")
+
+    async def run(self) -> None:
+        self.log.info(
+            "serve.started",
+            pid=os.getpid(),
+            tick_interval=self.scheduler.interval,
+            watching=self.watcher is not None,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.scheduler.run)
+            if self.watcher is not None:
+                tg.start_soon(watch_loop, self.watcher)
+
+    async def wind_down(self) -> None:
+        self.log.info("serve.stopping")
+        if not await self.scheduler.wait_idle(TICK_GRACE_SECONDS):
+            self.log.warning("serve.tick_still_running", grace=TICK_GRACE_SECONDS)
+
+    async def reap(self) -> None:
+        """End a tick still running after the backend stopped: its command's group, then harder.
+
+        The tick's thread cannot be abandoned: the interpreter waits for it at exit.
+        """
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.scheduler.idle:
+                return
+            groups = end_task_processes(sig)
+            self.log.warning("serve.ending_task_processes", signal=sig.name, groups=groups)
+            await self.scheduler.wait_idle(TICK_REAP_SECONDS)
+        if not self.scheduler.idle:
+            self.log.error("serve.tick_still_running")
+
+
 async def serve_workspace(
     options: BackendOptions,
     g: Globals,
@@ -160,127 +185,15 @@ async def serve_workspace(
     """Run the backend and the loops until SIGINT/SIGTERM; returns the exit code.
 
     ``make_watcher`` builds the watcher for the backend's URL; None when there is no source.
-
-    The backend part mirrors :func:`workspace_adapter.backend.server.serve_backend` step for
-    step; what differs is that the loops start once the URL is known (``--port 0``) and stop
-    before the backend does, which needs the signals in this function's hands.
     """
-    check_options(options)
-    _use_pidfd_child_watcher()
-    log = get_logger(component="serve")
-    with _data_dir_lock(options.data_dir):
-        sock = _bind(options.host, options.port)
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        url = f"ws://{shown}:{bound_port}"
-        try:
-            store = BackendStore(options.data_dir)
-        except (StoreError, OSError) as exc:
-            sock.close()
-            raise UserError(f"cannot open the store in {options.data_dir}: {exc}") from None
-        hub = SubscriptionHub()
-        catalog = FlowCatalog(options.cwd)
-        queue = RunQueue(
-            store=store,
-            steps=catalog,
-            executor=LocalExecutor(),
-            hub=hub,
-            workspace_root=options.cwd,
-            backend_url=url,
-            concurrency=options.concurrency,
-            env_allow=options.env_allow,
-        )
-        service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
-        app = build_app(service, options, ready=lambda: queue.accepting)
-        config = uvicorn.Config(
-            app,
-            ws="websockets-sansio",
-            ws_max_size=rpc.MAX_FRAME_BYTES,
-            ws_per_message_deflate=False,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=3,
-        )
-        server = _Server(config)
+
+    def loops_for(url: str) -> ServeLoops:
         scheduler = SchedulerLoop(g._replace(backend_url=url), tick_interval)
-        watcher = make_watcher(url) if make_watcher is not None else None
-        loops = anyio.CancelScope()
-        try:
-            async with anyio.create_task_group() as tg:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    failed, queued = store.recover()
-                    for run in failed:
-                        hub.run_updated(run.to_wire())
-                    await tg.start(queue.serve)
-                    queue.submit(queued)
-                    log.info(
-                        "serve.started",
-                        url=url,
-                        pid=os.getpid(),
-                        tick_interval=tick_interval,
-                        watching=watcher is not None,
-                        recovered_failed=len(failed),
-                        recovered_queued=len(queued),
-                    )
-                    print(f"workspace backend listening on {url}", flush=True)
-                    # The socket already listens, so a tick that connects before uvicorn
-                    # starts accepting waits in the backlog instead of failing.
-                    tg.start_soon(_run_loops, loops, scheduler, watcher)
-                    tg.start_soon(_stop_on_signal, signals, server, queue, loops, scheduler)
-                    await server.serve(sockets=[sock])
-                    loops.cancel()  # uvicorn may also stop on its own (it gave up)
-                    await queue.shutdown()
-                    await _end_tick(scheduler)
-                    tg.cancel_scope.cancel()
-        finally:
-            store.close()
-            sock.close()
-    log.info("serve.stopped")
-    return 0
+        return ServeLoops(scheduler, make_watcher(url) if make_watcher is not None else None)
 
-
-async def _end_tick(scheduler: SchedulerLoop) -> None:
-    """End a tick still running after the backend stopped: its command's group, then harder.
-
-    The tick's thread cannot be abandoned: the interpreter waits for it at exit.
-    """
-    log = get_logger(component="serve")
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if scheduler.idle:
-            return
-        log.warning("serve.ending_task_processes", signal=sig.name, groups=end_task_processes(sig))
-        await scheduler.wait_idle(TICK_REAP_SECONDS)
-    if not scheduler.idle:
-        log.error("serve.tick_still_running")
-
-
-async def _run_loops(
-    scope: anyio.CancelScope, scheduler: SchedulerLoop, watcher: Watcher | None
-) -> None:
-    with scope:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(scheduler.run)
-            if watcher is not None:
-                tg.start_soon(watch_loop, watcher)
-
-
-async def _stop_on_signal(
-    signals: Any,
-    server: uvicorn.Server,
-    queue: RunQueue,
-    loops: anyio.CancelScope,
-    scheduler: SchedulerLoop,
-) -> None:
-    async for signum in signals:
-        log = get_logger(component="serve")
-        log.info("serve.stopping", signal=signal.Signals(signum).name)
-        loops.cancel()
-        if not await scheduler.wait_idle(TICK_GRACE_SECONDS):
-            log.warning("serve.tick_still_running", grace=TICK_GRACE_SECONDS)
-        server.should_exit = True
-        await queue.shutdown()
-        return
+    code = await serve_backend(options, companion=loops_for)
+    get_logger(component="serve").info("serve.stopped")
+    return code
 
 
 def run_serve(

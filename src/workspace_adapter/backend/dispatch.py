@@ -16,8 +16,10 @@ import anyio
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.executor import RunQueue
-from workspace_adapter.backend.store import BackendStore, RunRecord, StoreUnavailable, new_run
+from workspace_adapter.backend.records import RunRecord, new_run
+from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
+from workspace_adapter.backend.writer import StoreUnavailable
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.package import (
     FLOW_DIRS,

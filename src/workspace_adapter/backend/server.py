@@ -15,9 +15,9 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -31,8 +31,9 @@ from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
 from workspace_adapter.backend.executor import RunQueue
 from workspace_adapter.backend.http import Guard, build_routes, is_loopback
-from workspace_adapter.backend.store import BackendStore, StoreError, unavailable
+from workspace_adapter.backend.store import BackendStore, StoreError
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
+from workspace_adapter.backend.writer import unavailable
 from workspace_adapter.errors import UserError
 from workspace_adapter.events import utc_now_iso
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
@@ -224,8 +225,35 @@ def _use_pidfd_child_watcher() -> None:
             asyncio.get_event_loop_policy().set_child_watcher(watcher)
 
 
-async def serve_backend(options: BackendOptions, executor: StepExecutor | None = None) -> int:
-    """Run the daemon until SIGINT/SIGTERM; returns the exit code."""
+class Companion(Protocol):
+    """Work that shares the daemon's process and stops before it (``workspace serve``'s loops).
+
+    The daemon starts :meth:`run` once it listens and cancels it when it stops. On SIGINT/SIGTERM
+    it cancels :meth:`run`, then awaits :meth:`wind_down` before it stops accepting and cancels
+    its steps; once those ended it awaits :meth:`reap`.
+    """
+
+    async def run(self) -> None:
+        """Alongside the server, until cancelled."""
+
+    async def wind_down(self) -> None:
+        """After :meth:`run` was cancelled on a signal: give work already started its grace."""
+
+    async def reap(self) -> None:
+        """After the backend cancelled its steps: end whatever the companion left running."""
+
+
+# Builds the companion for the URL the daemon listens on (known only once bound: ``--port 0``).
+CompanionFactory = Callable[[str], Companion]
+
+
+async def serve_backend(
+    options: BackendOptions,
+    executor: StepExecutor | None = None,
+    *,
+    companion: CompanionFactory | None = None,
+) -> int:
+    """Run the daemon (and ``companion``, if any) until SIGINT/SIGTERM; returns the exit code."""
     check_options(options)
     _use_pidfd_child_watcher()
     log = get_logger(component="backend")
@@ -273,6 +301,8 @@ async def serve_backend(options: BackendOptions, executor: StepExecutor | None =
         )
         server = _Server(config)
         try:
+            sidecar = companion(url) if companion is not None else None
+            alongside = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     for run in failed:
@@ -287,10 +317,17 @@ async def serve_backend(options: BackendOptions, executor: StepExecutor | None =
                         recovered_queued=len(queued),
                     )
                     print(f"workspace backend listening on {url}", flush=True)
-                    tg.start_soon(_stop_on_signal, signals, server, queue)
+                    if sidecar is not None:
+                        # The socket already listens, so a companion that connects before
+                        # uvicorn starts accepting waits in the backlog instead of failing.
+                        tg.start_soon(_run_alongside, alongside, sidecar)
+                    tg.start_soon(_stop_on_signal, signals, server, queue, alongside, sidecar)
                     await server.serve(sockets=[sock])
                     # The server stopped (a signal, or uvicorn gave up): finish the runs' story.
+                    alongside.cancel()
                     await queue.shutdown()
+                    if sidecar is not None:
+                        await sidecar.reap()
                     tg.cancel_scope.cancel()
         finally:
             store.close()
@@ -305,9 +342,24 @@ def _why(exc: BaseException) -> str:
     return problem.message if problem is not None else str(exc)
 
 
-async def _stop_on_signal(signals: Any, server: uvicorn.Server, queue: RunQueue) -> None:
+async def _run_alongside(scope: anyio.CancelScope, companion: Companion) -> None:
+    with scope:
+        await companion.run()
+
+
+async def _stop_on_signal(
+    signals: Any,
+    server: uvicorn.Server,
+    queue: RunQueue,
+    alongside: anyio.CancelScope,
+    companion: Companion | None,
+) -> None:
     async for signum in signals:
         get_logger(component="backend").info("backend.stopping", signal=signal.Signals(signum).name)
+        # The companion stops first, so nothing new starts while the backend winds down.
+        alongside.cancel()
+        if companion is not None:
+            await companion.wind_down()
         server.should_exit = True
         # Cancelling the steps and closing the sockets happen side by side: both must fit in
         # the 10 s an operator's supervisor waits.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from workspace_adapter.errors import UserError
 
@@ -25,19 +25,21 @@ def _read_secret(file: str | None, env_name: str) -> str | None:
     return os.environ.get(env_name) or None
 
 
-def backend_options(
-    *,
-    host: str | None,
-    port: int | None,
-    cwd: str | None,
-    data_dir: str | None,
-    token_file: str | None,
-    secret_file: str | None,
-    allow_origin: list[str],
-    concurrency: int,
-    env_allow: list[str],
-    default_cwd: Path | None = None,
-) -> BackendOptions:
+class BackendFlags(TypedDict):
+    """The daemon's flags as the CLI parsed them; ``workspace backend`` and ``serve`` take them."""
+
+    host: str | None
+    port: int | None
+    cwd: str | None
+    data_dir: str | None
+    token_file: str | None
+    secret_file: str | None
+    allow_origin: list[str]
+    concurrency: int
+    env_allow: list[str]
+
+
+def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> BackendOptions:
     """The daemon's options from its flags, then its environment variables, then defaults.
 
     ``default_cwd`` is the root when neither ``--cwd`` nor ``CODEX_FLOW_BACKEND_CWD`` names
@@ -46,8 +48,9 @@ def backend_options(
     from workspace_adapter.backend.server import BackendOptions
 
     fallback = default_cwd or Path(os.getcwd())
-    root = Path(cwd or os.environ.get("CODEX_FLOW_BACKEND_CWD") or fallback).resolve()
-    data = data_dir or os.environ.get("CODEX_FLOW_BACKEND_DATA_DIR")
+    root = Path(flags["cwd"] or os.environ.get("CODEX_FLOW_BACKEND_CWD") or fallback).resolve()
+    data = flags["data_dir"] or os.environ.get("CODEX_FLOW_BACKEND_DATA_DIR")
+    port = flags["port"]
     env_port = os.environ.get("CODEX_WORKSPACE_BACKEND_PORT")
     if port is None and env_port:
         try:
@@ -57,44 +60,21 @@ def backend_options(
     if port is not None and not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
     return BackendOptions(
-        host=host or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST") or "127.0.0.1",
+        host=flags["host"] or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST") or "127.0.0.1",
         port=3586 if port is None else port,
         cwd=root,
         data_dir=Path(data).resolve() if data else root / ".workspace" / "backend",
-        token=_read_secret(token_file, "CODEX_WORKSPACE_BACKEND_TOKEN"),
-        secret=_read_secret(secret_file, "CODEX_FLOW_BACKEND_SECRET"),
-        allowed_origins=tuple(allow_origin),
-        concurrency=concurrency,
-        env_allow=tuple(env_allow),
+        token=_read_secret(flags["token_file"], "CODEX_WORKSPACE_BACKEND_TOKEN"),
+        secret=_read_secret(flags["secret_file"], "CODEX_FLOW_BACKEND_SECRET"),
+        allowed_origins=tuple(flags["allow_origin"]),
+        concurrency=flags["concurrency"],
+        env_allow=tuple(flags["env_allow"]),
     )
 
 
-def backend(
-    *,
-    host: str | None,
-    port: int | None,
-    cwd: str | None,
-    data_dir: str | None,
-    token_file: str | None,
-    secret_file: str | None,
-    allow_origin: list[str],
-    concurrency: int,
-    env_allow: list[str],
-    log_level: str,
-) -> int:
+def backend(*, log_level: str, **flags: Unpack[BackendFlags]) -> int:
     from workspace_adapter import logs
     from workspace_adapter.backend.server import run_backend
 
     logs.configure(log_level)
-    options = backend_options(
-        host=host,
-        port=port,
-        cwd=cwd,
-        data_dir=data_dir,
-        token_file=token_file,
-        secret_file=secret_file,
-        allow_origin=allow_origin,
-        concurrency=concurrency,
-        env_allow=env_allow,
-    )
-    return run_backend(options)
+    return run_backend(backend_options(flags))

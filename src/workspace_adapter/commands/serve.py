@@ -9,10 +9,10 @@ loops and the shutdown order.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from workspace_adapter import config as config_mod
-from workspace_adapter.commands.backend import backend_options
+from workspace_adapter.commands.backend import BackendFlags, backend_options
 from workspace_adapter.errors import UserError
 
 if TYPE_CHECKING:
@@ -22,20 +22,7 @@ if TYPE_CHECKING:
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
 
 
-def serve(
-    g: Globals,
-    *,
-    host: str | None,
-    port: int | None,
-    cwd: str | None,
-    data_dir: str | None,
-    token_file: str | None,
-    secret_file: str | None,
-    allow_origin: list[str],
-    concurrency: int,
-    env_allow: list[str],
-    tick_interval: float | None = None,
-) -> int:
+def serve(g: Globals, *, tick_interval: float | None = None, **flags: Unpack[BackendFlags]) -> int:
     from workspace_adapter import logs
     from workspace_adapter.serve import TICK_INTERVAL_SECONDS, run_serve
 
@@ -46,18 +33,7 @@ def serve(
     # Read now, so a broken workspace.toml stops serve at start with its one-line error; each
     # tick reads it again, so later edits apply without a restart.
     config = config_mod.load(g.workspace_root)
-    options = backend_options(
-        host=host,
-        port=port,
-        cwd=cwd,
-        data_dir=data_dir,
-        token_file=token_file,
-        secret_file=secret_file,
-        allow_origin=allow_origin,
-        concurrency=concurrency,
-        env_allow=env_allow,
-        default_cwd=config.root,
-    )
+    options = backend_options(flags, default_cwd=config.root)
     if options.token and not os.environ.get(TOKEN_ENV):
         # The loops reach the backend through the client, which reads the token from the
         # environment; a token given by file would otherwise lock them out.

@@ -1,0 +1,174 @@
+"""The daemon's writes to the store: group commits on one dedicated thread, never on the loop.
+
+Another process may hold the database locked for seconds, and ``BEGIN IMMEDIATE`` waits that
+out; the event loop must not. A write that the store cannot take now (locked, or the disk is
+full) raises :class:`StoreUnavailable`, and nothing of it was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from workspace_adapter.backend import writes
+from workspace_adapter.backend.records import DispatchRecord, RunRecord
+from workspace_adapter.backend.writes import WriteOp
+
+if TYPE_CHECKING:
+    from workspace_adapter.backend.store import BackendStore
+
+# Writes committed together at most; bounds how long one transaction holds the write lock.
+MAX_BATCH = 256
+
+
+class StoreUnavailable(Exception):
+    """A write the store cannot take now; nothing of it was stored, so a retry is safe.
+
+    ``reason`` is ``busy`` (another process holds the database past the busy timeout) or
+    ``full`` (SQLITE_FULL: no disk space left).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` that ``exc`` means, or None for any other error."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreUnavailable("busy", "store busy (locked by another process); retry")
+    if code == sqlite3.SQLITE_FULL:
+        return StoreUnavailable("full", "store is full (SQLITE_FULL): free disk space")
+    return None
+
+
+class QueuedWrite:
+    """One write waiting for (or done with) its group commit."""
+
+    __slots__ = ("error", "op", "result")
+
+    def __init__(self, op: WriteOp) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _by_loop(
+    batch: list[tuple[QueuedWrite, asyncio.Future[None]]],
+) -> dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]]:
+    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, future in batch:
+        loops.setdefault(future.get_loop(), []).append(future)
+    return loops
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class StoreWriter:
+    """The daemon's way to write: group commits on one dedicated thread, never on the loop.
+
+    Each call queues its write and waits; the thread takes everything queued (up to
+    :data:`MAX_BATCH` writes), commits it, and wakes the callers once per batch. A call returns
+    once its write is committed, and raises :class:`StoreUnavailable` when the store is locked
+    by another process or full (nothing of the write is stored then). Waiting is shielded from
+    cancellation: a write that was queued is committed and answered, even if its caller is
+    being cancelled (a client that hung up mid-dispatch still gets its runs queued).
+    """
+
+    def __init__(self, store: BackendStore) -> None:
+        self.store = store
+        self._requests: queue.SimpleQueue[tuple[QueuedWrite, asyncio.Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    async def write(self, op: WriteOp) -> Any:
+        """Run ``op`` in the next group commit; its result once committed."""
+        write = QueuedWrite(op)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            self._start()
+        self._requests.put((write, committed))
+        with anyio.CancelScope(shield=True):
+            await committed
+        if write.error is not None:
+            if isinstance(write.error, sqlite3.Error):
+                problem = unavailable(write.error)
+                if problem is not None:
+                    raise problem from write.error
+            raise write.error
+        return write.result
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._commit_loop, name="backend-store-writer", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Let the thread finish what is queued and end (before the store closes)."""
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _commit_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            queued = [write for write, _ in batch]
+            try:
+                self.store.commit_batch(queued)
+            except Exception as exc:  # commit_batch answers every write; this is a last resort
+                for write in queued:
+                    if write.error is None:
+                        write.error = exc
+            for loop, futures in _by_loop(batch).items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_wake, futures)
+
+    async def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
+        """:meth:`BackendStore.dispatch`, group-committed."""
+        record: DispatchRecord = await self.write(lambda db: writes.store_event(db, event, runs))
+        return record
+
+    async def add_runs(self, runs: list[RunRecord]) -> None:
+        """:meth:`BackendStore.add_runs`, group-committed."""
+        await self.write(lambda db: writes.insert_runs(db, runs))
+
+    async def mark_running(self, run_id: str) -> RunRecord | None:
+        """:meth:`BackendStore.mark_running`, group-committed."""
+        run: RunRecord | None = await self.write(lambda db: writes.mark_running(db, run_id))
+        return run
+
+    async def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
+        """:meth:`BackendStore.finish_run`, group-committed."""
+        run: RunRecord | None = await self.write(lambda db: writes.finish_run(db, run_id, **fields))
+        return run
