@@ -126,7 +126,33 @@ CASES = {
     "env values": (
         'id = "a"\nkind = "command"\ncommand = ["x"]\nenv = { A = 1 }\n',
         7,
-        "workspace.tasks[0].env: expected str, got int",
+        "workspace.tasks[0].env.A: expected str, got integer (quote the value)",
+    ),
+    "env value in a sub-table": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\n[workspace.tasks.env]\nOK = "1"\n'
+        "PUSH = false\n",
+        9,
+        "workspace.tasks[0].env.PUSH: expected str, got boolean",
+    ),
+    "env name with =": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nenv = { "A=B" = "1" }\n',
+        7,
+        "workspace.tasks[0].env.A=B: 'A=B' is not a valid environment variable name",
+    ),
+    "env value with NUL": (
+        'id = "a"\nkind = "command"\ncommand = ["x"]\nenv = { A = "x\\u0000y" }\n',
+        7,
+        "workspace.tasks[0].env.A: must not contain NUL",
+    ),
+    "command with NUL": (
+        'id = "a"\nkind = "command"\ncommand = ["tr\\u0000ue"]\n',
+        6,
+        "workspace.tasks[0].command: must not contain NUL",
+    ),
+    "unknown key in the event table": (
+        'id = "a"\nkind = "flow"\nflow = "x"\n[workspace.tasks.event]\nsource = "s"\nbogus = 1\n',
+        9,
+        "workspace.tasks[0].event.bogus: unknown key",
     ),
     "internal field": (
         'id = "a"\nkind = "command"\ncommand = ["x"]\nline = 3\n',
@@ -193,7 +219,7 @@ def test_all_bad_entries_are_reported_at_once(tmp_path: Path) -> None:
     assert [f"{name}:18", "workspace.tasks[1].event.id"] in where
     assert [f"{name}:21", "workspace.tasks[2].id"] in where
     assert [f"{name}:27", "workspace.sources[0].kind"] in where
-    assert [f"{name}:31", "workspace.notify.command"] in where
+    assert [f"{name}:32", "workspace.notify.command"] in where
     assert len(problems) == 8, problems
 
 
@@ -254,3 +280,13 @@ def test_the_file_is_never_rewritten(tmp_path: Path) -> None:
     before = (path.read_bytes(), path.stat().st_mtime_ns)
     config.load(tmp_path)
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_an_unknown_notify_key_is_named_with_its_line(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, HEAD + '[workspace.notify]\ncommand = ["cat"]\nfoo = 1\n')
+    assert problems == [f"{tmp_path / 'workspace.toml'}:5: workspace.notify.foo: unknown key"]
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "workspace.toml").write_bytes(b"\xef\xbb\xbf" + HEAD.encode())
+    assert config.load(tmp_path).name == "t"

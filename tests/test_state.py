@@ -8,7 +8,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from workspace_adapter import state
+from workspace_adapter.errors import UserError
 from workspace_adapter.state import SlotState, StateStore
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
@@ -100,3 +103,17 @@ def test_baselines_of_one_tick_are_one_transaction(tmp_path: Path) -> None:
     assert states["old"].last_slot == "2026-11-24T10:00:00.000Z"
     assert len(states) == 2001
     assert store.record_baselines([]) == set()
+
+
+def test_a_file_that_is_not_a_state_store_is_one_line_and_left_alone(tmp_path: Path) -> None:
+    for content in (b"not a database\n", b""):
+        directory = tmp_path / f"local-{len(content)}"
+        directory.mkdir()
+        (directory / state.DB_NAME).write_bytes(content)
+        for readonly in (False, True):
+            store = StateStore(directory, readonly=readonly)
+            with pytest.raises(UserError) as caught:
+                store.open().runs()
+            assert "is not a readable workspace state" in caught.value.message
+            assert "move it aside" in caught.value.message
+        assert (directory / state.DB_NAME).read_bytes() == content

@@ -58,6 +58,16 @@ class ConnectionLost(UserError):
         )
 
 
+class RequestTimeout(UserError, TimeoutError):
+    """The backend did not answer a request in time (still a :class:`TimeoutError`)."""
+
+    def __init__(self, url: str, method: str, timeout: float) -> None:
+        super().__init__(
+            f"backend at {url} did not answer {method} within {timeout:g}s",
+            EXIT_BACKEND_UNREACHABLE,
+        )
+
+
 class WorkspaceClient:
     """A JSON-RPC session over one open WebSocket; notifications are queued for the caller.
 
@@ -88,7 +98,7 @@ class WorkspaceClient:
             await self.ws.send(json.dumps(frame))
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(self.url, str(exc)) from None
-        with anyio.fail_after(timeout):
+        with anyio.move_on_after(timeout):
             while True:
                 message = await self._receive()
                 if message.get("id") != request_id:
@@ -99,6 +109,8 @@ class WorkspaceClient:
                 if isinstance(error, dict):
                     raise RpcError(method, int(error.get("code", 0)), str(error.get("message")))
                 return message.get("result")
+        assert timeout is not None
+        raise RequestTimeout(self.url, method, timeout)
 
     async def next_notification(self) -> dict[str, Any]:
         """The next queued or incoming notification."""

@@ -148,7 +148,7 @@ def load(root: Path) -> WorkspaceConfig:
             ]
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is harmless
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{display_path(path)}: cannot read: {exc}"]) from None
     return parse(text, path, root)

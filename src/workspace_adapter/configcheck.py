@@ -167,6 +167,16 @@ class Checker:
                     "event ids are generated (workspace:<name>:<task>:<run id>); remove it",
                 )
                 value = {k: v for k, v in value.items() if k != "id"}
+            if key == "env" and isinstance(value, dict):
+                # msgspec only says "in one of its values"; name the variable instead.
+                for name, item in value.items():
+                    if not isinstance(item, str):
+                        self.add(
+                            line_of("env", name),
+                            f"{key_path}.env.{name}",
+                            f"expected str, got {_toml_type(item)} (quote the value)",
+                        )
+                continue
             try:
                 msgspec.convert(value, field.type)
             except msgspec.ValidationError as exc:
@@ -211,6 +221,17 @@ class Checker:
                 self.add(line_of("kind"), f"{key_path}.command", "is required for a command task")
             elif isinstance(command, list) and (not command or not command[0]):
                 self.add(line_of("command"), f"{key_path}.command", "must name a program (argv)")
+            elif isinstance(command, list) and any("\0" in str(arg) for arg in command):
+                self.add(line_of("command"), f"{key_path}.command", "must not contain NUL")
+            env = raw.get("env")
+            for name, value in env.items() if isinstance(env, dict) else ():
+                if not name or "=" in name or "\0" in name:
+                    problem = f"{name!r} is not a valid environment variable name"
+                elif isinstance(value, str) and "\0" in value:
+                    problem = "must not contain NUL"
+                else:
+                    continue
+                self.add(line_of("env", name), f"{key_path}.env.{name}", problem)
             wrong, other = [k for k in _FLOW_ONLY if k in raw], "flow"
         elif kind == "flow":
             flow = raw.get("flow")
@@ -267,13 +288,17 @@ class Checker:
             notify = msgspec.convert(raw, NotifyConfig)
         except msgspec.ValidationError as exc:
             sub, problem = _split_validation(exc, NotifyConfig)
-            self.add(
-                self.pos.workspace_key("notify"), ".".join(["workspace.notify", *sub]), problem
-            )
+            key_path = ".".join(["workspace.notify", *sub])
+            line = self.pos.find(key_path) or self.pos.workspace_key("notify")
+            self.add(line, key_path, problem)
             return None
-        if notify.command is not None and not notify.command:
+        if notify.command is not None and (not notify.command or not notify.command[0]):
             self.add(
-                self.pos.workspace_key("notify"), "workspace.notify.command", "must not be empty"
+                self.pos.workspace_key("notify"), "workspace.notify.command", "must name a program"
+            )
+        elif notify.command is not None and any("\0" in arg for arg in notify.command):
+            self.add(
+                self.pos.workspace_key("notify"), "workspace.notify.command", "must not contain NUL"
             )
         return notify
 
@@ -286,6 +311,25 @@ def _fields(struct: Any) -> dict[str, Any]:
     if struct not in _FIELDS:
         _FIELDS[struct] = {f.name: f for f in msgspec.structs.fields(struct) if f.name != "line"}
     return _FIELDS[struct]
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, for "expected str, got ..." messages."""
+    import datetime as dt
+
+    for kind, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (list, "array"),
+        (dict, "table"),
+        (dt.datetime, "datetime"),
+        (dt.date, "date"),
+        (dt.time, "time"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 def _valid_timezone(name: str) -> bool:
@@ -336,6 +380,7 @@ def _split_validation(exc: msgspec.ValidationError, field_type: Any) -> tuple[li
     """msgspec's "Expected `int`, got `str` - at `$.a.b`" as (["a", "b"], friendlier text)."""
     text = str(exc)
     sub: list[str] = []
+    suffix = ""
     match = _PATH_RE.search(text)
     if match:
         text = text[: match.start()]
@@ -346,11 +391,15 @@ def _split_validation(exc: msgspec.ValidationError, field_type: Any) -> tuple[li
             elif sub and part[1] != "...":
                 sub[-1] += f"[{part[1]}]"
             elif part[1] == "...":
-                text += " (in one of its values)"
+                suffix = " (in one of its values)"
     text = text.replace("Expected `", "expected ").replace("`, got `", ", got ").rstrip("`")
+    text += suffix
     text = text.replace(" | null", "")  # TOML has no null; "or null" would only confuse
     literal = getattr(field_type, "__args__", None)
     if text.startswith("Invalid enum value") and literal:
         text = f"{text.split(' ', 3)[-1]} is not one of {', '.join(map(str, literal))}"
-    text = text.replace("Object contains unknown field `", "unknown key `")
+    unknown = re.match(r"Object contains unknown field `(.*)`$", str(exc).split(" - at ")[0])
+    if unknown:
+        sub.append(unknown.group(1))
+        text = "unknown key"
     return sub, text

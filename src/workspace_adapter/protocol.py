@@ -256,6 +256,8 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 
 def verify_token(expected: str, authorization: str | None) -> bool:
     """True when the ``Authorization`` header is ``Bearer <expected>``; constant time."""
-    if not authorization or not authorization.startswith("Bearer "):
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    # RFC 7235: the scheme is case-insensitive ("bearer" from some clients).
+    if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(expected.encode(), authorization[7:].strip().encode())
+    return hmac.compare_digest(expected.encode(), credentials.strip().encode())

@@ -61,12 +61,21 @@ def slots_since(
     Walks backwards from ``now``, so a task idle for a year costs ``limit`` steps, not one per
     missed slot.
     """
-    # cronsim's reverse iteration starts one second before its start time.
-    walker = CronSim(expr, now.replace(microsecond=0) + dt.timedelta(seconds=1), reverse=True)
+    # cronsim's reverse iteration starts one second before its start time. The second is added
+    # in UTC: wall-clock arithmetic drops ``fold``, which in a DST fall-back hour would move
+    # the start an hour back.
+    zone = now.tzinfo
+    start = (now.astimezone(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)).astimezone(
+        zone
+    )
+    walker = CronSim(expr, start, reverse=True)
+    # Compared as instants: datetimes sharing a tzinfo compare by wall clock, ignoring fold, so
+    # 02:10 CET (after the clocks went back) would look older than 02:55 CEST.
+    after_ts = after.timestamp() if after is not None else None
     found: list[dt.datetime] = []
     try:
         for slot in walker:
-            if after is not None and slot <= after:
+            if after_ts is not None and slot.timestamp() <= after_ts:
                 return found[::-1], False
             if len(found) == limit:
                 return found[::-1], True
@@ -134,6 +143,21 @@ def plan_task(
         )
     slots, more = slots_since(expr, last, local_now, MAX_CATCHUP_SLOTS)
     upcoming = _next_after(expr, local_now)
+    if not slots:
+        # The cache said due but no slot lies in (last, now]: trust the walk, refresh the cache.
+        return Decision(
+            task=task,
+            action="idle",
+            reason=f"no slot since the last one ({_fmt(last)})",
+            last_slot=state.last_slot,
+            next_slot=upcoming,
+            slot_state=SlotState(
+                last_slot=state.last_slot,
+                next_slot=iso(upcoming) if upcoming else None,
+                schedule=expr,
+                timezone=tz_name,
+            ),
+        )
     missed = f"{len(slots)}{'+' if more else ''} slot(s) since {_fmt(last)}"
     newest = slots[-1]
     after = SlotState(

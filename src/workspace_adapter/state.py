@@ -231,8 +231,9 @@ class StateStore:
             write = False
         else:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA synchronous = NORMAL")
         try:
+            if not self.readonly:
+                db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
@@ -243,7 +244,7 @@ class StateStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             problem = self._unusable(exc)
             if problem is None:
                 raise
@@ -251,13 +252,21 @@ class StateStore:
         finally:
             db.close()
 
-    def _unusable(self, exc: sqlite3.OperationalError) -> UserError | None:
-        """The one-line error for a state that cannot take a write now, else None."""
-        code = (exc.sqlite_errorcode or 0) & 0xFF
+    def _unusable(self, exc: sqlite3.DatabaseError) -> UserError | None:
+        """The one-line error for a state that cannot be used now, else None."""
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
         if code == sqlite3.SQLITE_FULL:
             problem = f"state store {self.path} is full (SQLITE_FULL): free disk space"
         elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             problem = f"state store {self.path} is locked by another process; retry"
+        elif code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT) or (
+            code == sqlite3.SQLITE_ERROR and "no such table" in str(exc)
+        ):
+            # Not ours to repair or delete: the operator decides what happens to the history.
+            problem = (
+                f"state store {self.path} is not a readable workspace state ({exc}); "
+                "move it aside to start a new history"
+            )
         else:
             return None
         return UserError(problem, EXIT_FAILED)
@@ -318,6 +327,7 @@ class StateStore:
     def runs(self, task_id: str | None = None, limit: int = 20) -> list[RunRecord]:
         """The newest runs first, of one task or of all."""
         where, args = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())
+        limit = min(limit, 2**63 - 1)  # SQLite's largest integer; a larger --limit means "all"
         with self.connect(write=False) as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM runs {where} ORDER BY started_at DESC, id DESC LIMIT ?",

@@ -16,7 +16,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple, TextIO
 
@@ -29,6 +30,9 @@ from workspace_adapter.state import TAIL_BYTES, RunRecord, RunStatus, StateStore
 
 KILL_GRACE_SECONDS = 5.0
 """Between SIGTERM and SIGKILL for a timed-out task's process group (as for backend steps)."""
+
+PIPE_DRAIN_SECONDS = 2.0
+"""How long to keep reading a finished task's pipes after its group was killed."""
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -87,6 +91,13 @@ def _pump(pipe: IO[bytes], sink: TextIO, tail: _Tail) -> None:
     pipe.close()
 
 
+def _join_all(threads: list[threading.Thread], seconds: float) -> None:
+    """Join ``threads`` for at most ``seconds`` in all."""
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the whole group, give it ``grace`` seconds, then SIGKILL whatever is left."""
     with contextlib.suppress(ProcessLookupError):
@@ -96,6 +107,32 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise SystemExit while a task runs, so its group is killed and recorded.
+
+    Python's default for SIGTERM ends the process at once: the task, in its own session, would
+    run on as an orphan and its record would stay ``running``. Only the main thread can take
+    signals; elsewhere (``serve`` ticks in a worker thread) the handlers stay as they are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def command_env(config: WorkspaceConfig, task: TaskConfig, mode: str) -> dict[str, str]:
@@ -137,16 +174,15 @@ def run_command(
         return "failed", f"program not executable: {argv[0]}", None, "", ""
     except OSError as exc:
         return "failed", f"could not start {argv[0]}: {exc.strerror or exc}", None, "", ""
-    assert proc.stdout is not None and proc.stderr is not None
     tails = (_Tail(), _Tail())
-    pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, sinks.stdout, tails[0]), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, sinks.stderr, tails[1]), daemon=True),
-    ]
-    for pump in pumps:
-        pump.start()
+    pumps: list[threading.Thread] = []
     reason: str | None = None
-    try:
+    try:  # from here on, any way out (a signal too) ends the task's group
+        for pipe, sink, tail in zip((proc.stdout, proc.stderr), sinks, tails, strict=True):
+            assert pipe is not None
+            pump = threading.Thread(target=_pump, args=(pipe, sink, tail), daemon=True)
+            pumps.append(pump)
+            pump.start()
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc, kill_grace)
@@ -154,13 +190,15 @@ def run_command(
     except BaseException:
         _kill_group(proc, kill_grace)
         raise
-    for pump in pumps:
-        pump.join(0.5)
+    _join_all(pumps, 0.5)
     if any(pump.is_alive() for pump in pumps):
         # A background child still holds the pipes; the task is over, so end its group.
         _kill_group(proc, 0)
-        for pump in pumps:
-            pump.join()
+        _join_all(pumps, PIPE_DRAIN_SECONDS)
+        if any(pump.is_alive() for pump in pumps):
+            # A process that left the group (setsid, a daemon) still holds the pipes; waiting
+            # for it could take forever. The pumps are daemon threads: leave them behind.
+            _write(sinks.stderr, "warning: a detached process still holds the task's output\n")
     code = proc.returncode
     if reason is None and code < 0:
         reason = f"killed by signal {signal.Signals(-code).name}"
@@ -335,38 +373,39 @@ def execute(
 ) -> Execution:
     """Run ``task`` for ``record`` (already stored as ``running``) and store how it ended."""
     override_code: int | None = None
-    try:
-        if task.kind == "command":
-            assert task.command is not None
-            (
-                record.status,
-                record.reason,
-                record.exit_code,
-                record.stdout_tail,
-                record.stderr_tail,
-            ) = run_command(
-                task.command,
-                cwd=config.root,
-                env=command_env(config, task, mode),
-                timeout=task.timeout_seconds,
-                timeout_text=task.timeout,
-                sinks=sinks,
-            )
-        else:
-            override_code = _run_flow(
-                config,
-                task,
-                record,
-                backend_url=backend_url,
-                sinks=sinks,
-                override=override,
-                wait=task.wait if wait is None else wait,
-            )
-    except BaseException:
-        record.status, record.reason = "failed", "interrupted"
-        record.finished_at = iso(dt.datetime.now(dt.UTC))
-        store.finish(record)
-        raise
+    with _terminate_as_exit():
+        try:
+            if task.kind == "command":
+                assert task.command is not None
+                (
+                    record.status,
+                    record.reason,
+                    record.exit_code,
+                    record.stdout_tail,
+                    record.stderr_tail,
+                ) = run_command(
+                    task.command,
+                    cwd=config.root,
+                    env=command_env(config, task, mode),
+                    timeout=task.timeout_seconds,
+                    timeout_text=task.timeout,
+                    sinks=sinks,
+                )
+            else:
+                override_code = _run_flow(
+                    config,
+                    task,
+                    record,
+                    backend_url=backend_url,
+                    sinks=sinks,
+                    override=override,
+                    wait=task.wait if wait is None else wait,
+                )
+        except BaseException:
+            record.status, record.reason = "failed", "interrupted"
+            record.finished_at = iso(dt.datetime.now(dt.UTC))
+            store.finish(record)
+            raise
     record.finished_at = iso(dt.datetime.now(dt.UTC))
     store.finish(record)
     code = override_code if override_code is not None else events.exit_code_for(record.status)

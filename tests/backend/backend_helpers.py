@@ -50,6 +50,16 @@ FLOWS: dict[str, str] = {
         [steps.trigger]
         type = "sleep.event"
     """,
+    "tails": """
+        name = "tails"
+        [[steps]]
+        name = "long"
+        runner = "python"
+        script = "tails.py"
+        concurrency = 8
+        [steps.trigger]
+        type = "tails.event"
+    """,
     "flood": """
         name = "flood"
         [[steps]]
@@ -74,6 +84,16 @@ print('FLOW_RESULT {"status": "completed"}')
 """
 
 
+TAILS_SCRIPT = """
+import sys
+sys.stdin.readline()
+for _ in range(1200):
+    print("y" * 60)
+    print("z" * 60, file=sys.stderr)
+print('FLOW_RESULT {"status": "completed"}')
+"""
+
+
 def write_flows(root: Path) -> Path:
     """A workspace root with the trivial flows above under ``flows/``."""
     for name, manifest in FLOWS.items():
@@ -86,6 +106,7 @@ def write_flows(root: Path) -> Path:
         )
     )
     (root / "flows" / "flood" / "flood.py").write_text(FLOOD_SCRIPT)
+    (root / "flows" / "tails" / "tails.py").write_text(TAILS_SCRIPT)
     return root
 
 

@@ -98,3 +98,21 @@ def test_replay_and_cancel_routes(backend: Backend) -> None:
 def test_browser_origins_are_refused(backend: Backend) -> None:
     status, body = http("GET", backend.http + "/runs", headers={"Origin": "https://evil.example"})
     assert status == 403 and "origin" in body["error"]
+
+
+def test_an_oversized_body_is_413_and_not_stored(backend: Backend) -> None:
+    from http.client import HTTPConnection
+
+    event_id = f"http-huge-{uuid.uuid4().hex[:8]}"
+    event = {"id": event_id, "type": "demo.event", "payload": {"blob": "a" * (2 << 20)}}
+    status, body = signed_post(backend, "/events", event)
+    assert status == 413 and "larger than" in body["error"]
+    # Without a Content-Length (chunked), the limit holds while the body is read.
+    host, port = backend.http.removeprefix("http://").rsplit(":", 1)
+    conn = HTTPConnection(host, int(port), timeout=10)
+    chunks = (b'{"id":"' + event_id.encode() + b'","type":"demo.event","p":"' + b"a" * 65536,)
+    conn.request("POST", "/events", body=iter(chunks * 40), encode_chunked=True)
+    assert conn.getresponse().status == 413
+    conn.close()
+    assert http("GET", f"{backend.http}/events/{event_id}")[0] == 404
+    assert http("GET", backend.http + "/healthz")[0] == 200

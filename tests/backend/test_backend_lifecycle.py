@@ -122,6 +122,11 @@ async def test_token_guards_every_route_but_health(root: Path, tmp_path: Path) -
         with pytest.raises(websockets.InvalidStatus) as refused:
             await open_rpc(daemon.url)
         assert refused.value.response.status_code == 401
+        # The probe paths are open to HTTP only: an upgrade there still needs the token.
+        for probe in ("/healthz", "/readyz"):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await open_rpc(daemon.url + probe)
+            assert refused.value.response.status_code == 401
         with pytest.raises(websockets.InvalidStatus):
             await open_rpc(daemon.url, additional_headers={"Authorization": "Bearer wrong"})
         rpc = await open_rpc(
@@ -140,6 +145,61 @@ async def test_token_guards_every_route_but_health(root: Path, tmp_path: Path) -
         assert cross.value.response.status_code == 403
     finally:
         assert daemon.stop() == 0
+
+
+def test_post_events_takes_the_token_or_a_signature(root: Path, tmp_path: Path) -> None:
+    from workspace_adapter.protocol import sign_body
+
+    (tmp_path / "token").write_text("s3cret-token\n")
+    (tmp_path / "secret").write_text("s3cret-key\n")
+    daemon = Backend(
+        root,
+        tmp_path / "data",
+        "--token-file",
+        str(tmp_path / "token"),
+        "--secret-file",
+        str(tmp_path / "secret"),
+    ).start()
+    try:
+        url = daemon.http + "/events"
+        body = b'{"id":"both-1","type":"t"}'
+        assert http("POST", url, body)[0] == 401
+        assert http("POST", url, body, {"Authorization": "Bearer wrong"})[0] == 401
+        assert http("POST", url, body, {"Authorization": "Bearer s3cret-token"})[0] == 202
+        signed = {"x-patch-flow-signature-256": sign_body("s3cret-key", body)}
+        assert http("POST", url, body, signed)[0] == 202
+        bad = {"x-flow-signature-256": "sha256=00", **signed}
+        assert http("POST", url, body, bad)[0] == 202  # either header may carry it
+        assert http("GET", daemon.http + "/events/both-1")[0] == 401
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("name", ["CODEX_FLOW_BACKEND_SECRET", "CODEX_WORKSPACE_BACKEND_TOKEN"])
+def test_passing_the_secret_or_token_to_steps_is_refused(
+    root: Path, tmp_path: Path, name: str
+) -> None:
+    done = subprocess.run(
+        [
+            str(WORKSPACE),
+            "backend",
+            "--port",
+            "0",
+            "--cwd",
+            str(root),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--env-allow",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, name: "do-not-leak"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"--env-allow {name}" in done.stderr and "never passed to steps" in done.stderr
+    assert "listening" not in done.stdout
 
 
 def test_non_loopback_without_token_is_refused(root: Path, tmp_path: Path) -> None:

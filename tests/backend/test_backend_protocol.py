@@ -140,3 +140,6 @@ def test_bearer_tokens() -> None:
     assert not rpc.verify_token("t0k", "Bearer nope")
     assert not rpc.verify_token("t0k", "t0k")
     assert not rpc.verify_token("t0k", None)
+    assert rpc.verify_token("t0k", "bearer t0k")  # the scheme is case-insensitive
+    assert not rpc.verify_token("t0k", "Basic t0k")
+    assert not rpc.verify_token("t0k", "Bearer")

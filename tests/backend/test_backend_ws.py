@@ -180,3 +180,69 @@ async def test_subscribe_filters_and_unsubscribe(backend: Backend) -> None:
     removed = await rpc.call("flow.unsubscribe", {"subscriptionId": sub["subscriptionId"]})
     assert removed["removed"] == [sub["subscriptionId"]]
     await rpc.ws.close()
+
+
+async def test_replies_larger_than_the_outbox_are_sent_not_closed(backend: Backend) -> None:
+    # Runs with long output tails (~64 KiB per stream, twice for codex-flows' keys): a list of
+    # them is several MiB, more than a subscriber's 1 MiB outbox, yet the client reads it.
+    rpc = await open_rpc(backend.url, max_size=None)
+    await rpc.call("flow.subscribe", {"eventId": new_id("elsewhere")})
+    prefix = new_id("tails")
+    waits = [
+        await rpc.send(
+            "flow.dispatch",
+            {"event": {"id": f"{prefix}-{i}", "type": "tails.event"}, "wait": True},
+        )
+        for i in range(8)
+    ]
+    for request_id in waits:
+        reply = await rpc.reply(request_id)
+        assert reply["result"]["runs"][0]["status"] == "completed", reply
+    # Several large replies in flight on one connection at once.
+    asked = [
+        await rpc.send("flow.listRuns", {"status": "completed", "limit": 50}) for _ in range(3)
+    ]
+    for request_id in asked:
+        runs = (await rpc.reply(request_id))["result"]["runs"]
+        assert sum(len(json.dumps(r)) for r in runs) > 2 * 1024 * 1024
+    assert "runs" in await rpc.call("flow.listRuns", {"limit": 1})
+    await rpc.ws.close()
+
+
+async def test_a_request_that_outlives_its_timeout_is_a_clear_error(backend: Backend) -> None:
+    from workspace_adapter.client import RequestTimeout, open_client
+    from workspace_adapter.errors import UserError
+
+    client = await open_client(backend.url)
+    event_id = new_id("timeout")
+    event = {"id": event_id, "type": "sleep.event"}
+    with pytest.raises(RequestTimeout) as late:
+        await client.request("flow.dispatch", {"event": event, "wait": True}, timeout=0.5)
+    assert isinstance(late.value, TimeoutError) and isinstance(late.value, UserError)
+    assert "did not answer flow.dispatch within 0.5s" in late.value.message
+    runs = await client.request("flow.listRuns", {"eventId": event_id})
+    for run in runs["runs"]:
+        await client.request("flow.cancelRun", {"runId": run["id"]})
+    await client.close()
+
+
+async def test_subscriptions_per_connection_are_capped(backend: Backend) -> None:
+    from workspace_adapter.backend.subscriptions import MAX_SUBSCRIPTIONS_PER_CONNECTION
+
+    rpc = await open_rpc(backend.url)
+    ids: list[str] = []
+    for start in range(0, MAX_SUBSCRIPTIONS_PER_CONNECTION, 128):  # under the in-flight cap
+        count = min(128, MAX_SUBSCRIPTIONS_PER_CONNECTION - start)
+        asked = [
+            await rpc.send("flow.subscribe", {"eventId": f"cap-{start + i}"}) for i in range(count)
+        ]
+        ids += [(await rpc.reply(i))["result"]["subscriptionId"] for i in asked]
+    refused = await rpc.reply(await rpc.send("flow.subscribe", {}))
+    assert refused["error"]["code"] == -32001 and "unsubscribe" in refused["error"]["message"]
+    await rpc.call("flow.unsubscribe", {"subscriptionId": ids[0]})
+    assert (await rpc.call("flow.subscribe", {}))["subscriptionId"]
+    # Another connection has its own allowance.
+    other = await open_rpc(backend.url)
+    assert (await other.call("flow.subscribe", {}))["subscriptionId"]
+    await other.ws.close()
+    await rpc.ws.close()

@@ -82,6 +82,51 @@ def test_a_timeout_kills_the_whole_process_group(
     assert record.stdout_tail == "started\n"
 
 
+def test_sigterm_to_run_kills_the_task_group_and_records_it_interrupted(
+    make_workspace: MakeWorkspace,
+) -> None:
+    script = "sleep 60 & echo $! > child.pid; wait"
+    g = make_workspace("[workspace]\n" + command_task("slow", ["bash", "-c", script]))
+    pid_file = g.workspace_root / "child.pid"
+    command = [sys.executable, "-m", "workspace_adapter", "--workspace-root", str(g.workspace_root)]
+    proc = subprocess.Popen(
+        [*command, "run", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    proc.terminate()
+    assert proc.wait(30) == 143
+    deadline = time.monotonic() + 10
+    while state.process_alive(child, None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not state.process_alive(child, None), "the task outlived `workspace run`"
+    [record] = runs_of(g.workspace_root, "slow")
+    assert (record.status, record.reason) == ("failed", "interrupted")
+    assert record.finished_at is not None
+
+
+def test_a_detached_process_holding_the_output_does_not_hang_the_run(
+    make_workspace: MakeWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = "setsid sleep 60 & echo $! > daemon.pid; echo hi"
+    g = make_workspace("[workspace]\n" + command_task("d", ["bash", "-c", script]))
+    began = time.monotonic()
+    try:
+        assert cli(g.workspace_root, "run", "d") == 0
+        assert time.monotonic() - began < 10
+    finally:
+        daemon = int((g.workspace_root / "daemon.pid").read_text())
+        os.kill(daemon, 15)
+    [record] = runs_of(g.workspace_root, "d")
+    assert (record.status, record.stdout_tail) == ("completed", "hi\n")
+    assert "a detached process still holds the task's output" in capsys.readouterr().err
+
+
 def test_a_missing_program_is_failed(
     make_workspace: MakeWorkspace, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -55,3 +55,14 @@ def test_a_bad_limit_exits_2(
     g = make_workspace(TOML)
     assert main(["--workspace-root", str(g.workspace_root), "runs", "--limit", "0"]) == 2
     assert "--limit must be at least 1" in capsys.readouterr().err
+
+
+def test_a_huge_limit_means_all(
+    make_workspace: MakeWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_workspace(TOML)
+    root = str(g.workspace_root)
+    main(["--workspace-root", root, "run", "ok"])
+    capsys.readouterr()
+    assert main(["--workspace-root", root, "runs", "--limit", str(10**30), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["runs"]) == 1

@@ -232,6 +232,38 @@ def test_slots_are_read_in_the_workspace_timezone(
     assert record.slot == "2026-11-25T08:00:00.000Z"
 
 
+def test_the_repeated_hour_when_clocks_go_back_runs_each_slot_once(
+    make_workspace: MakeWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 2026-10-25 in Paris: 03:00 CEST becomes 02:00 CET (01:00 UTC), so 02:00-02:59 comes twice.
+    g = make_workspace('[workspace]\ntimezone = "Europe/Paris"\n' + task("half", "*/30 * * * *"))
+    start = dt.datetime(2026, 10, 24, 23, 50, tzinfo=dt.UTC)  # 01:50 CEST
+    for minutes in range(0, 150, 7):
+        assert tick(g, now=start + dt.timedelta(minutes=minutes)) == 0
+    slots = [r.slot for r in reversed(records(g, "half"))]
+    assert slots == [
+        "2026-10-25T00:00:00.000Z",  # 02:00 CEST
+        "2026-10-25T00:30:00.000Z",  # 02:30 CEST
+        "2026-10-25T01:00:00.000Z",  # 02:00 CET
+        "2026-10-25T01:30:00.000Z",  # 02:30 CET
+        "2026-10-25T02:00:00.000Z",  # 03:00 CET
+    ]
+    assert ran(g, "half") == 5
+    assert "next slot 2026-10-25 02:00 CET" in capsys.readouterr().out
+
+
+def test_catchup_all_counts_the_repeated_hour(
+    make_workspace: MakeWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_workspace(
+        '[workspace]\ntimezone = "Europe/Paris"\n' + task("half", "*/30 * * * *", 'catchup = "all"')
+    )
+    tick(g, now=dt.datetime(2026, 10, 24, 23, 50, tzinfo=dt.UTC))  # baseline 01:30 CEST
+    tick(g, now=dt.datetime(2026, 10, 25, 1, 10, tzinfo=dt.UTC))  # 02:10 CET, second pass
+    assert ran(g, "half") == 3  # 02:00 CEST, 02:30 CEST, 02:00 CET
+    assert "3 slot(s) since 2026-10-25 01:30 CEST" in capsys.readouterr().out
+
+
 def test_a_failing_scheduled_task_makes_tick_exit_1(
     make_workspace: MakeWorkspace, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
 import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +18,6 @@ from workspace_adapter import client
 from workspace_adapter.cli import Globals
 from workspace_adapter.commands import watch
 from workspace_adapter.service.records import Records
-from workspace_adapter.state import parse_iso
 
 WORKSPACE = Path(sys.executable).with_name("workspace")
 REPO = "peezy-tech/patch-moi-harness"
@@ -32,7 +29,7 @@ kind = "git-tags"
 url = "harness/remotes/upstream.git"
 repo = "peezy-tech/patch-moi-harness"
 tag_pattern = "v\\\\d+\\\\.\\\\d+\\\\.\\\\d+"
-interval = "1s"
+interval = "1h"  # `watch --once` polls whatever the interval
 """
 
 
@@ -115,20 +112,6 @@ def watch_once(root: Path, url: str) -> int:
 
 def records(root: Path) -> Records:
     return Records.for_workspace(root).open()
-
-
-def sleep_until(moment: str | None) -> None:
-    """Sleep until an ISO time stored in the records (a source's next poll, a redelivery)."""
-    if moment is None:
-        return
-    wait = (parse_iso(moment) - dt.datetime.now(dt.UTC)).total_seconds()
-    if wait > 0:
-        time.sleep(wait + 0.01)
-
-
-def wait_for_source(root: Path, source_id: str = "upstream") -> None:
-    cursor = records(root).cursor(source_id)
-    sleep_until(cursor.next_poll_at if cursor else None)
 
 
 class FeedServer:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -107,3 +110,38 @@ def test_nothing_listening_is_a_source_error_naming_the_url(tmp_path: Path) -> N
     config = SourceConfig(id="gh", kind="feed", url=url, repo="o/r")
     with pytest.raises(SourceError, match=r"cannot fetch feed http://127\.0\.0\.1"):
         anyio.run(poll, config, tmp_path)
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Answers 200, then one byte of a feed every 50 ms: slow enough to never finish."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/atom+xml")
+        self.end_headers()
+        try:
+            for byte in atom_feed([]).encode() * 100:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_trickles_its_answer_fails_at_the_timeout(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        config = SourceConfig(id="slow", kind="feed", url=f"http://{host!s}:{port}/", repo="o/r")
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=r"no complete answer within 0\.5s"):
+            anyio.run(poll, config, tmp_path, 0.5)
+        assert time.monotonic() - started < 3
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -18,8 +18,6 @@ from service_helpers import (
     globals_for,
     records,
     running_backend,
-    sleep_until,
-    wait_for_source,
     watch_once,
     write_workspace,
 )
@@ -76,7 +74,6 @@ def test_a_release_is_primed_dispatched_rebased_and_not_dispatched_again(
     assert records(root).attempts() == []
 
     assert cut_release(root) == "v0.1.4"
-    wait_for_source(root)
     assert watch_once(root, backend.url) == 0
     out = capsys.readouterr().out
     assert "new release v0.1.4 → attempt att_" in out
@@ -103,7 +100,6 @@ def test_a_release_is_primed_dispatched_rebased_and_not_dispatched_again(
     assert event["payload"]["url"] == str(root / "harness" / "remotes" / "upstream.git")
     assert set(event["payload"]) >= {"provider", "repo", "tag", "url", "publishedAt"}
 
-    wait_for_source(root)
     assert watch_once(root, backend.url) == 0
     assert "upstream: no new release" in capsys.readouterr().out
     assert len(records(root).attempts()) == 1
@@ -124,7 +120,6 @@ def test_a_release_is_primed_dispatched_rebased_and_not_dispatched_again(
             "UPDATE attempts SET status = 'started', claimed_pid = ?, message = NULL",
             (int(gone.stdout),),
         )
-    wait_for_source(root)
     assert watch_once(root, backend.url) == 0
     assert "following its runs again" in capsys.readouterr().out
     [again] = records(root).attempts()
@@ -138,7 +133,6 @@ def test_a_conflicting_release_needs_intervention_and_notifies_once(
     assert watch_once(root, backend.url) == 0
     before = fork_head(root)
     cut_release(root, conflict=True)
-    wait_for_source(root)
     assert watch_once(root, backend.url) == 3
     [attempt] = records(root).attempts()
     assert attempt.status == "needs_intervention"
@@ -151,7 +145,6 @@ def test_a_conflicting_release_needs_intervention_and_notifies_once(
     assert note["upstreamTag"] == "v0.1.4"
     assert note["message"] == attempt.message
 
-    wait_for_source(root)
     assert watch_once(root, backend.url) == 0
     assert len(notified(root)) == 1
     capsys.readouterr()
@@ -166,7 +159,6 @@ def test_an_undelivered_attempt_is_redelivered_then_retried(
     down = dead_url()
     assert watch_once(root, down) == 0  # priming needs no backend
     cut_release(root)
-    wait_for_source(root)
     assert watch_once(root, down) == 4
     [attempt] = records(root).attempts()
     assert (attempt.status, attempt.message) == ("undelivered", "backend not reachable")
@@ -177,7 +169,6 @@ def test_an_undelivered_attempt_is_redelivered_then_retried(
     assert "undelivered (backend not reachable)" in capsys.readouterr().out
 
     with running_backend(root, tmp_path / "backend") as backend:
-        sleep_until(attempt.next_delivery_at)
         assert watch_once(root, backend.url) == 0
         [delivered] = records(root).attempts()
         assert delivered.id == attempt.id
@@ -249,7 +240,6 @@ def test_prime_only_false_emits_existing_releases_oldest_first(
 def test_two_watchers_at_once_make_one_attempt(root: Path, backend: Backend) -> None:
     assert watch_once(root, backend.url) == 0
     cut_release(root)
-    wait_for_source(root)
     argv = [
         sys.executable,
         "-m",

@@ -26,7 +26,7 @@ def test_the_watch_loop_picks_up_a_release_and_stops_on_sigterm(
 ) -> None:
     monkeypatch.delenv("DATA_DIR", raising=False)
     root = workspace_root
-    write_workspace(root, GIT_SOURCE)
+    write_workspace(root, GIT_SOURCE.replace('interval = "1h"', 'interval = "1s"'))
     with running_backend(root, tmp_path / "backend") as backend:
         proc = subprocess.Popen(
             [

@@ -18,7 +18,12 @@ from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.executor import RunQueue
 from workspace_adapter.backend.records import RunRecord, new_run
 from workspace_adapter.backend.store import BackendStore
-from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
+from workspace_adapter.backend.subscriptions import (
+    MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    Outbox,
+    SubscriptionHub,
+    TooManySubscriptions,
+)
 from workspace_adapter.backend.writer import StoreUnavailable
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.package import (
@@ -156,7 +161,14 @@ class BackendService:
         if method == "flow.subscribe":
             if outbox is None:
                 raise rpc.RpcFault(rpc.INVALID_REQUEST, "subscriptions need a WebSocket")
-            return {"subscriptionId": self.hub.subscribe(outbox, params.eventId, params.runId)}
+            try:
+                return {"subscriptionId": self.hub.subscribe(outbox, params.eventId, params.runId)}
+            except TooManySubscriptions:
+                raise rpc.RpcFault(
+                    rpc.OVERLOADED,
+                    f"overloaded: a connection holds at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} "
+                    "subscriptions; unsubscribe first",
+                ) from None
         if method == "flow.unsubscribe":
             return self._unsubscribe(params, outbox)
         raise rpc.RpcFault(rpc.METHOD_NOT_FOUND, f"method not found: {method}")

@@ -22,6 +22,25 @@ from workspace_adapter.backend.dispatch import BackendService
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 EVENT_POSTS = frozenset({"/events", "/flow-events"})
+# A posted event is one FlowEvent: as large as a WebSocket frame may be, no larger.
+MAX_BODY_BYTES = rpc.MAX_FRAME_BYTES
+
+
+class BodyTooLarge(Exception):
+    """A request body over :data:`MAX_BODY_BYTES`; answered 413 before it is all read."""
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, refused (:class:`BodyTooLarge`) as soon as it grows past ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -53,8 +72,9 @@ def is_loopback(host: str) -> bool:
 class Guard:
     """Refuses browser origins that are not allowed and, with a token, unauthenticated calls.
 
-    ``/healthz`` and ``/readyz`` are open; ``POST /events`` with a secret configured is checked
-    by its route instead (a valid signature stands in for the token there).
+    ``/healthz`` and ``/readyz`` are open to HTTP (a WebSocket upgrade on those paths still
+    needs the token); ``POST /events`` with a secret configured is checked by its route
+    instead (a valid signature stands in for the token there).
     """
 
     def __init__(
@@ -76,7 +96,7 @@ class Guard:
         if origin is not None and origin.decode("latin-1") not in self.allowed_origins:
             return 403, "origin not allowed; start the backend with --allow-origin"
         path = scope.get("path", "")
-        if self.token is None or path in OPEN_PATHS:
+        if self.token is None or (scope["type"] == "http" and path in OPEN_PATHS):
             return None
         if self.secret is not None and path in EVENT_POSTS and scope.get("method") == "POST":
             return None
@@ -126,7 +146,11 @@ def _query(request: Request, method: str, names: dict[str, str]) -> Any:
 
 
 def build_routes(
-    service: BackendService, *, secret: str | None, ready: Callable[[], bool]
+    service: BackendService,
+    *,
+    secret: str | None,
+    ready: Callable[[], bool],
+    token: str | None = None,
 ) -> list[Route]:
     """Every HTTP route of SPEC §6 over ``service``."""
 
@@ -137,15 +161,21 @@ def build_routes(
         ok = ready()
         return json_response({"ok": ok}, 200 if ok else 503)
 
+    def authorized(request: Request, body: bytes) -> bool:
+        """With a secret: a valid signature under either header name, or else the token."""
+        assert secret is not None
+        for name in rpc.SIGNATURE_HEADERS:
+            if rpc.verify_signature(secret, body, request.headers.get(name)):
+                return True
+        return token is not None and rpc.verify_token(token, request.headers.get("authorization"))
+
     async def post_event(request: Request) -> Response:
-        body = await request.body()
-        if secret is not None:
-            header = next(
-                (request.headers.get(h) for h in rpc.SIGNATURE_HEADERS if h in request.headers),
-                None,
-            )
-            if not rpc.verify_signature(secret, body, header):
-                return error_response(401, "missing or bad signature (x-flow-signature-256)")
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return error_response(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        if secret is not None and not authorized(request, body):
+            return error_response(401, "missing or bad signature (x-flow-signature-256)")
         try:
             event = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

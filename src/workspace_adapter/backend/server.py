@@ -44,6 +44,8 @@ MAX_INFLIGHT_PER_CONNECTION = 256
 # How long a close frame may wait behind unread data before we give up on the client.
 CLOSE_TIMEOUT = 30.0
 SLOW_SUBSCRIBER = 1008
+# Where the secret and token may come from; never handed to a step, even when asked to.
+SECRET_ENV_NAMES = ("CODEX_FLOW_BACKEND_SECRET", "CODEX_WORKSPACE_BACKEND_TOKEN")
 
 
 class BackendOptions(msgspec.Struct, kw_only=True):
@@ -133,26 +135,32 @@ class ClientSession:
             self.outbox.put(rpc.encode_fault(busy))
 
     async def _handle(self, frame: str | bytes) -> None:
+        try:
+            reply = await self._answer(frame)
+            if reply is not None:
+                await self.outbox.put_reply(reply)
+        finally:
+            self.inflight -= 1
+
+    async def _answer(self, frame: str | bytes) -> bytes | None:
+        """The encoded reply to one frame; None for a notification or a client's reply."""
         request_id: rpc.RequestId = None
         try:
             request = rpc.decode_request(frame)
             if request is None:
-                return
+                return None
             request_id = request.id
             params = rpc.parse_params(request.method, request.params)
             result = await self.service.call(request.method, params, self.outbox)
-            if not request.notification:
-                self.outbox.put(rpc.encode_result(request.id, result))
+            return None if request.notification else rpc.encode_result(request.id, result)
         except rpc.RpcFault as fault:
             if fault.request_id is None:
                 fault.request_id = request_id
-            self.outbox.put(rpc.encode_fault(fault))
+            return rpc.encode_fault(fault)
         except Exception:
             self._log.exception("rpc.internal_error", request_id=request_id)
             internal = rpc.RpcFault(rpc.INTERNAL_ERROR, "internal error", request_id=request_id)
-            self.outbox.put(rpc.encode_fault(internal))
-        finally:
-            self.inflight -= 1
+            return rpc.encode_fault(internal)
 
 
 def build_app(service: BackendService, options: BackendOptions, ready: Any) -> Guard:
@@ -162,7 +170,9 @@ def build_app(service: BackendService, options: BackendOptions, ready: Any) -> G
         await websocket.accept()
         await ClientSession(websocket, service).serve()
 
-    routes: list[Any] = build_routes(service, secret=options.secret, ready=ready)
+    routes: list[Any] = build_routes(
+        service, secret=options.secret, ready=ready, token=options.token
+    )
     routes.append(WebSocketRoute("/{path:path}", websocket_endpoint))
     return Guard(
         Starlette(routes=routes),
@@ -205,6 +215,11 @@ def check_options(options: BackendOptions) -> None:
         raise UserError(
             f"refusing to listen on non-loopback address {options.host} without a token; "
             "set CODEX_WORKSPACE_BACKEND_TOKEN or --token-file"
+        )
+    passed_on = sorted(set(options.env_allow) & set(SECRET_ENV_NAMES))
+    if passed_on:
+        raise UserError(
+            f"--env-allow {passed_on[0]}: the backend's secret and token are never passed to steps"
         )
     if options.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {options.concurrency}")

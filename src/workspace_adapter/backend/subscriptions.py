@@ -3,7 +3,9 @@
 Publishing never waits: a notification is encoded once and appended to the outbox of every
 matching connection. An outbox that grows past its byte limit (a client that does not read)
 marks itself overflowed and drops what it held, so one slow client cannot grow the daemon's
-memory or slow the others; its connection is then closed with 1008.
+memory or slow the others; its connection is then closed with 1008. A reply to the client's
+own request waits for room instead: one large answer (a ``flow.listRuns`` of runs with long
+output tails) is not a sign of a client that stopped reading.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ import anyio
 from workspace_adapter.protocol import encode_notification
 
 OUTBOX_LIMIT_BYTES = 1024 * 1024
+# Subscriptions one connection may hold; a client subscribing in a loop cannot grow the daemon.
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 1024
+
+
+class TooManySubscriptions(Exception):
+    """A connection asked for more than :data:`MAX_SUBSCRIPTIONS_PER_CONNECTION`."""
 
 
 class Outbox:
@@ -33,12 +41,25 @@ class Outbox:
         self.closed = False
         self._frames: deque[bytes] = deque()
         self._ready = anyio.Event()
+        self._room = anyio.Event()
+
+    async def put_reply(self, frame: bytes) -> None:
+        """Queue a reply once it fits (or the outbox is empty); dropped if the outbox closed.
+
+        The waiting is bounded: a connection has at most so many requests in flight.
+        """
+        while not self.closed and self.size and self.size + len(frame) > self.limit:
+            await self._room.wait()
+        self.put(frame)
 
     def put(self, frame: bytes) -> None:
-        """Queue ``frame``; past the limit the outbox overflows and stops taking frames."""
+        """Queue ``frame``; past the limit the outbox overflows and stops taking frames.
+
+        An empty outbox takes any one frame, so memory stays under ``limit`` plus one frame.
+        """
         if self.closed:
             return
-        if self.size + len(frame) > self.limit:
+        if self.size and self.size + len(frame) > self.limit:
             self.overflowed = True
             self.close()
             if self.on_overflow is not None:
@@ -53,6 +74,7 @@ class Outbox:
         self._frames.clear()
         self.size = 0
         self._ready.set()
+        self._room.set()
 
     async def get(self) -> bytes | None:
         """The next frame, or None once the outbox is closed."""
@@ -63,6 +85,9 @@ class Outbox:
             self._ready = anyio.Event()
         frame = self._frames.popleft()
         self.size -= len(frame)
+        # Wake the replies waiting for room; each checks again whether it fits now.
+        self._room.set()
+        self._room = anyio.Event()
         return frame
 
 
@@ -85,13 +110,18 @@ class SubscriptionHub:
         self._everything: dict[str, Subscription] = {}
         self._by_event: dict[str, dict[str, Subscription]] = {}
         self._by_run: dict[str, dict[str, Subscription]] = {}
+        self._of: dict[Outbox, dict[str, Subscription]] = {}
 
     def __len__(self) -> int:
         return len(self._subs)
 
     def subscribe(self, outbox: Outbox, event_id: str | None, run_id: str | None) -> str:
+        mine = self._of.setdefault(outbox, {})
+        if len(mine) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
+            raise TooManySubscriptions
         sub = Subscription(f"sub_{next(self._ids)}", outbox, event_id, run_id)
         self._subs[sub.id] = sub
+        mine[sub.id] = sub
         if run_id is not None:
             self._by_run.setdefault(run_id, {})[sub.id] = sub
         elif event_id is not None:
@@ -105,6 +135,11 @@ class SubscriptionHub:
         if sub is None:
             return False
         self._everything.pop(sub_id, None)
+        mine = self._of.get(sub.outbox)
+        if mine is not None:
+            mine.pop(sub_id, None)
+            if not mine:
+                del self._of[sub.outbox]
         for index, key in ((self._by_run, sub.run_id), (self._by_event, sub.event_id)):
             if key is not None and key in index:
                 index[key].pop(sub_id, None)
@@ -113,7 +148,7 @@ class SubscriptionHub:
         return True
 
     def subscriptions_of(self, outbox: Outbox) -> list[Subscription]:
-        return [s for s in self._subs.values() if s.outbox is outbox]
+        return list(self._of.get(outbox, {}).values())
 
     def drop(self, outbox: Outbox) -> None:
         """Forget every subscription of a connection that went away."""

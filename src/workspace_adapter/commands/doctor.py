@@ -232,6 +232,9 @@ def _check_state(
                 "SELECT task_id, status, reason, started_at, pid, pid_marker FROM runs r "
                 "WHERE started_at = (SELECT max(started_at) FROM runs WHERE task_id = r.task_id)"
             ).fetchall()
+    except UserError as exc:  # a store that is not ours, corrupt, or locked
+        report.add("state", "fail", exc.message)
+        return
     except Exception as exc:  # sqlite3.Error and friends: report, never crash the doctor
         report.add("state", "fail", f"{store.path} is not readable: {exc}")
         return

@@ -11,10 +11,13 @@ with a backoff stored in the attempt.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ParamSpec, TextIO, TypeVar
+
+import anyio.to_thread
 
 from workspace_adapter import client as wsclient
 from workspace_adapter import events
@@ -30,6 +33,17 @@ REDELIVERY_FIRST_SECONDS = 1.0
 REDELIVERY_MAX_SECONDS = 600.0
 
 Clock = Callable[[], dt.datetime]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def off_loop(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a records call in a worker thread.
+
+    A write waits (up to the store's timeout) for SQLite's lock while another watcher writes;
+    on the event loop that wait would stall everything else on it (in ``serve``, the backend).
+    """
+    return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
 
 def utc_now() -> dt.datetime:
@@ -105,7 +119,7 @@ class AttemptDelivery:
         try:
             session = await wsclient.open_client(self.backend_url)
         except BackendUnreachable as exc:
-            return self._undelivered(attempt, UNREACHABLE, detail=exc.message)
+            return await self._undelivered(attempt, UNREACHABLE, detail=exc.message)
         try:
             try:
                 await session.request("flow.subscribe", {"eventId": attempt.event_id})
@@ -118,9 +132,10 @@ class AttemptDelivery:
             except (wsclient.ConnectionLost, TimeoutError) as exc:
                 # Maybe stored, maybe not: sending again is safe, the backend dedups by id.
                 detail = str(exc) or type(exc).__name__
-                return self._undelivered(attempt, UNREACHABLE, detail=detail)
+                return await self._undelivered(attempt, UNREACHABLE, detail=detail)
             run_ids = [str(r) for r in reply.get("runIds") or []]
-            self.records.log_dispatch(
+            await off_loop(
+                self.records.log_dispatch,
                 attempt,
                 method,
                 str(reply.get("status")),
@@ -130,10 +145,10 @@ class AttemptDelivery:
             )
             log.info("attempt.sent", method=method, status=reply.get("status"), run_ids=run_ids)
             if not run_ids:
-                event = self.records.event(attempt.event_id) or {}
+                event = await off_loop(self.records.event, attempt.event_id) or {}
                 why = f"no flow matched {event.get('type', 'the event')}"
                 return await self._finish(attempt, "skipped", [], {}, [], why)
-            started = self.records.mark_started(attempt.id, run_ids, self.clock())
+            started = await off_loop(self.records.mark_started, attempt.id, run_ids, self.clock())
             self.say(
                 f"attempt {attempt.id} {attempt.upstream_tag}: started runs {', '.join(run_ids)}"
             )
@@ -146,13 +161,13 @@ class AttemptDelivery:
         try:
             session = await wsclient.open_client(self.backend_url)
         except BackendUnreachable:
-            self.records.release(attempt.id)
+            await off_loop(self.records.release, attempt.id)
             return attempt
         try:
             try:
                 await session.request("flow.subscribe", {"eventId": attempt.event_id})
             except (wsclient.ConnectionLost, wsclient.RpcError, TimeoutError):
-                self.records.release(attempt.id)
+                await off_loop(self.records.release, attempt.id)
                 return attempt
             return await self._follow(session, attempt)
         finally:
@@ -161,10 +176,12 @@ class AttemptDelivery:
     async def _follow(self, session: wsclient.WorkspaceClient, attempt: Attempt) -> Attempt:
         try:
             runs = await wsclient.follow_runs(session, attempt.run_ids, self._on_output)
-        except (wsclient.ConnectionLost, wsclient.RpcError) as exc:
+        except (wsclient.ConnectionLost, wsclient.RpcError, TimeoutError) as exc:
             # The backend has the event and its runs; whoever watches next follows them.
-            self.records.release(attempt.id)
-            self.log.warning("attempt.follow_lost", attempt_id=attempt.id, error=str(exc))
+            await off_loop(self.records.release, attempt.id)
+            self.log.info(
+                "attempt.follow_lost", attempt_id=attempt.id, error=str(exc) or type(exc).__name__
+            )
             self.say(
                 f"attempt {attempt.id} {attempt.upstream_tag}: started; lost the backend "
                 "while following (the next `workspace watch` follows it again)"
@@ -183,7 +200,7 @@ class AttemptDelivery:
         if method == "flow.replay":
             params: dict[str, Any] = {"eventId": attempt.event_id}
         else:
-            event = self.records.event(attempt.event_id)
+            event = await off_loop(self.records.event, attempt.event_id)
             if event is None:
                 raise _NotSent(f"event {attempt.event_id} is not in the records", retry=False)
             params = {"event": event}
@@ -213,18 +230,25 @@ class AttemptDelivery:
 
     async def _not_sent(self, attempt: Attempt, exc: _NotSent) -> Attempt:
         if exc.retry:
-            return self._undelivered(attempt, exc.message)
+            return await self._undelivered(attempt, exc.message)
         # Refused for good (a bad event, one the backend does not know): do not send it again.
-        self.records.log_dispatch(attempt, "-", "refused", self.clock(), message=exc.message)
+        await off_loop(
+            self.records.log_dispatch, attempt, "-", "refused", self.clock(), message=exc.message
+        )
         return await self._finish(attempt, "failed", [], {}, [], exc.message)
 
-    def _undelivered(self, attempt: Attempt, message: str, detail: str | None = None) -> Attempt:
+    async def _undelivered(
+        self, attempt: Attempt, message: str, detail: str | None = None
+    ) -> Attempt:
         now = self.clock()
         delay = redelivery_delay(attempt.deliveries + 1)
         retry_at = iso(now + dt.timedelta(seconds=delay))
-        self.records.log_dispatch(attempt, "-", "undelivered", now, message=detail or message)
-        done = self.records.mark_undelivered(attempt.id, message, now, retry_at)
-        self.log.warning(
+        await off_loop(
+            self.records.log_dispatch, attempt, "-", "undelivered", now, message=detail or message
+        )
+        done = await off_loop(self.records.mark_undelivered, attempt.id, message, now, retry_at)
+        # The line below says it on the terminal; the log keeps the detail.
+        self.log.info(
             "attempt.undelivered",
             attempt_id=attempt.id,
             error=message,
@@ -246,7 +270,8 @@ class AttemptDelivery:
         refs: list[Any],
         message: str | None,
     ) -> Attempt:
-        done = self.records.finish(
+        done = await off_loop(
+            self.records.finish,
             attempt.id,
             status,
             self.clock(),

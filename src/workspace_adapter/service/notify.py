@@ -1,17 +1,22 @@
 """``[workspace.notify] command``: tell a person when an attempt needs one.
 
 The command gets the attempt as JSON on stdin (the hook for a chat message or a mail). It is
-best effort: a notify command that fails, hangs or is missing is logged, never fatal.
+best effort: a notify command that fails, hangs, ignores its stdin or is missing is logged,
+never fatal. It leads its own process group, so a timeout kills what it started too (what
+it leaves running after exiting on its own, a mail sent in the background, is left alone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import msgspec
 
 from workspace_adapter.logs import get_logger
@@ -19,16 +24,40 @@ from workspace_adapter.service.records import Attempt
 
 NOTIFY_STATUSES = frozenset({"blocked", "needs_intervention", "failed"})
 NOTIFY_TIMEOUT = 60.0
+_STDERR_KEEP = 64 * 1024
 
 
 def needs_notice(attempt: Attempt) -> bool:
     return attempt.status in NOTIFY_STATUSES
 
 
+async def _feed(process: anyio.abc.Process, data: bytes) -> None:
+    """Write ``data`` to the command's stdin; a command that does not read it is no error."""
+    assert process.stdin is not None
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await process.stdin.send(data)
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await process.stdin.aclose()
+
+
+async def _tail(process: anyio.abc.Process, into: bytearray) -> None:
+    """Drain stderr (a full pipe would stall the command), keeping its end for the log."""
+    assert process.stderr is not None
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        async for chunk in process.stderr:
+            into.extend(chunk)
+            del into[:-_STDERR_KEEP]
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 async def notify(
     command: list[str], attempt: Attempt, root: Path, timeout: float = NOTIFY_TIMEOUT
 ) -> bool:
-    """Run ``command`` with ``attempt`` on stdin; True when it exited 0."""
+    """Run ``command`` with ``attempt`` on stdin; True when it exited 0 within ``timeout``."""
     log = get_logger(component="notify", attempt_id=attempt.id, argv=command)
     env = dict(os.environ)
     # As for command tasks: `workspace` resolves to this installation.
@@ -36,25 +65,39 @@ async def notify(
     env["WORKSPACE_ATTEMPT_ID"] = attempt.id
     env["WORKSPACE_ATTEMPT_STATUS"] = attempt.status
     try:
-        with anyio.fail_after(timeout):
-            done = await anyio.run_process(
-                command,
-                input=msgspec.json.encode(attempt) + b"\n",
-                cwd=root,
-                env=env,
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-    except TimeoutError:
-        log.warning("notify.failed", error=f"timed out after {timeout:g}s; killed")
-        return False
+        process = await anyio.open_process(
+            command,
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
     except OSError as exc:
         log.warning("notify.failed", error=f"cannot run the notify command: {exc}")
         return False
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        log.warning("notify.failed", exit_code=done.returncode, stderr=tail)
+    stderr = bytearray()
+    returncode: int | None = None
+    try:
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                group.start_soon(_tail, process, stderr)
+                await _feed(process, msgspec.json.encode(attempt) + b"\n")
+                returncode = await process.wait()
+                # A child it left behind may hold stderr open: do not wait for it.
+                group.cancel_scope.cancel()
+    finally:
+        if returncode is None:  # timed out, or the watcher is stopping: all of it goes
+            _kill_group(process.pid)
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    if returncode is None:
+        log.warning("notify.failed", error=f"timed out after {timeout:g}s; killed")
+        return False
+    if returncode != 0:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        log.warning("notify.failed", exit_code=returncode, stderr=tail)
         return False
     log.info("notify.sent", status=attempt.status)
     return True

@@ -21,7 +21,13 @@ from workspace_adapter import events, sources
 from workspace_adapter.config import SourceConfig, WorkspaceConfig, duration_seconds
 from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE
 from workspace_adapter.logs import get_logger
-from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery, Clock, utc_now
+from workspace_adapter.service.delivery import (
+    UNREACHABLE,
+    AttemptDelivery,
+    Clock,
+    off_loop,
+    utc_now,
+)
 from workspace_adapter.service.records import Attempt, Records, SeenRelease
 from workspace_adapter.state import iso, parse_iso
 
@@ -109,12 +115,13 @@ class Watcher:
             clock=clock,
         )
         self.log = get_logger(component="watch")
+        self._next_moments: list[str | None] | None = None
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
-    def is_due(self, source: SourceConfig, now: dt.datetime) -> bool:
-        cursor = self.records.cursor(source.id)
+    async def is_due(self, source: SourceConfig, now: dt.datetime) -> bool:
+        cursor = await off_loop(self.records.cursor, source.id)
         return cursor is None or cursor.next_poll_at is None or cursor.next_poll_at <= iso(now)
 
     async def poll(self, source: SourceConfig, report: PassReport) -> list[Attempt]:
@@ -127,11 +134,12 @@ class Watcher:
         except Exception as exc:  # one broken source must not stop the others
             report.source_failures += 1
             why = str(exc) if isinstance(exc, sources.SourceError) else repr(exc)
-            cursor = self.records.cursor(source.id)
+            cursor = await off_loop(self.records.cursor, source.id)
             failures = (cursor.failures if cursor else 0) + 1
             retry_at = iso(now + dt.timedelta(seconds=source_retry_delay(interval, failures)))
-            self.records.record_failure(source.id, why, now, retry_at)
-            log.warning(
+            await off_loop(self.records.record_failure, source.id, why, now, retry_at)
+            # The line below says it on the terminal; the log keeps the trail of a surprise.
+            log.info(
                 "source.failed",
                 error=why,
                 failures=failures,
@@ -150,7 +158,8 @@ class Watcher:
             )
             for r in found
         ]
-        outcome = self.records.record_poll(
+        outcome = await off_loop(
+            self.records.record_poll,
             source.id,
             seen,
             prime_only=source.prime_only,
@@ -183,31 +192,50 @@ class Watcher:
         and every undelivered attempt redelivered, whatever their interval or backoff.
         """
         report = PassReport()
+        self._next_moments = None
         fresh: list[Attempt] = []
         now = self.clock()
         for source in self.config.sources:
-            if everything or self.is_due(source, now):
+            if everything or await self.is_due(source, now):
                 fresh.extend(await self.poll(source, report))
         due_by = FAR_FUTURE if everything else self.clock()
-        for orphan in self.records.claim("started", self.clock()):
+        for orphan in await off_loop(self.records.claim, "started", self.clock()):
             self.say(f"attempt {orphan.id} {orphan.upstream_tag}: following its runs again")
             report.attempts.append(await self.delivery.follow_again(orphan))
-        for attempt in self.records.claim("undelivered", due_by):
+        for attempt in await off_loop(self.records.claim, "undelivered", due_by):
             self.say(f"attempt {attempt.id} {attempt.upstream_tag}: redelivering")
             report.attempts.append(await self.delivery.deliver(attempt))
         for attempt in fresh:
             report.attempts.append(await self.delivery.deliver(attempt))
+        self._next_moments = await off_loop(self._pending_moments)
         return report
 
     async def run_once(self) -> int:
-        return (await self.run_pass(everything=True)).exit_code()
+        """One pass over everything; the exit code of its worst outcome (SPEC §2)."""
+        report = await self.run_pass(everything=True)
+        code = report.exit_code()
+        if code == EXIT_BACKEND_UNREACHABLE:
+            print(
+                f"error: backend not reachable at {self.delivery.backend_url}; start it with "
+                "`workspace backend` (`workspace watch` delivers what is waiting)",
+                file=sys.stderr,
+            )
+        return code
 
-    def seconds_to_next_pass(self) -> float:
-        now = self.clock()
+    def _pending_moments(self) -> list[str | None]:
+        """When the next undelivered attempt and each source are due."""
         moments = [self.records.next_delivery()]
         for source in self.config.sources:
             cursor = self.records.cursor(source.id)
             moments.append(cursor.next_poll_at if cursor else None)
+        return moments
+
+    def seconds_to_next_pass(self) -> float:
+        """How long to sleep after a pass (what the pass left due, read off the loop)."""
+        now = self.clock()
+        moments = self._next_moments
+        if moments is None:
+            moments = self._pending_moments()
         waits = [(parse_iso(m) - now).total_seconds() for m in moments if m is not None]
         wait = min([MAX_SLEEP_SECONDS, *waits])
         return max(MIN_SLEEP_SECONDS, wait)

@@ -29,7 +29,12 @@ _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
 def fetch(url: str, timeout: float) -> bytes:
-    """The feed's bytes; :class:`SourceError` naming the URL and what went wrong."""
+    """The feed's bytes; :class:`SourceError` naming the URL and what went wrong.
+
+    ``timeout`` bounds the whole fetch, not only each read: a server that trickles its
+    answer must not hold the watcher's pass.
+    """
+    deadline = time.monotonic() + timeout
     request = urllib.request.Request(
         url,
         headers={
@@ -39,7 +44,14 @@ def fetch(url: str, timeout: float) -> bytes:
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            data: bytes = response.read(MAX_FEED_BYTES + 1)
+            data = bytearray()
+            while len(data) <= MAX_FEED_BYTES:
+                chunk = response.read1(64 * 1024)
+                if not chunk:
+                    break
+                data.extend(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no complete answer within {timeout:g}s")
     except urllib.error.HTTPError as exc:
         raise SourceError(f"feed {url} answered HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
@@ -51,7 +63,7 @@ def fetch(url: str, timeout: float) -> bytes:
         raise SourceError(f"feed url {url!r} is not a URL: {exc}") from None
     if len(data) > MAX_FEED_BYTES:
         raise SourceError(f"feed {url} is larger than {MAX_FEED_BYTES // (1024 * 1024)} MiB")
-    return data
+    return bytes(data)
 
 
 def tag_of(entry: Any) -> str | None:
@@ -113,6 +125,6 @@ def parse(data: bytes, url: str = "") -> list[Release]:
 
 
 async def releases(url: str, timeout: float) -> list[Release]:
-    """Fetch and parse the feed at ``url`` (in a worker thread: urllib blocks)."""
-    data = await anyio.to_thread.run_sync(fetch, url, timeout)
-    return parse(data, url)
+    """Fetch and parse the feed at ``url`` in a worker thread (urllib blocks, parsing a big
+    feed takes a while; neither may stall the event loop)."""
+    return await anyio.to_thread.run_sync(lambda: parse(fetch(url, timeout), url))
