@@ -243,17 +243,17 @@ async def dispatch_and_follow(
     connect_timeout: float = 5.0,
 ) -> DispatchOutcome:
     """Dispatch ``event``; with ``wait``, follow its runs to their end, streaming output."""
-    client = await open_client(url, token, connect_timeout)
-    try:
-        if wait:
-            # Before the dispatch, so not one line of a fast run is missed.
-            await client.request("flow.subscribe", {"eventId": event["id"]})
-        outcome = _outcome(await client.request("flow.dispatch", {"event": event}), event["id"])
-        if wait and outcome.run_ids:
-            outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
-        return outcome
-    finally:
-        await client.close()
+    return await _send_and_follow(
+        url,
+        "flow.dispatch",
+        {"event": event},
+        # A missing id is the backend's to refuse (-32602 naming it), not a KeyError here.
+        str(event.get("id", "")),
+        wait,
+        on_output,
+        token,
+        connect_timeout,
+    )
 
 
 async def replay_and_follow(
@@ -266,11 +266,27 @@ async def replay_and_follow(
     connect_timeout: float = 5.0,
 ) -> DispatchOutcome:
     """Replay a stored event; with ``wait``, follow the new runs like a dispatch."""
+    return await _send_and_follow(
+        url, "flow.replay", {"eventId": event_id}, event_id, wait, on_output, token, connect_timeout
+    )
+
+
+async def _send_and_follow(
+    url: str,
+    method: str,
+    params: dict[str, Any],
+    event_id: str,
+    wait: bool,
+    on_output: OutputCallback | None,
+    token: str | None,
+    connect_timeout: float,
+) -> DispatchOutcome:
     client = await open_client(url, token, connect_timeout)
     try:
         if wait:
+            # Before the dispatch, so not one line of a fast run is missed.
             await client.request("flow.subscribe", {"eventId": event_id})
-        outcome = _outcome(await client.request("flow.replay", {"eventId": event_id}), event_id)
+        outcome = _outcome(await client.request(method, params), event_id)
         if wait and outcome.run_ids:
             outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
         return outcome
