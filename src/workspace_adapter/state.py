@@ -425,6 +425,45 @@ class StateStore:
             self._insert(db, record)
         return outcome
 
+    def prune(self, cutoff: str, *, dry_run: bool = False, busy_timeout: float = 5.0) -> int:
+        """Delete finished runs started before ``cutoff``; the number deleted (or that would be).
+
+        Kept whatever their age: ``running`` runs, each task's newest run and newest finished
+        run (doctor's "last run", `workspace runs`), and the ``schedule`` table (tick's last
+        slots). One ``BEGIN IMMEDIATE`` transaction that waits ``busy_timeout`` seconds for the
+        write lock; never creates the file. ``dry_run`` only counts, read-only.
+        """
+        prunable = (
+            "FROM runs WHERE status != 'running' "
+            "AND COALESCE(julianday(started_at) < julianday(?), 0) "
+            "AND id NOT IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id "
+            "ORDER BY started_at DESC, id DESC) AS newest, ROW_NUMBER() OVER (PARTITION BY "
+            "task_id, status = 'running' ORDER BY started_at DESC, id DESC) AS newest_of_kind "
+            "FROM runs) WHERE newest = 1 OR newest_of_kind = 1)"
+        )
+        if dry_run:
+            db = open_readonly(self.path)
+        else:
+            uri = self.path.resolve().as_uri() + "?mode=rw"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            db.isolation_level = None
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
+            try:
+                if dry_run:
+                    count: int = db.execute(f"SELECT count(*) {prunable}", (cutoff,)).fetchone()[0]
+                else:
+                    count = db.execute(f"DELETE {prunable}", (cutoff,)).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+        return count
+
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection for doctor, which must never write (not even a -wal file).

@@ -224,6 +224,59 @@ class BackendStore:
         found: tuple[list[RunRecord], list[RunRecord]] = self.transaction(writes.recover)
         return found
 
+    # --- maintenance: another process, the daemon may be running ----------------------------
+
+    @staticmethod
+    def prune(
+        data_dir: Path, cutoff: str, *, dry_run: bool = False, busy_timeout: float = 5.0
+    ) -> dict[str, int]:
+        """Delete old, finished events with their runs; ``{"events": n, "runs": n}`` deleted.
+
+        An event goes when it was received before ``cutoff`` and every run it has (replays
+        included) is terminal and ended before ``cutoff``; an event whose ``receivedAt`` is not
+        a time is kept, its age unknown. Queued and running runs, and their events, stay. Safe
+        while the daemon runs: one ``BEGIN IMMEDIATE`` transaction on a connection of its own,
+        which waits ``busy_timeout`` seconds for the daemon's write lock and else raises (SQLite
+        busy) having deleted nothing. Never creates the file; ``dry_run`` only counts. A pruned
+        event id is new to the daemon again: dispatching it once more starts new runs.
+        """
+        from workspace_adapter.state import open_readonly
+
+        path = data_dir / DB_NAME
+        old = "COALESCE(julianday({}) < julianday(:cut), 0)"  # an unreadable time is not old
+        events = (
+            f"SELECT e.id FROM events e WHERE {old.format('e.received_at')} AND NOT EXISTS ("
+            "SELECT 1 FROM runs r WHERE r.event_id = e.id AND (r.status NOT IN ('completed', "
+            f"'failed', 'canceled') OR NOT {old.format('COALESCE(r.completed_at, r.created_at)')}))"
+        )
+        # Runs first: which events go depends on the runs they still have, not the reverse.
+        statements = {
+            "runs": f"FROM runs WHERE event_id IN ({events})",
+            "events": f"FROM events WHERE id IN ({events})",
+        }
+        uri = f"{path.resolve().as_uri()}?mode=rw"
+        db = open_readonly(path) if dry_run else sqlite3.connect(uri, uri=True)
+        try:
+            db.isolation_level = None
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    raise StoreError(f"{path} has schema version {version}, not {SCHEMA_VERSION}")
+                verb = "SELECT count(*)" if dry_run else "DELETE"
+                found: dict[str, int] = {}
+                for name, rows in statements.items():
+                    cursor = db.execute(f"{verb} {rows}", {"cut": cutoff})
+                    found[name] = cursor.fetchone()[0] if dry_run else cursor.rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        finally:
+            db.close()
+        return {"events": found["events"], "runs": found["runs"]}
+
     # --- point reads: indexed, committed data only, on the loop ------------------------------
 
     def get_run(self, run_id: str) -> RunRecord | None:

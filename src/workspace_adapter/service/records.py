@@ -18,9 +18,11 @@ from typing import Any
 
 import msgspec
 
+from workspace_adapter.errors import EXIT_FAILED, UserError
 from workspace_adapter.service.store import (
     ATTEMPT_COLUMNS,
     JSON_COLUMNS,
+    SCHEMA_VERSION,
     Attempt,
     Operation,
     PollOutcome,
@@ -396,3 +398,53 @@ class Records(RecordStore):
                 ),
             )
             return self._attempt(db, attempt_id)
+
+    def prune(
+        self, cutoff: str, *, dry_run: bool = False, busy_timeout: float = 5.0
+    ) -> dict[str, int]:
+        """Delete what no decision needs any more; ``{"dispatches": n, "events": n}`` deleted.
+
+        ``dispatches`` rows (the delivery log) logged before ``cutoff`` of attempts that ended
+        (not ``undelivered`` or ``started``); ``flow_events`` created before ``cutoff`` that no
+        attempt delivers (a release linked from a second source). Attempts, seen entries and
+        source cursors are kept: they are what stops a release from being dispatched twice. So
+        is an attempt's own event: ``attempts retry`` dispatches it when the backend no longer
+        knows it (after a backend prune); it is one small row per release. One transaction,
+        waiting ``busy_timeout`` seconds for the write lock; never creates the file.
+        """
+        from workspace_adapter.state import open_readonly
+
+        finished = "SELECT id FROM attempts WHERE status NOT IN ('undelivered', 'started')"
+        dispatches = (
+            "FROM dispatches WHERE COALESCE(julianday(at) < julianday(:cut), 0) "
+            f"AND attempt_id IN ({finished})"
+        )
+        events = (
+            "FROM flow_events WHERE COALESCE(julianday(created_at) < julianday(:cut), 0) "
+            "AND id NOT IN (SELECT event_id FROM attempts)"
+        )
+        uri = self.path.resolve().as_uri() + "?mode=rw"
+        db = open_readonly(self.path) if dry_run else sqlite3.connect(uri, uri=True)
+        try:
+            db.isolation_level = None
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
+            try:
+                (version,) = db.execute("PRAGMA user_version").fetchone()
+                if version != SCHEMA_VERSION:
+                    raise UserError(
+                        f"{self.path}: records schema version {version}, not ours", EXIT_FAILED
+                    )
+                verb = "SELECT count(*)" if dry_run else "DELETE"
+                found = {}
+                for name, rows in (("dispatches", dispatches), ("events", events)):
+                    cursor = db.execute(f"{verb} {rows}", {"cut": cutoff})
+                    found[name] = cursor.fetchone()[0] if dry_run else cursor.rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+        return found
