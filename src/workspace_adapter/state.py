@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import msgspec
 from workspace_adapter import paths
 from workspace_adapter.errors import EXIT_FAILED, UserError
 from workspace_adapter.processes import process_alive, process_marker
+from workspace_adapter.sqlitefile import create_atomically
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
@@ -207,20 +207,7 @@ class StateStore:
             # Keeps .workspace/ out of git even when the repository forgot to ignore it.
             with contextlib.suppress(OSError):
                 ignore.write_text("*\n", encoding="utf-8")
-        with open(self.directory / "state.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.exists():  # another process won the race while we waited
-                return
-            tmp = self.directory / f".{DB_NAME}.{os.getpid()}.tmp"
-            tmp.unlink(missing_ok=True)
-            db = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("PRAGMA journal_mode = WAL")
-            finally:
-                db.close()
-            os.replace(tmp, self.path)
+        create_atomically(self.path, self.directory / "state.lock", _SCHEMA, SCHEMA_VERSION)
 
     @contextlib.contextmanager
     def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:

@@ -8,6 +8,7 @@ running steps, and exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -71,6 +72,12 @@ class ClientSession:
         self.outbox = Outbox(on_overflow=self._abandon_send)
         self.inflight = 0
         self._sending: anyio.CancelScope | None = None
+        # Requests in flight: plain asyncio tasks (an anyio task group costs ~20 us more per
+        # spawn, a tenth of a no-match dispatch), each in a cancel scope of its own so closing
+        # the connection still cancels them the anyio way (the store writer's shield holds).
+        self._requests: set[asyncio.Task[None]] = set()
+        self._scopes: set[anyio.CancelScope] = set()
+        self._closing = False
         self._log = get_logger(component="ws")
 
     async def serve(self) -> None:
@@ -89,11 +96,23 @@ class ClientSession:
                         self._refuse_overloaded(frame)
                         continue
                     self.inflight += 1
-                    tg.start_soon(self._handle, frame)
+                    task = asyncio.get_running_loop().create_task(self._handle(frame))
+                    self._requests.add(task)
+                    task.add_done_callback(self._requests.discard)
                 tg.cancel_scope.cancel()
         finally:
+            await self._cancel_requests()
             self.service.hub.drop(self.outbox)
             self.outbox.close()
+
+    async def _cancel_requests(self) -> None:
+        """Cancel the requests in flight and wait for them, as a task group's exit would."""
+        self._closing = True
+        for scope in self._scopes:
+            scope.cancel()
+        if self._requests:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(self._requests)
 
     async def _write(self, scope: anyio.CancelScope) -> None:
         while True:
@@ -136,9 +155,18 @@ class ClientSession:
 
     async def _handle(self, frame: str | bytes) -> None:
         try:
-            reply = await self._answer(frame)
-            if reply is not None:
-                await self.outbox.put_reply(reply)
+            if self._closing:  # the connection closed before this request started
+                return
+            with anyio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    reply = await self._answer(frame)
+                    if reply is not None:
+                        await self.outbox.put_reply(reply)
+                finally:
+                    self._scopes.discard(scope)
+        except Exception:
+            self._log.exception("rpc.handler_failed")
         finally:
             self.inflight -= 1
 
@@ -231,8 +259,6 @@ def _use_pidfd_child_watcher() -> None:
     # Python 3.11's default child watcher starts a thread per subprocess to wait for it; a
     # pidfd lets the event loop itself notice the exit (3.12+ does this on its own).
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        import asyncio
-
         with contextlib.suppress(OSError, NotImplementedError):
             os.close(os.pidfd_open(os.getpid()))
             watcher = asyncio.PidfdChildWatcher()

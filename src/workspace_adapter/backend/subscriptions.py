@@ -10,12 +10,11 @@ output tails) is not a sign of a client that stopped reading.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-import anyio
 
 from workspace_adapter.protocol import encode_notification
 
@@ -40,8 +39,10 @@ class Outbox:
         self.overflowed = False
         self.closed = False
         self._frames: deque[bytes] = deque()
-        self._ready = anyio.Event()
-        self._room = anyio.Event()
+        # asyncio's events, cleared and reused: an anyio.Event per frame cost more than the
+        # rest of the outbox (the daemon runs on asyncio only).
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
 
     async def put_reply(self, frame: bytes) -> None:
         """Queue a reply once it fits (or the outbox is empty); dropped if the outbox closed.
@@ -49,6 +50,7 @@ class Outbox:
         The waiting is bounded: a connection has at most so many requests in flight.
         """
         while not self.closed and self.size and self.size + len(frame) > self.limit:
+            self._room.clear()
             await self._room.wait()
         self.put(frame)
 
@@ -81,13 +83,12 @@ class Outbox:
         while not self._frames:
             if self.closed:
                 return None
+            self._ready.clear()
             await self._ready.wait()
-            self._ready = anyio.Event()
         frame = self._frames.popleft()
         self.size -= len(frame)
         # Wake the replies waiting for room; each checks again whether it fits now.
         self._room.set()
-        self._room = anyio.Event()
         return frame
 
 

@@ -9,7 +9,6 @@ schema carries a version (``PRAGMA user_version``); a store of another version i
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from workspace_adapter.errors import UserError
+from workspace_adapter.sqlitefile import create_atomically
 from workspace_adapter.state import process_marker
 
 SCHEMA_VERSION = 1
@@ -169,21 +169,7 @@ class RecordStore:
         if self.path.is_file():
             self._check_version()
             return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "records.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.path.is_file():  # another process created it while we waited
-                return self
-            tmp = self.directory / f".{DB_NAME}.{os.getpid()}.tmp"
-            tmp.unlink(missing_ok=True)
-            db = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("PRAGMA journal_mode = WAL")
-            finally:
-                db.close()
-            os.replace(tmp, self.path)
+        create_atomically(self.path, self.directory / "records.lock", _SCHEMA, SCHEMA_VERSION)
         return self
 
     def _check_version(self) -> None:

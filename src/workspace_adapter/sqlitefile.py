@@ -1,0 +1,32 @@
+"""Creating a SQLite store so that a crash or a race never leaves half a database.
+
+pre-commit's store does the same: take an exclusive file lock, check again (another process
+may have won while we waited), build the schema in a temp file, and rename it into place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+
+def create_atomically(path: Path, lock_path: Path, schema: str, version: int) -> bool:
+    """Create ``path`` in WAL mode with ``schema`` at ``user_version``; False if it existed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return False
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.executescript(schema)
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute("PRAGMA journal_mode = WAL")
+        finally:
+            db.close()
+        os.replace(tmp, path)
+        return True
