@@ -25,25 +25,38 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
 def summarize(collapsed: Path, top: int) -> str:
-    """The ``top`` frames by own samples and by inclusive samples, with percentages."""
-    own: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    """Per thread: the ``top`` frames by own and by inclusive samples, with percentages.
+
+    Samples parked in ``select`` (the loop waiting for I/O) are left out, and so are the frames
+    every sample of a thread shares (``<module>``, ``run_forever`` …): they say nothing.
+    """
+    threads: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        head, _, rest = stack.partition(";")
+        if not rest:
             continue
-        count = int(count_text)
-        frames = [_short(f) for f in stack.split(";")]
-        total += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    lines = [f"samples: {total}", "", f"top {top} by own time:"]
-    lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in own.most_common(top)]
-    lines += ["", f"top {top} by inclusive time (frame and its callees):"]
-    lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
-    return "\n".join(lines) + "\n"
+        frames = [_short(f) for f in rest.split(";")]
+        if frames[-1].startswith(("EpollSelector.select", "select (")):
+            continue
+        threads[head.partition(": ")[2] or head].append((frames, int(count_text)))
+    lines: list[str] = []
+    for thread, samples in sorted(threads.items(), key=lambda kv: -sum(n for _, n in kv[1])):
+        total = sum(n for _, n in samples)
+        own: collections.Counter[str] = collections.Counter()
+        inclusive: collections.Counter[str] = collections.Counter()
+        for frames, count in samples:
+            own[frames[-1]] += count
+            for frame in set(frames):
+                inclusive[frame] += count
+        shared = {f for f, n in inclusive.items() if n >= 0.99 * total}
+        lines += [f"== thread {thread}: {total} busy samples", f"top {top} by own time:"]
+        lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in own.most_common(top)]
+        lines += [f"top {top} by inclusive time (frame and its callees):"]
+        ranked = [(f, n) for f, n in inclusive.most_common() if f not in shared][:top]
+        lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in ranked]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _short(frame: str) -> str:

@@ -25,7 +25,7 @@ import anyio.abc
 import msgspec
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from workspace_adapter import protocol as rpc
@@ -66,8 +66,15 @@ class BackendOptions(msgspec.Struct, kw_only=True):
 class ClientSession:
     """One WebSocket: reads requests, handles them concurrently, writes through an outbox."""
 
-    def __init__(self, websocket: WebSocket, service: BackendService) -> None:
+    def __init__(
+        self, websocket: WebSocket, service: BackendService, receive: Receive, send: Send
+    ) -> None:
         self.websocket = websocket
+        # Frames move through the server's own receive/send: starlette's WebSocket checks its
+        # state on every call, which costs more than the frame's JSON (accept and close still
+        # go through it).
+        self._receive = receive
+        self._send = send
         self.service = service
         self.outbox = Outbox(on_overflow=self._abandon_send)
         self.inflight = 0
@@ -86,7 +93,7 @@ class ClientSession:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, tg.cancel_scope)
                 while True:
-                    message = await self.websocket.receive()
+                    message = await self._receive()
                     if message["type"] == "websocket.disconnect":
                         break
                     frame = message.get("text")
@@ -115,17 +122,17 @@ class ClientSession:
                 await asyncio.wait(self._requests)
 
     async def _write(self, scope: anyio.CancelScope) -> None:
-        while True:
-            frame = await self.outbox.get()
-            if frame is None:
-                break
-            with anyio.CancelScope() as self._sending:
+        # One cancel scope for the whole loop, not one per frame: an overflow cancels a blocked
+        # send or a wait for the next frame alike, and either way the loop is over.
+        with anyio.CancelScope() as self._sending:
+            while True:
+                frame = await self.outbox.get()
+                if frame is None:
+                    break
                 try:
-                    await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+                    await self._send({"type": "websocket.send", "text": frame.decode()})
                 except (WebSocketDisconnect, RuntimeError, OSError):
                     break
-            if self._sending.cancelled_caught:
-                break
         if self.outbox.overflowed:
             # The client stopped reading: its subscriptions go now, the close frame goes out
             # once the unread data drains (or never, if it never reads again).
@@ -191,19 +198,36 @@ class ClientSession:
             return rpc.encode_fault(internal)
 
 
+class WebSocketsFirst:
+    """A WebSocket on every path goes straight to a :class:`ClientSession`; HTTP to starlette.
+
+    Skipping starlette's router and middleware for the upgrade keeps them off every frame's
+    path too (their wrapped ``send`` is called once per reply).
+    """
+
+    def __init__(self, http: ASGIApp, service: BackendService) -> None:
+        self.http = http
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.http(scope, receive, send)
+            return
+        websocket = WebSocket(scope, receive, send)
+        try:
+            await websocket.accept()
+        except (WebSocketDisconnect, OSError):
+            return
+        await ClientSession(websocket, self.service, receive, send).serve()
+
+
 def build_app(service: BackendService, options: BackendOptions, ready: Any) -> Guard:
     """The ASGI app: HTTP routes, a WebSocket on every path, behind the guard."""
-
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await ClientSession(websocket, service).serve()
-
     routes: list[Any] = build_routes(
         service, secret=options.secret, ready=ready, token=options.token
     )
-    routes.append(WebSocketRoute("/{path:path}", websocket_endpoint))
     return Guard(
-        Starlette(routes=routes),
+        WebSocketsFirst(Starlette(routes=routes), service),
         token=options.token,
         secret=options.secret,
         allowed_origins=frozenset(options.allowed_origins),
