@@ -252,6 +252,45 @@ def harness_overhead(scratch: Path, reps: int) -> dict[str, list[float]]:
     return out
 
 
+def harness_release(scratch: Path, reps: int) -> dict[str, list[float]]:
+    """The v0.1.4 run of the tutorial: fetch on, rebase of the fork commits, checks, push off.
+
+    Each repetition gets a fresh harness (a rebased fork already contains the release).
+    """
+    from workspace_adapter.harness import cut_release, init_harness
+
+    out: dict[str, list[float]] = {}
+    env = {**os.environ, "CODEX_FLOW_FETCH": "1", "CODEX_FLOW_PUSH": "0"}
+    for rep in range(reps):
+        root = scratch / f"release-ws-{rep}"
+        init_harness(root)
+        shutil.copytree(REPO / "flows", root / "flows", symlinks=True)
+        tag = cut_release(root)
+        event = root / "release.json"
+        payload = {"repo": "peezy-tech/patch-moi-harness", "tag": tag}
+        event.write_text(
+            json.dumps({"id": f"bench:{tag}", "type": "upstream.release", "payload": payload})
+        )
+        argv = [str(WORKSPACE), "--workspace-root", str(root), "flow", "run", "patch-moi-harness"]
+        began = time.perf_counter()
+        done = subprocess.run(
+            [*argv, "--event", str(event), "--json"], env=env, capture_output=True, text=True
+        )
+        wall = time.perf_counter() - began
+        result = json.loads(done.stdout) if done.stdout.strip() else {}
+        if done.returncode != 0 or result.get("status") != "changed":
+            raise SystemExit(
+                f"harness release run failed ({done.returncode}): {done.stderr[-2000:]}"
+            )
+        timing = result["artifacts"]["timing"]
+        commands, total = float(timing["commandSeconds"]), float(timing["totalSeconds"])
+        out.setdefault("wall", []).append(wall * 1000)
+        out.setdefault("commands", []).append(commands * 1000)
+        out.setdefault("step_share", []).append((total - commands) / total * 100)
+        out.setdefault("share", []).append((wall - commands) / wall * 100)
+    return out
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
@@ -312,6 +351,13 @@ def collect(quick: bool) -> list[Row]:
             Row("harness flow overhead (step process)", harness["process_share"], ("<", 10.0), "%"),
             Row("  overhead inside the step only", harness["step_share"], None, "%"),
             Row("  overhead of the whole CLI process", harness["share"], None, "%"),
+        ]
+        release = timed("harness v0.1.4 rebase", lambda: harness_release(scratch, reps))
+        rows += [
+            Row("harness v0.1.4 rebase, `flow run` CLI wall", release["wall"], None, "ms"),
+            Row("  its git/npm commands", release["commands"], None, "ms"),
+            Row("  overhead inside the step only", release["step_share"], None, "%"),
+            Row("  overhead of the whole CLI process", release["share"], None, "%"),
         ]
 
         memory = timed("backend memory", lambda: asyncio.run(backend_memory(scratch, reps)))
