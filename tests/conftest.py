@@ -1,14 +1,23 @@
-"""Shared fixtures: the harness repos are built once per session and copied per test."""
+"""Shared fixtures: the harness repos are built once per session and copied per test.
+
+Also puts ``tests/`` on ``sys.path`` so every test folder imports ``support.*``.
+"""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REPO_ROOT = TESTS.parent
+
+# Test folders are not packages; the helpers they share live in ``tests/support/``.
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 
 @pytest.fixture(scope="session")

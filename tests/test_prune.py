@@ -7,45 +7,22 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wire
+from support.backend import WORKSPACE, Backend
+from support.flows import write_flows
 
 from workspace_adapter.cli import main
 from workspace_adapter.service.records import Records, SeenRelease
 from workspace_adapter.state import SlotState, StateStore, iso, new_run
 
-WORKSPACE = Path(sys.executable).with_name("workspace")
 OLD = dt.datetime.now(dt.UTC) - dt.timedelta(days=90)
 OLD_ISO = iso(OLD)
-
-FLOWS = {
-    "demo": """
-        name = "demo"
-        [[steps]]
-        name = "hello"
-        runner = "command"
-        command = ['printf', 'hello\\nFLOW_RESULT {"status":"completed"}\\n']
-        [steps.trigger]
-        type = "demo.event"
-    """,
-    "sleeper": """
-        name = "sleeper"
-        [[steps]]
-        name = "nap"
-        runner = "command"
-        command = ["sleep", "60"]
-        [steps.trigger]
-        type = "sleep.event"
-    """,
-}
 
 
 def prune(root: Path, *args: str) -> tuple[int, str, str]:
@@ -155,20 +132,14 @@ def test_state_drops_old_finished_runs_and_keeps_what_tick_and_doctor_need(root:
 
 
 def post_event(url: str, event: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url + "/events", data=json.dumps(event).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        reply: dict[str, Any] = json.loads(response.read())
+    status, reply = wire.http("POST", url + "/events", json.dumps(event).encode())
+    assert status < 400, reply
+    assert isinstance(reply, dict)
     return reply
 
 
 def get_json(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
+    return wire.http("GET", url)
 
 
 def wait_status(http: str, run_id: str, statuses: tuple[str, ...]) -> None:
@@ -184,24 +155,11 @@ def wait_status(http: str, run_id: str, statuses: tuple[str, ...]) -> None:
 @pytest.fixture
 def daemon(root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A ``workspace backend --port 0`` on a data dir outside the root: (HTTP URL, data dir)."""
-    for name, manifest in FLOWS.items():
-        (root / "flows" / name).mkdir(parents=True)
-        (root / "flows" / name / "flow.toml").write_text(textwrap.dedent(manifest))
-    data = tmp_path / "backend-data"
-    proc = subprocess.Popen(
-        [str(WORKSPACE), "backend", "--port", "0", "--cwd", str(root), "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    backend = Backend(write_flows(root), tmp_path / "backend-data").start()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("workspace backend listening on "), line
-        yield "http://" + line.split()[-1].removeprefix("ws://"), data
+        yield backend.http, backend.data_dir
     finally:
-        proc.terminate()
-        assert proc.wait(15) == 0
+        assert backend.stop() == 0, backend.stderr()
 
 
 def test_backend_prunes_old_finished_events_while_the_daemon_runs(

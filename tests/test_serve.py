@@ -6,7 +6,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support.backend import WORKSPACE
+from support.flows import write_flow
 
 from workspace_adapter import client
 from workspace_adapter.cli import Globals
@@ -21,7 +22,6 @@ from workspace_adapter.commands.tick import tick
 from workspace_adapter.serve import seconds_to_next_tick
 from workspace_adapter.state import RunRecord, StateStore
 
-WORKSPACE = Path(sys.executable).with_name("workspace")
 TICK = "0.2"
 
 TASKS = """
@@ -40,16 +40,6 @@ TASKS = """
     flow = "demo"
     event = { type = "demo.event" }
     schedule = "* * * * *"
-"""
-
-DEMO_FLOW = """
-    name = "demo"
-    [[steps]]
-    name = "hello"
-    runner = "command"
-    command = ['printf', 'hello\\nFLOW_RESULT {"status":"completed"}\\n']
-    [steps.trigger]
-    type = "demo.event"
 """
 
 
@@ -107,10 +97,7 @@ class Serve:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    (root / "flows" / "demo").mkdir(parents=True)
-    (root / "flows" / "demo" / "flow.toml").write_text(textwrap.dedent(DEMO_FLOW))
-    return root
+    return write_flow(tmp_path / "ws", "demo")
 
 
 @pytest.fixture

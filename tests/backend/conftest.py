@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from backend_helpers import SECRET, Backend, write_flows
+from support.backend import SECRET, Backend
+from support.flows import write_flows
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from backend_helpers import WORKSPACE, Backend
+from support.backend import WORKSPACE, Backend
 
 
 def workspace(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from backend_helpers import Backend, http
+from support.backend import Backend
+from support.wire import http
 from websockets.asyncio.client import connect
 
 from workspace_adapter.protocol import verify_signature

@@ -6,7 +6,8 @@ import json
 import signal
 from pathlib import Path
 
-from backend_helpers import Backend, open_rpc
+from support.backend import Backend
+from support.wire import open_rpc
 
 FIXTURE = Path(__file__).resolve().parents[2] / "flows/patch-moi-harness/fixtures"
 

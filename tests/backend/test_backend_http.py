@@ -7,7 +7,8 @@ import time
 import uuid
 from typing import Any
 
-from backend_helpers import SECRET, Backend, http
+from support.backend import SECRET, Backend
+from support.wire import http
 
 from workspace_adapter.protocol import sign_body
 

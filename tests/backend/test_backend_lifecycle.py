@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import websockets
-from backend_helpers import WORKSPACE, Backend, Rpc, http, open_rpc, pid_alive, write_flows
+from support.backend import WORKSPACE, Backend
+from support.flows import write_flows
+from support.processes import pid_alive
+from support.wire import Rpc, http, open_rpc
 
 
 @pytest.fixture
@@ -26,6 +29,16 @@ def daemon(root: Path, tmp_path: Path) -> Iterator[Backend]:
     backend = Backend(root, tmp_path / "data").start()
     yield backend
     backend.stop(signal.SIGKILL)
+
+
+async def nap(backend: Backend, event_id: str) -> tuple[Rpc, str, int, int]:
+    """A subscribed session and a ``sleep.event`` run under way: (rpc, run id, shell, child)."""
+    rpc = await open_rpc(backend.url)
+    await rpc.call("flow.subscribe", {})
+    reply = await rpc.call("flow.dispatch", {"id": event_id, "type": "sleep.event"})
+    run_id: str = reply["runIds"][0]
+    shell, child = await child_of(rpc, run_id)
+    return rpc, run_id, shell, child
 
 
 async def child_of(rpc: Rpc, run_id: str) -> tuple[int, int]:
@@ -46,11 +59,7 @@ def run_status(data_dir: Path, run_id: str) -> tuple[str, str | None]:
 
 
 async def test_cancel_kills_the_step_and_its_children(daemon: Backend) -> None:
-    rpc = await open_rpc(daemon.url)
-    await rpc.call("flow.subscribe", {})
-    reply = await rpc.call("flow.dispatch", {"id": "nap-cancel", "type": "sleep.event"})
-    run_id = reply["runIds"][0]
-    shell, child = await child_of(rpc, run_id)
+    rpc, run_id, shell, child = await nap(daemon, "nap-cancel")
     assert pid_alive(shell) and pid_alive(child)
     started = time.monotonic()
     canceled = await rpc.call("flow.cancelRun", {"runId": run_id})
@@ -67,11 +76,7 @@ async def test_cancel_kills_the_step_and_its_children(daemon: Backend) -> None:
 
 
 async def test_sigterm_cancels_runs_and_exits_zero(daemon: Backend) -> None:
-    rpc = await open_rpc(daemon.url)
-    await rpc.call("flow.subscribe", {})
-    reply = await rpc.call("flow.dispatch", {"id": "nap-term", "type": "sleep.event"})
-    run_id = reply["runIds"][0]
-    shell, child = await child_of(rpc, run_id)
+    _rpc, run_id, shell, child = await nap(daemon, "nap-term")
     started = time.monotonic()
     code = await asyncio.to_thread(daemon.stop, signal.SIGTERM, 10)
     assert code == 0, daemon.stderr()
@@ -82,12 +87,7 @@ async def test_sigterm_cancels_runs_and_exits_zero(daemon: Backend) -> None:
 
 async def test_sigkill_mid_run_is_recovered_on_restart(root: Path, tmp_path: Path) -> None:
     first = Backend(root, tmp_path / "data", "--concurrency", "1").start()
-    rpc = await open_rpc(first.url)
-    await rpc.call("flow.subscribe", {})
-    running = (await rpc.call("flow.dispatch", {"id": "nap-kill", "type": "sleep.event"}))[
-        "runIds"
-    ][0]
-    _shell, child = await child_of(rpc, running)
+    rpc, running, _shell, child = await nap(first, "nap-kill")
     queued = (await rpc.call("flow.dispatch", {"id": "after-kill", "type": "demo.event"}))[
         "runIds"
     ][0]
@@ -175,11 +175,11 @@ def test_post_events_takes_the_token_or_a_signature(root: Path, tmp_path: Path) 
         assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize("name", ["CODEX_FLOW_BACKEND_SECRET", "CODEX_WORKSPACE_BACKEND_TOKEN"])
-def test_passing_the_secret_or_token_to_steps_is_refused(
-    root: Path, tmp_path: Path, name: str
-) -> None:
-    done = subprocess.run(
+def start_refused(
+    root: Path, data_dir: Path, *args: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``workspace backend --port 0`` with ``args``, run to its exit (it should refuse to start)."""
+    return subprocess.run(
         [
             str(WORKSPACE),
             "backend",
@@ -188,14 +188,22 @@ def test_passing_the_secret_or_token_to_steps_is_refused(
             "--cwd",
             str(root),
             "--data-dir",
-            str(tmp_path / "data"),
-            "--env-allow",
-            name,
+            str(data_dir),
+            *args,
         ],
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, name: "do-not-leak"},
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("name", ["CODEX_FLOW_BACKEND_SECRET", "CODEX_WORKSPACE_BACKEND_TOKEN"])
+def test_passing_the_secret_or_token_to_steps_is_refused(
+    root: Path, tmp_path: Path, name: str
+) -> None:
+    done = start_refused(
+        root, tmp_path / "data", "--env-allow", name, env={**os.environ, name: "do-not-leak"}
     )
     assert done.returncode == 2, done.stderr
     assert f"--env-allow {name}" in done.stderr and "never passed to steps" in done.stderr
@@ -204,24 +212,7 @@ def test_passing_the_secret_or_token_to_steps_is_refused(
 
 def test_non_loopback_without_token_is_refused(root: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CODEX_WORKSPACE_BACKEND_TOKEN"}
-    done = subprocess.run(
-        [
-            str(WORKSPACE),
-            "backend",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--cwd",
-            str(root),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    done = start_refused(root, tmp_path / "data", "--host", "0.0.0.0", env=env)
     assert done.returncode == 2
     assert "non-loopback" in done.stderr and "token" in done.stderr
     assert "listening" not in done.stdout

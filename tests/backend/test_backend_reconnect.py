@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import signal
-import socket
 from pathlib import Path
 
 import anyio
 import pytest
-from backend_helpers import Backend, write_flows
+from support.backend import Backend, free_port
+from support.flows import write_flows
 
 from workspace_adapter.client import ReconnectingClient
 from workspace_adapter.errors import BackendUnreachable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_requests_survive_a_backend_restart(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from backend_helpers import WORKSPACE, Backend, Rpc, open_rpc
+from support.backend import WORKSPACE, Backend
+from support.wire import Rpc, open_rpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import websockets
-from backend_helpers import Backend, Rpc, open_rpc
+from support.backend import Backend
+from support.wire import Rpc, open_rpc
 
 
 def new_id(prefix: str) -> str:

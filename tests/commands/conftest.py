@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.backend import dead_url
 
 from workspace_adapter.cli import Globals
 
 
-def free_port() -> int:
-    """A port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def dead_backend_url() -> str:
-    return f"ws://127.0.0.1:{free_port()}"
+    return dead_url()
 
 
 MakeWorkspace = Callable[[str], Globals]

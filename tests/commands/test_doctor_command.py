@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from support.backend import dead_url
 
 WORKSPACE_TOML = """
 [workspace]
@@ -25,12 +26,6 @@ flow = "upstream.release"
 repo = "peezy-tech/patch-moi-harness"
 tag = "v0.1.3"
 """
-
-
-def free_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"ws://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -77,7 +72,7 @@ def test_doctor_reports_each_problem_on_its_own_line_and_writes_nothing(
     broken = root / "flows" / "broken"
     broken.mkdir()
     (broken / "flow.toml").write_text('name = "broken"\nsurprise = true\n')
-    url = free_url()
+    url = dead_url()
     before = snapshot(root)
     result = workspace(root, "--backend-url", url, "doctor", path=path_without(tmp_path, "npm"))
     assert snapshot(root) == before, "doctor wrote to the workspace"
@@ -98,7 +93,7 @@ def test_doctor_reports_each_problem_on_its_own_line_and_writes_nothing(
 
 def test_doctor_json_shape(workspace_root: Path, tmp_path: Path) -> None:
     (workspace_root / "workspace.toml").write_text(WORKSPACE_TOML)
-    result = workspace(workspace_root, "--backend-url", free_url(), "doctor", "--json")
+    result = workspace(workspace_root, "--backend-url", dead_url(), "doctor", "--json")
     document = json.loads(result.stdout)
     assert set(document) == {"ok", "exitCode", "checks"}
     assert document["ok"] is False and document["exitCode"] == result.returncode == 1
@@ -113,7 +108,7 @@ def test_doctor_json_shape(workspace_root: Path, tmp_path: Path) -> None:
 def test_doctor_exits_2_when_the_config_cannot_be_read(tmp_path: Path) -> None:
     (tmp_path / "workspace.toml").write_text("[workspace\n")
     before = snapshot(tmp_path)
-    result = workspace(tmp_path, "--backend-url", free_url(), "doctor")
+    result = workspace(tmp_path, "--backend-url", dead_url(), "doctor")
     assert result.returncode == 2
     assert f"fail  config: {tmp_path / 'workspace.toml'}:1: invalid TOML" in result.stdout
     assert snapshot(tmp_path) == before

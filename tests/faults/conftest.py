@@ -15,16 +15,12 @@ What tests/backend and tests/flows already cover is not repeated here:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# The daemon helpers of tests/backend (a real ``workspace backend`` subprocess, wire helpers).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
-
-from backend_helpers import Backend, write_flows
+from support.backend import Backend
+from support.flows import write_flows
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import websockets
-from backend_helpers import Backend, http, open_rpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.backend import Backend
+from support.wire import http, open_rpc
 
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import websockets
-from backend_helpers import Backend, open_rpc
+from support.backend import Backend
+from support.wire import open_rpc
 
 CLIENTS = 6
 

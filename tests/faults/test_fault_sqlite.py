@@ -21,8 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-from backend_helpers import WORKSPACE, Backend, http, open_rpc, write_flows
 from starlette.applications import Starlette
+from support.backend import WORKSPACE, Backend
+from support.flows import write_flows
+from support.wire import http, open_rpc
 
 from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
 from workspace_adapter.backend.executor import RunQueue

@@ -8,7 +8,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from backend_helpers import Backend, open_rpc, pid_alive
+from support.backend import Backend
+from support.processes import pid_alive
+from support.wire import open_rpc
 
 STUBBORN = """
 name = "stubborn"

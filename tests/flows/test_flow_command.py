@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.processes import gone
 
 from workspace_adapter.cli import main
 
@@ -282,15 +283,6 @@ def test_sigterm_stops_the_step_and_its_children(make_flow: MakeFlow, tmp_path: 
     assert "hang/wait: canceled" in out
     assert "SIGTERM: stopping the step" in err
     assert gone(child)
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (a zombie nobody reaps counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
 HARNESS_RUN = ("flow", "run", "patch-moi-harness", "--json")

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support.processes import gone
 
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep, load_flow
@@ -70,15 +71,6 @@ def invocation(package: FlowPackage, tmp_path: Path, **extra: Any) -> StepInvoca
         launched_by="test",
         **extra,
     )
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (a zombie nobody reaps counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
 async def test_context_on_stdin_lines_streamed_and_result(
@@ -332,16 +324,19 @@ async def test_cancel_event_returns_a_canceled_outcome(make_flow: MakeFlow, tmp_
     assert outcome.pid is not None and gone(outcome.pid)
 
 
+# A step that starts a long ``sleep`` child, prints its pid, then sleeps itself.
+PARENT_OF_A_SLEEPER = """
+    import subprocess, time
+    child = subprocess.Popen(["sleep", "100"])
+    print(f"child {child.pid}", flush=True)
+    time.sleep(100)
+"""
+
+
 async def test_cancelling_the_caller_kills_the_group_and_reraises(
     make_flow: MakeFlow, tmp_path: Path
 ) -> None:
-    script = """
-        import subprocess, time
-        child = subprocess.Popen(["sleep", "100"])
-        print(f"child {child.pid}", flush=True)
-        time.sleep(100)
-    """
-    package = python_flow(make_flow, script)
+    package = python_flow(make_flow, PARENT_OF_A_SLEEPER)
     pids: list[int] = []
     outcomes: list[StepOutcome] = []
 
@@ -368,13 +363,7 @@ async def test_a_failing_on_started_callback_still_stops_the_step(
 ) -> None:
     # The backend records the pid in on_started; if that write fails the step must not be
     # left running with nobody reading its pipes.
-    script = """
-        import subprocess, time
-        child = subprocess.Popen(["sleep", "100"])
-        print(f"child {child.pid}", flush=True)
-        time.sleep(100)
-    """
-    package = python_flow(make_flow, script)
+    package = python_flow(make_flow, PARENT_OF_A_SLEEPER)
     pids: list[int] = []
 
     def on_started(pid: int) -> None:

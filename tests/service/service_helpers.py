@@ -1,26 +1,20 @@
-"""Helpers of the service-path tests: a real backend daemon, a loopback feed server, waits."""
+"""Helpers of the service-path tests: workspace files, a loopback feed server, feed documents.
+
+The daemon itself is ``support.backend``; steps it runs here never push (:data:`NO_PUSH`).
+"""
 
 from __future__ import annotations
 
 import http.server
-import os
-import socket
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import anyio
-
-from workspace_adapter import client
 from workspace_adapter.cli import Globals
 from workspace_adapter.commands import watch
 from workspace_adapter.service.records import Records
 
-WORKSPACE = Path(sys.executable).with_name("workspace")
 REPO = "peezy-tech/patch-moi-harness"
+NO_PUSH = {"CODEX_FLOW_PUSH": "0"}
 
 GIT_SOURCE = """
 [[workspace.sources]]
@@ -37,69 +31,6 @@ def write_workspace(root: Path, body: str) -> Path:
     path = root / "workspace.toml"
     path.write_text('[workspace]\nname = "svc"\n' + body, encoding="utf-8")
     return path
-
-
-def dead_url() -> str:
-    """A loopback URL nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"ws://127.0.0.1:{port}"
-
-
-class Backend:
-    """A ``workspace backend`` subprocess on a free port; the URL is its first line."""
-
-    def __init__(self, root: Path, data_dir: Path) -> None:
-        self.root = root
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.log = data_dir.parent / f"{data_dir.name}.stderr"
-
-    def start(self) -> Backend:
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CODEX_FLOW_PUSH": "0"}
-        with open(self.log, "a") as err:
-            self.proc = subprocess.Popen(
-                [
-                    str(WORKSPACE),
-                    "backend",
-                    "--port",
-                    "0",
-                    "--cwd",
-                    str(self.root),
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env=env,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("workspace backend listening on "), (line, self.log.read_text())
-        self.url = line.split()[-1]
-        return self
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(15)
-
-    def call(self, method: str, params: dict[str, object] | None = None) -> object:
-        return anyio.run(lambda: client.call(self.url, method, params))
-
-
-@contextmanager
-def running_backend(root: Path, data_dir: Path) -> Iterator[Backend]:
-    backend = Backend(root, data_dir).start()
-    try:
-        yield backend
-    finally:
-        backend.stop()
 
 
 def globals_for(root: Path, url: str) -> Globals:

@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 from service_helpers import (
     GIT_SOURCE,
+    NO_PUSH,
     REPO,
-    Backend,
-    dead_url,
     globals_for,
     records,
-    running_backend,
     watch_once,
     write_workspace,
 )
+from support.backend import Backend, dead_url, running_backend
 
 from workspace_adapter.commands import attempts
 from workspace_adapter.harness import cut_release
@@ -45,7 +44,7 @@ def root(workspace_root: Path) -> Path:
 
 @pytest.fixture
 def backend(root: Path, tmp_path: Path) -> Iterator[Backend]:
-    with running_backend(root, tmp_path / "backend") as daemon:
+    with running_backend(root, tmp_path / "backend", env=NO_PUSH) as daemon:
         yield daemon
 
 
@@ -168,7 +167,7 @@ def test_an_undelivered_attempt_is_redelivered_then_retried(
     assert cursor is not None and cursor.failures == 0
     assert "undelivered (backend not reachable)" in capsys.readouterr().out
 
-    with running_backend(root, tmp_path / "backend") as backend:
+    with running_backend(root, tmp_path / "backend", env=NO_PUSH) as backend:
         assert watch_once(root, backend.url) == 0
         [delivered] = records(root).attempts()
         assert delivered.id == attempt.id
@@ -189,7 +188,7 @@ def test_an_undelivered_attempt_is_redelivered_then_retried(
 
     # A backend that never saw the event (a fresh store): replay is refused for good (a failed
     # attempt, the notify command runs), retry dispatches the stored event.
-    with running_backend(root, tmp_path / "fresh-backend") as fresh:
+    with running_backend(root, tmp_path / "fresh-backend", env=NO_PUSH) as fresh:
         g = globals_for(root, fresh.url)
         assert attempts.replay(g, attempt.id, as_json=True) == 1
         refused = json.loads(capsys.readouterr().out)
@@ -222,7 +221,7 @@ def test_prime_only_false_emits_existing_releases_oldest_first(
         'tag_pattern = "v\\\\d+\\\\.\\\\d+\\\\.\\\\d+"', 'tag_pattern = "v0\\\\.1\\\\.[23]"'
     )
     write_workspace(workspace_root, source + "prime_only = false\n")
-    with running_backend(workspace_root, tmp_path / "backend") as backend:
+    with running_backend(workspace_root, tmp_path / "backend", env=NO_PUSH) as backend:
         assert watch_once(workspace_root, backend.url) == 0
         listed = backend.call("flow.listEvents", {"type": "upstream.release"})
     made = list(reversed(records(workspace_root).attempts()))

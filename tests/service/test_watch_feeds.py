@@ -5,15 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_helpers import (
-    FeedServer,
-    atom_feed,
-    dead_url,
-    records,
-    rss_feed,
-    watch_once,
-    write_workspace,
-)
+from service_helpers import FeedServer, atom_feed, records, rss_feed, watch_once, write_workspace
+from support.backend import dead_url
 
 GH = "https://github.com/peezy-tech/patch-moi-harness/releases/tag"
 

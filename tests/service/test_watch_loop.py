@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from service_helpers import GIT_SOURCE, records, running_backend, write_workspace
+from service_helpers import GIT_SOURCE, NO_PUSH, records, write_workspace
+from support.backend import running_backend
 
 from workspace_adapter.harness import cut_release
 
@@ -27,7 +28,7 @@ def test_the_watch_loop_picks_up_a_release_and_stops_on_sigterm(
     monkeypatch.delenv("DATA_DIR", raising=False)
     root = workspace_root
     write_workspace(root, GIT_SOURCE.replace('interval = "1h"', 'interval = "1s"'))
-    with running_backend(root, tmp_path / "backend") as backend:
+    with running_backend(root, tmp_path / "backend", env=NO_PUSH) as backend:
         proc = subprocess.Popen(
             [
                 sys.executable,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from service_helpers import GIT_SOURCE, WORKSPACE, dead_url, records, write_workspace
+from service_helpers import GIT_SOURCE, records, write_workspace
+from support.backend import WORKSPACE, dead_url
 
 from workspace_adapter import config as config_mod
 from workspace_adapter.harness import cut_release
