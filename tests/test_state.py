@@ -24,6 +24,7 @@ def slot(last: str) -> SlotState:
 def test_creation_is_atomic_and_wal(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "local").open()
     assert store.path.is_file()
+    store.close()  # the WAL's -wal/-shm files belong to an open connection
     assert sorted(p.name for p in store.directory.iterdir()) == ["state.lock", "state.sqlite3"]
     with store.connect(write=False) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

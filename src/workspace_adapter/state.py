@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -183,6 +184,10 @@ class StateStore:
         self.readonly = readonly  # doctor and `tick --dry-run`: never create or change a file
         self._pid = os.getpid()
         self._marker: str | None = None
+        # One writer connection per thread, kept for the store's life: closing the last
+        # connection checkpoints the WAL with an fsync, which a quick `workspace run` would
+        # otherwise pay once per transaction.
+        self._local = threading.local()
 
     @classmethod
     def for_workspace(cls, root: Path, mode: str, readonly: bool = False) -> StateStore:
@@ -212,15 +217,14 @@ class StateStore:
     @contextlib.contextmanager
     def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction: ``BEGIN IMMEDIATE`` for writers, so claims are serialised."""
-        if self.readonly:
-            db = open_readonly(self.path)
-            db.isolation_level = None
-            write = False
-        else:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db: sqlite3.Connection | None = None
         try:
-            if not self.readonly:
-                db.execute("PRAGMA synchronous = NORMAL")
+            if self.readonly:
+                db = open_readonly(self.path)
+                db.isolation_level = None
+                write = False
+            else:
+                db = self._writer()
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
@@ -232,11 +236,29 @@ class StateStore:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
+            if not self.readonly:
+                self.close()  # a connection that failed is not reused
             problem = self._unusable(exc)
             if problem is None:
                 raise
             raise problem from exc
         finally:
+            if self.readonly and db is not None:
+                db.close()
+
+    def _writer(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        """Close this thread's connection (the others close with their threads or the process)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            self._local.db = None
             db.close()
 
     def _unusable(self, exc: sqlite3.DatabaseError) -> UserError | None:
