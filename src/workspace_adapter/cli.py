@@ -274,7 +274,9 @@ def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
     if command == "backend":
         from workspace_adapter.commands import backend
 
-        return backend.backend(**_backend_flags(ns), log_level=g.log_level)
+        return backend.backend(
+            **_backend_flags(ns), log_level=g.log_level, workspace_root=g.workspace_root
+        )
     if command == "serve":
         from workspace_adapter.commands import serve
 

@@ -43,7 +43,8 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
     """The daemon's options from its flags, then its environment variables, then defaults.
 
     ``default_cwd`` is the root when neither ``--cwd`` nor ``CODEX_FLOW_BACKEND_CWD`` names
-    one: the current folder for ``workspace backend``, the workspace root for ``serve``.
+    one: the workspace root (``--workspace-root``, else the folder of the nearest
+    ``workspace.toml``, else the current folder).
     """
     from workspace_adapter.backend.server import BackendOptions
 
@@ -72,9 +73,9 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
     )
 
 
-def backend(*, log_level: str, **flags: Unpack[BackendFlags]) -> int:
+def backend(*, log_level: str, workspace_root: Path, **flags: Unpack[BackendFlags]) -> int:
     from workspace_adapter import logs
     from workspace_adapter.backend.server import run_backend
 
     logs.configure(log_level)
-    return run_backend(backend_options(flags))
+    return run_backend(backend_options(flags, default_cwd=workspace_root))
