@@ -91,3 +91,32 @@ def test_attempts_lists_by_default_and_takes_an_action_with_an_id() -> None:
     retry = parser.parse_args(["attempts", "retry", "att_1"])
     assert (retry.action, retry.attempt_id) == ("retry", "att_1")
     assert cli.main(["attempts", "retry"]) == 2
+
+
+def test_a_reader_that_leaves_early_is_no_crash(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "workspace.toml").write_text(
+        "[workspace]\n"
+        + "".join(
+            f'[[workspace.tasks]]\nid = "t{i}"\nkind = "command"\ncommand = ["true"]\n'
+            for i in range(2000)
+        )
+    )
+    code = (
+        "import sys; from workspace_adapter.cli import main; "
+        "sys.exit(main(['--workspace-root', sys.argv[1], 'doctor']))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert "unexpected" not in err and "Traceback" not in err
+    assert not (tmp_path / ".workspace" / "logs").exists()

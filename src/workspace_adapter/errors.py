@@ -57,6 +57,12 @@ def error_handler(root: Path | None = None) -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:
+        # `workspace runs | head`: the reader left, which is not an error worth a crash log.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(141) from None
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:

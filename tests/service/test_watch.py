@@ -148,7 +148,7 @@ def test_a_conflicting_release_needs_intervention_and_notifies_once(
     assert len(notified(root)) == 1
     capsys.readouterr()
     assert attempts.list_attempts(globals_for(root, backend.url), "needs_intervention", True) == 0
-    [listed] = json.loads(capsys.readouterr().out)
+    [listed] = json.loads(capsys.readouterr().out)["attempts"]
     assert listed["id"] == attempt.id
 
 

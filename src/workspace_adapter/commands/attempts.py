@@ -1,7 +1,7 @@
 """``workspace attempts``: list maintenance attempts, retry or replay one (SPEC §9).
 
-``--json`` prints one document on stdout: a list of attempts, or the new attempt for
-``retry`` / ``replay``. An attempt::
+``--json`` prints one document on stdout: ``{"attempts": [attempt, …]}`` (newest first, like
+``runs``), or the new attempt for ``retry`` / ``replay``. An attempt::
 
     {"id": "att_20261124T230755_1ba8de9a", "eventId": "patch:upstream:v0.1.4:upstream.release",
      "operation": "dispatch", "status": "changed", "upstreamRepo": "peezy-tech/patch-moi-harness",
@@ -57,7 +57,7 @@ def list_attempts(g: Globals, status: str | None, as_json: bool) -> int:
         )
     found = _records(g).attempts(status)
     if as_json:
-        sys.stdout.write(msgspec.json.encode(found).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode({"attempts": found}).decode() + "\n")
         return 0
     if not found:
         print("no attempts" + (f" with status {status}" if status else ""))
