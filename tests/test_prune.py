@@ -104,7 +104,7 @@ def test_state_drops_old_finished_runs_and_keeps_what_tick_and_doctor_need(root:
     store.insert(lonely)
     going = new_run("quick", "command", OLD)
     store.insert(going)
-    assert store.record_baseline("lonely", SlotState(last_slot=OLD_ISO))
+    assert "lonely" in store.record_baselines([("lonely", SlotState(last_slot=OLD_ISO))])
     before = [r.id for r in store.runs(limit=100)]
     assert len(before) == 7
 

@@ -63,8 +63,8 @@ def test_records_round_trip(tmp_path: Path) -> None:
 
 def test_a_claim_is_taken_by_one_tick_only(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "local").open()
-    assert store.record_baseline("a", slot("2026-11-24T11:00:00.000Z"))
-    assert not store.record_baseline("a", slot("2026-11-24T11:30:00.000Z"))
+    assert "a" in store.record_baselines([("a", slot("2026-11-24T11:00:00.000Z"))])
+    assert "a" not in store.record_baselines([("a", slot("2026-11-24T11:30:00.000Z"))])
     first = state.new_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
     second = state.new_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
     # Both ticks planned from the same last slot; only the first claim wins.
@@ -96,7 +96,7 @@ def test_readonly_store_creates_nothing(tmp_path: Path) -> None:
 
 def test_baselines_of_one_tick_are_one_transaction(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "local").open()
-    assert store.record_baseline("old", slot("2026-11-24T10:00:00.000Z"))
+    assert "old" in store.record_baselines([("old", slot("2026-11-24T10:00:00.000Z"))])
     tasks = [(f"t{i}", slot("2026-11-24T11:00:00.000Z")) for i in range(2000)]
     recorded = store.record_baselines([("old", slot("2026-11-24T11:00:00.000Z")), *tasks])
     assert recorded == {task_id for task_id, _ in tasks}  # "old" already had its slot

@@ -36,9 +36,17 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
         metavar="URL",
         help="backend WebSocket URL (default: $CODEX_WORKSPACE_BACKEND_WS_URL or ws://127.0.0.1:3586)",
     )
-    parser.add_argument("--mode", default=default, choices=("local", "actions"))
     parser.add_argument(
-        "--log-level", default=default, choices=("debug", "info", "warning", "error")
+        "--mode",
+        default=default,
+        choices=("local", "actions"),
+        help="run state under .workspace/<mode>/ (default local; actions under GitHub Actions)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=("debug", "info", "warning", "error"),
+        help="log to stderr from this level (default warning)",
     )
 
 
@@ -51,41 +59,47 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def _tick_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _json_only(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task_id", nargs="?", metavar="TASK")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=20, help="at most N entries (default 20)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _flow_args(p: argparse.ArgumentParser) -> None:
     flow_sub = p.add_subparsers(dest="flow_command", metavar="ACTION")
     flow_sub.required = True
-    fr = flow_sub.add_parser("run", help="run a flow's matching steps here, no backend")
+    text = "run a flow's matching steps here, no backend"
+    fr = flow_sub.add_parser("run", help=text, description=text)
     _common(fr, top=False)
     fr.add_argument("name", metavar="NAME")
     fr.add_argument("--event", metavar="FILE", help="event JSON (default: the flow's fixture)")
     fr.add_argument("--json", action="store_true", help="print the FlowResult as JSON")
-    fl = flow_sub.add_parser("list", help="list flow packages")
+    text = "list flow packages (.codex/flows/*, then flows/*) and their load errors"
+    fl = flow_sub.add_parser("list", help=text, description=text)
     _common(fl, top=False)
-    fl.add_argument("--json", action="store_true")
+    fl.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _harness_args(p: argparse.ArgumentParser) -> None:
     h_sub = p.add_subparsers(dest="harness_command", metavar="ACTION")
     h_sub.required = True
-    hi = h_sub.add_parser("init", help="build harness/ (upstream, fork, bare remotes)")
+    text = "build harness/ (upstream, fork, bare remotes), deterministically"
+    hi = h_sub.add_parser("init", help=text, description=text)
     _common(hi, top=False)
     hi.add_argument("--force", action="store_true", help="replace an existing harness/")
-    hr = h_sub.add_parser("release", help="cut an upstream release")
+    text = "cut an upstream release: bump, commit, tag, push to its bare remote"
+    hr = h_sub.add_parser("release", help=text, description=text)
     _common(hr, top=False)
-    hr.add_argument("--bump", choices=("patch", "minor"), default="patch")
+    hr.add_argument(
+        "--bump", choices=("patch", "minor"), default="patch", help="version part (default patch)"
+    )
     hr.add_argument("--conflict", action="store_true", help="touch the same lines as a fork commit")
 
 
@@ -116,31 +130,35 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 def _dispatch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--wait", action="store_true", help="follow the runs to their end")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("event_id", metavar="EVENT_ID")
     p.add_argument("--wait", action="store_true", help="follow the runs to their end")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _events_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--type", dest="event_type", metavar="TYPE")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--type", dest="event_type", metavar="TYPE", help="only events of this type")
+    p.add_argument("--limit", type=int, default=20, help="at most N entries (default 20)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _flow_runs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--event-id", metavar="ID")
-    p.add_argument("--status", choices=("queued", "running", "completed", "failed", "canceled"))
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--event-id", metavar="ID", help="only the runs of this event")
+    p.add_argument(
+        "--status",
+        choices=("queued", "running", "completed", "failed", "canceled"),
+        help="only runs in this status",
+    )
+    p.add_argument("--limit", type=int, default=20, help="at most N entries (default 20)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _cancel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _watch_args(p: argparse.ArgumentParser) -> None:
@@ -152,8 +170,13 @@ def _attempts_args(p: argparse.ArgumentParser) -> None:
         "action", nargs="?", choices=("retry", "replay"), help="omit to list the attempts"
     )
     p.add_argument("attempt_id", nargs="?", metavar="ID", help="the attempt to retry or replay")
-    p.add_argument("--status", metavar="S", help="list: only attempts with this status")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--status",
+        metavar="S",
+        help="list: only attempts with this status (undelivered, started, skipped, completed, "
+        "changed, needs_intervention, blocked, failed, canceled)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _prune_args(p: argparse.ArgumentParser) -> None:

@@ -373,10 +373,6 @@ class StateStore:
             ).fetchall()
         return {row[0] for row in rows if process_alive(row[1], row[2])}
 
-    def record_baseline(self, task_id: str, slot: SlotState) -> bool:
-        """Remember a new task's starting point; False when it already had one."""
-        return task_id in self.record_baselines([(task_id, slot)])
-
     def record_baselines(self, baselines: list[tuple[str, SlotState]]) -> set[str]:
         """Remember new tasks' starting points in one transaction; the ids that were new.
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from workspace_adapter.sources import Release, matching, order_releases
-from workspace_adapter.sources.versions import is_version, sort_tags
+from workspace_adapter.sources.versions import version_key
+
+
+def sort_tags(tags: list[str]) -> list[str]:
+    return sorted(tags, key=version_key)
 
 
 def test_versions_sort_by_number_not_by_text() -> None:
@@ -29,8 +33,8 @@ def test_a_pre_release_comes_before_its_final_and_a_build_suffix_does_not_count(
 def test_non_versions_come_last_in_their_given_order() -> None:
     tags = ["nightly", "v1.0.0", "latest", "v0.9.0", "alpha-build"]
     assert sort_tags(tags) == ["v0.9.0", "v1.0.0", "nightly", "latest", "alpha-build"]
-    assert not is_version("nightly")
-    assert is_version("release-2.3")
+    assert version_key("nightly") > version_key("v99.0.0")
+    assert version_key("release-2.3") < version_key("release-2.10")
 
 
 def test_order_releases_keeps_one_per_tag_and_patterns_fullmatch() -> None:

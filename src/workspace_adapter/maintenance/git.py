@@ -217,10 +217,6 @@ class Git:
         done = self(*args)
         return done.stdout.strip() if done.ok and done.stdout.strip() else None
 
-    def top_level(self) -> Path | None:
-        top = self._value("rev-parse", "--show-toplevel")
-        return Path(top) if top else None
-
     def git_dir(self) -> Path:
         """This checkout's own git dir (where an in-progress rebase or merge keeps its state)."""
         value = self._value("rev-parse", "--absolute-git-dir")
@@ -258,9 +254,6 @@ class Git:
 
     def ref_sha(self, ref: str) -> str | None:
         return self._value("rev-parse", "--verify", "--quiet", ref)
-
-    def is_valid_ref_name(self, ref: str) -> bool:
-        return self("check-ref-format", ref).ok
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         done = self("merge-base", "--is-ancestor", ancestor, descendant)

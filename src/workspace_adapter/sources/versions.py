@@ -8,7 +8,6 @@ after all versions, in the order they were given (the sort is stable).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 _VERSION = re.compile(r"^(?P<prefix>\D*?)(?P<numbers>\d+(?:\.\d+)*)(?P<rest>.*)$")
 _PARTS = re.compile(r"[.\-+_]")
@@ -29,12 +28,3 @@ def version_key(tag: str) -> VersionKey:
         (0, int(part), "") if part.isdigit() else (1, 0, part) for part in _PARTS.split(pre) if part
     )
     return (0, match.group("prefix").lower(), numbers, 0 if pre_parts else 1, pre_parts)
-
-
-def is_version(tag: str) -> bool:
-    return version_key(tag)[0] == 0
-
-
-def sort_tags(tags: Iterable[str]) -> list[str]:
-    """``tags`` oldest first by version; non-versions after, in their given order."""
-    return sorted(tags, key=version_key)
