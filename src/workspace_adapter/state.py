@@ -24,22 +24,20 @@ import msgspec
 from workspace_adapter import paths
 from workspace_adapter.errors import EXIT_FAILED, UserError
 from workspace_adapter.processes import process_alive, process_marker
+from workspace_adapter.runrecords import (
+    RunRecord,
+    RunStatus,
+    SlotState,
+    iso,
+    new_run,
+    new_run_id,
+    parse_iso,
+)
 from workspace_adapter.sqlitefile import create_atomically
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
 TAIL_BYTES = 64 * 1024
-
-RunStatus = Literal[
-    "running",
-    "skipped",
-    "completed",
-    "changed",
-    "needs_intervention",
-    "blocked",
-    "canceled",
-    "failed",
-]
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -73,10 +71,12 @@ CREATE TABLE schedule (
 
 __all__ = [
     "RunRecord",
+    "RunStatus",
     "SlotState",
     "StateStore",
     "iso",
     "new_run",
+    "new_run_id",
     "open_readonly",
     "parse_iso",
     "process_alive",
@@ -89,65 +89,7 @@ _COLUMNS = (
 )
 
 
-class RunRecord(msgspec.Struct, kw_only=True, rename="camel"):
-    """One local run of a task (SPEC §4); JSON keys are camelCase (``taskId``, ``startedAt``)."""
-
-    id: str
-    task_id: str
-    kind: str
-    status: RunStatus
-    reason: str | None = None
-    started_at: str
-    finished_at: str | None = None
-    exit_code: int | None = None
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    event_id: str | None = None
-    run_ids: list[str] = msgspec.field(default_factory=list)
-    slot: str | None = None
-
-
 ClaimOutcome = Literal["claimed", "overlap", "taken"]
-
-
-class SlotState(msgspec.Struct, kw_only=True):
-    """A scheduled task's last slot and, cached, the first slot after it.
-
-    ``next_slot`` is only valid for the ``schedule`` and ``timezone`` it was computed with; it
-    lets a tick decide "not due" with a string comparison instead of evaluating cron.
-    """
-
-    last_slot: str
-    next_slot: str | None = None
-    schedule: str | None = None
-    timezone: str | None = None
-
-
-def iso(moment: dt.datetime) -> str:
-    """UTC ISO-8601 with milliseconds and ``Z``, the format of every stored time."""
-    moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def new_run_id(task_id: str, started: dt.datetime) -> str:
-    """``<time>-<random>-<task id>``: sorts by time, unique, says which task it ran."""
-    stamp = iso(started).replace(":", "-").replace(".", "-")
-    return f"{stamp}-{os.urandom(4).hex()}-{task_id}"
-
-
-def new_run(task_id: str, kind: str, started: dt.datetime, slot: str | None = None) -> RunRecord:
-    return RunRecord(
-        id=new_run_id(task_id, started),
-        task_id=task_id,
-        kind=kind,
-        status="running",
-        started_at=iso(started),
-        slot=slot,
-    )
 
 
 def _row_to_record(row: tuple[object, ...]) -> RunRecord:
