@@ -22,8 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import __version__
 from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
+from workspace_adapter.protocol import TERMINAL_STATUSES
 
-TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "canceled"})
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
 DEFAULT_REQUEST_TIMEOUT = 30.0
 
@@ -206,14 +206,14 @@ async def follow_runs(
                 on_output(str(params["runId"]), str(params.get("stream")), str(params.get("line")))
         elif note.get("method") == "flow.run.updated":
             run = params.get("run") or {}
-            if run.get("id") in wanted and run.get("status") in TERMINAL_RUN_STATUSES:
+            if run.get("id") in wanted and run.get("status") in TERMINAL_STATUSES:
                 finished[str(run["id"])] = run
 
     # Runs that ended before we subscribed (a duplicate dispatch) send nothing more.
     for run_id in run_ids:
         got = await client.request("flow.getRun", {"runId": run_id})
         run = got.get("run") if isinstance(got, dict) else None
-        if isinstance(run, dict) and run.get("status") in TERMINAL_RUN_STATUSES:
+        if isinstance(run, dict) and run.get("status") in TERMINAL_STATUSES:
             finished[run_id] = run
     # Lines that arrived while we asked are still ours to show, even for a finished run.
     while client.notifications:

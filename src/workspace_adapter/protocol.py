@@ -30,7 +30,6 @@ MAX_FRAME_BYTES = 1024 * 1024
 SIGNATURE_HEADERS = ("x-flow-signature-256", "x-patch-flow-signature-256")
 
 RunStatus = Literal["queued", "running", "completed", "failed", "canceled"]
-RUN_STATUSES: tuple[str, ...] = ("queued", "running", "completed", "failed", "canceled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 RequestId = int | str | None

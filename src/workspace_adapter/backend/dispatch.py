@@ -184,49 +184,48 @@ class BackendService:
             raise rpc.RpcFault(
                 rpc.INVALID_PARAMS, f"invalid params: {exc}", data={"field": field}
             ) from None
-        matches = matching_steps(self.catalog.packages(), event)
-        if not self.queue.has_room(len(matches)):
-            raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
-        runs = [new_run(event["id"], p.name, s.name) for p, s in matches]
+        runs = self._new_runs(event["id"], event)
         with self._store_writes("dispatch", event_id=event["id"]):
             record = await self.store.writer.dispatch(event, runs)
         duplicate = record.status == "duplicate"
         if not duplicate:
             self.queue.submit(record.runs)
             self._log.info("event.dispatched", event_id=event["id"], matched=len(runs))
-        reply: dict[str, Any] = {
-            "status": record.status,
-            "eventId": event["id"],
-            "runIds": record.run_ids,
-            "matched": len(record.run_ids),
-            "idempotent": duplicate,
-        }
-        if wait:
-            reply["runs"] = [r.to_wire() for r in await self.queue.wait_for(record.run_ids)]
-        return reply
+        return await self._reply(record.status, event["id"], record.run_ids, duplicate, wait)
 
     async def replay(self, event_id: str, *, wait: bool = False) -> dict[str, Any]:
         """Run a stored event again: new runs whose ids end ``_replay``."""
         event = self.store.get_event(event_id)
         if event is None:
             raise _unknown("eventId", event_id)
-        matches = matching_steps(self.catalog.packages(), event)
-        if not self.queue.has_room(len(matches)):
-            raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
-        runs = [new_run(event_id, p.name, s.name, replay=True) for p, s in matches]
+        runs = self._new_runs(event_id, event, replay=True)
         with self._store_writes("replay", event_id=event_id):
             await self.store.writer.add_runs(runs)
         self.queue.submit(runs)
         self._log.info("event.replayed", event_id=event_id, matched=len(runs))
+        return await self._reply("accepted", event_id, [r.id for r in runs], False, wait)
+
+    def _new_runs(
+        self, event_id: str, event: dict[str, Any], *, replay: bool = False
+    ) -> list[RunRecord]:
+        """A queued run per matching step, or a retryable fault when the queue has no room."""
+        matches = matching_steps(self.catalog.packages(), event)
+        if not self.queue.has_room(len(matches)):
+            raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
+        return [new_run(event_id, p.name, s.name, replay=replay) for p, s in matches]
+
+    async def _reply(
+        self, status: str, event_id: str, run_ids: list[str], idempotent: bool, wait: bool
+    ) -> dict[str, Any]:
         reply: dict[str, Any] = {
-            "status": "accepted",
+            "status": status,
             "eventId": event_id,
-            "runIds": [r.id for r in runs],
-            "matched": len(runs),
-            "idempotent": False,
+            "runIds": run_ids,
+            "matched": len(run_ids),
+            "idempotent": idempotent,
         }
         if wait:
-            reply["runs"] = [r.to_wire() for r in await self.queue.wait_for(reply["runIds"])]
+            reply["runs"] = [r.to_wire() for r in await self.queue.wait_for(run_ids)]
         return reply
 
     # --- inspection --------------------------------------------------------------------------

@@ -12,14 +12,13 @@ import os
 from typing import TYPE_CHECKING, Unpack
 
 from workspace_adapter import config as config_mod
+from workspace_adapter.client import TOKEN_ENV
 from workspace_adapter.commands.backend import BackendFlags, backend_options
 from workspace_adapter.errors import UserError
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
     from workspace_adapter.service.watcher import Watcher
-
-TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
 
 
 def serve(g: Globals, *, tick_interval: float | None = None, **flags: Unpack[BackendFlags]) -> int:
