@@ -6,9 +6,11 @@ may have won while we waited), build the schema in a temp file, and rename it in
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -30,3 +32,18 @@ def create_atomically(path: Path, lock_path: Path, schema: str, version: int) ->
             db.close()
         os.replace(tmp, path)
         return True
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """One transaction on ``db`` (autocommit mode): committed at the end, rolled back on error."""
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLITE_FULL rolls the transaction back by itself; a second ROLLBACK would fail and
+        # hide the real error.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

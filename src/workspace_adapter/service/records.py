@@ -31,7 +31,8 @@ from workspace_adapter.service.store import (
     SourceCursor,
     data_dir,
 )
-from workspace_adapter.state import iso, process_alive
+from workspace_adapter.sqlitefile import transaction
+from workspace_adapter.state import iso, open_readonly, process_alive
 
 __all__ = ["Attempt", "Operation", "PollOutcome", "Records", "SeenRelease", "SourceCursor"]
 
@@ -412,8 +413,6 @@ class Records(RecordStore):
         knows it (after a backend prune); it is one small row per release. One transaction,
         waiting ``busy_timeout`` seconds for the write lock; never creates the file.
         """
-        from workspace_adapter.state import open_readonly
-
         finished = "SELECT id FROM attempts WHERE status NOT IN ('undelivered', 'started')"
         dispatches = (
             "FROM dispatches WHERE COALESCE(julianday(at) < julianday(:cut), 0) "
@@ -428,8 +427,7 @@ class Records(RecordStore):
         try:
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
-            try:
+            with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
                 (version,) = db.execute("PRAGMA user_version").fetchone()
                 if version != SCHEMA_VERSION:
                     raise UserError(
@@ -440,11 +438,6 @@ class Records(RecordStore):
                 for name, rows in (("dispatches", dispatches), ("events", events)):
                     cursor = db.execute(f"{verb} {rows}", {"cut": cutoff})
                     found[name] = cursor.fetchone()[0] if dry_run else cursor.rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         finally:
             db.close()
         return found

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from workspace_adapter.errors import UserError
-from workspace_adapter.sqlitefile import create_atomically
+from workspace_adapter.sqlitefile import create_atomically, transaction
 from workspace_adapter.state import process_marker
 
 SCHEMA_VERSION = 1
@@ -187,12 +187,7 @@ class RecordStore:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
+            with transaction(db, "BEGIN IMMEDIATE" if write else "BEGIN"):
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         finally:
             db.close()

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import anyio
 
+from workspace_adapter.maintenance.git import no_git_env
 from workspace_adapter.sources import Release, SourceError
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^[^/\s]+@[^/\s:]+:")
-
-
-def no_git_env() -> dict[str, str]:
-    """The environment without ``GIT_*`` variables leaked from a hook or a caller's repository."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    # Never wait for a password on a terminal nobody watches.
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    return env
 
 
 def resolve_url(url: str, root: Path) -> str:
@@ -54,7 +46,7 @@ async def list_tags(url: str, root: Path, timeout: float) -> dict[str, str]:
             done = await anyio.run_process(
                 ["git", "ls-remote", "--tags", target],
                 cwd=root,
-                env=no_git_env(),
+                env={**no_git_env(), "GIT_TERMINAL_PROMPT": "0"},  # nobody answers a prompt
                 check=False,
                 stdin=subprocess.DEVNULL,
             )
