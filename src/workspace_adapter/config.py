@@ -18,8 +18,9 @@ from workspace_adapter import paths
 from workspace_adapter.errors import EXIT_BAD_INPUT, UserError
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-DURATION_RE = re.compile(r"^(\d+)([smh])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+DURATION_RE = re.compile(r"(\d+)([smh])")
+_DURATION_PARTS = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_TIMEOUT = "30m"
 MAX_CATCHUP_SLOTS = 10
 
@@ -113,8 +114,12 @@ class ConfigError(UserError):
 
 
 def duration_seconds(text: str) -> int:
-    """Seconds in a ``^\\d+[smh]$`` duration (already validated)."""
-    match = DURATION_RE.match(text)
+    """Seconds in a ``^\\d+[smhd]$`` duration; ValueError for anything else.
+
+    Config values are ``[smh]`` only (:data:`DURATION_RE`, checked by the schema); ``d`` is for
+    ``prune --older-than``.
+    """
+    match = _DURATION_PARTS.fullmatch(text)
     if match is None:
         raise ValueError(f"bad duration {text!r}")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -259,7 +259,7 @@ class Checker:
         value = raw.get(key)
         if not isinstance(value, str):
             return
-        if not DURATION_RE.match(value):
+        if not DURATION_RE.fullmatch(value):
             problem = f"{value!r} is not a duration like 90s, 15m or 2h"
         elif duration_seconds(value) == 0:
             problem = "must be longer than 0s"

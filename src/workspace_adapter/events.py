@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from workspace_adapter.runrecords import iso
+
 FlowStatus = Literal["skipped", "completed", "changed", "needs_intervention", "blocked", "failed"]
 TaskStatus = Literal[
     "skipped", "completed", "changed", "needs_intervention", "blocked", "canceled", "failed"
@@ -86,8 +88,7 @@ class EventError(ValueError):
 
 def utc_now_iso() -> str:
     """Current UTC time as ISO-8601 with milliseconds and a ``Z``."""
-    now = dt.datetime.now(dt.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso(dt.datetime.now(dt.UTC))
 
 
 def normalize_event(raw: object) -> dict[str, Any]:

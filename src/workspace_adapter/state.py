@@ -11,7 +11,6 @@ marked ``failed``, reason ``interrupted``, whenever the store is opened for writ
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ import msgspec
 
 from workspace_adapter import paths
 from workspace_adapter.errors import EXIT_FAILED, UserError
+from workspace_adapter.events import utc_now_iso
 from workspace_adapter.processes import process_alive, process_marker
 from workspace_adapter.runrecords import (
     RunRecord,
@@ -33,7 +33,7 @@ from workspace_adapter.runrecords import (
     new_run_id,
     parse_iso,
 )
-from workspace_adapter.sqlitefile import create_atomically
+from workspace_adapter.sqlitefile import create_atomically, transaction
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
@@ -87,14 +87,14 @@ _COLUMNS = (
     "id, task_id, kind, status, reason, started_at, finished_at, exit_code, stdout_tail, "
     "stderr_tail, event_id, run_ids, slot"
 )
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
 
 
 ClaimOutcome = Literal["claimed", "overlap", "taken"]
 
 
 def _row_to_record(row: tuple[object, ...]) -> RunRecord:
-    names = [c.strip() for c in _COLUMNS.split(",")]
-    data = dict(zip(names, row, strict=True))
+    data = dict(zip(_NAMES, row, strict=True))
     data["run_ids"] = msgspec.json.decode(str(data["run_ids"]) or "[]")
     return RunRecord(**data)  # type: ignore[arg-type]
 
@@ -167,16 +167,8 @@ class StateStore:
                 write = False
             else:
                 db = self._writer()
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
+            with transaction(db, "BEGIN IMMEDIATE" if write else "BEGIN"):
                 yield db
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLITE_FULL rolls the transaction back by itself; a second ROLLBACK would
-                # fail and hide the real error.
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as exc:
             if not self.readonly:
                 self.close()  # a connection that failed is not reused
@@ -230,7 +222,7 @@ class StateStore:
 
     def recover_interrupted(self) -> list[str]:
         """Mark runs left ``running`` by dead processes as failed; returns their ids."""
-        now = iso(dt.datetime.now(dt.UTC))
+        now = utc_now_iso()
         with self.connect() as db:
             rows = db.execute(
                 "SELECT id, pid, pid_marker FROM runs WHERE status = 'running'"
@@ -322,7 +314,7 @@ class StateStore:
         """
         if not baselines:
             return set()
-        now = iso(dt.datetime.now(dt.UTC))
+        now = utc_now_iso()
         recorded: set[str] = set()
         with self.connect() as db:
             for task_id, slot in baselines:
@@ -345,7 +337,7 @@ class StateStore:
         consumed and ``record`` is stored as ``skipped``, reason ``overlap``.
         """
         assert record.slot is not None and record.slot == slot.last_slot
-        now = iso(dt.datetime.now(dt.UTC))
+        now = utc_now_iso()
         with self.connect() as db:
             row = db.execute(
                 "SELECT last_slot FROM schedule WHERE task_id = ?", (record.task_id,)
@@ -396,17 +388,11 @@ class StateStore:
         try:
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
-            try:
+            with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
                 if dry_run:
                     count: int = db.execute(f"SELECT count(*) {prunable}", (cutoff,)).fetchone()[0]
                 else:
                     count = db.execute(f"DELETE {prunable}", (cutoff,)).rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         finally:
             db.close()
         return count

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -26,7 +25,7 @@ import msgspec
 from workspace_adapter import events
 from workspace_adapter.config import TaskConfig, WorkspaceConfig
 from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, UserError
-from workspace_adapter.state import TAIL_BYTES, RunRecord, RunStatus, StateStore, iso
+from workspace_adapter.state import TAIL_BYTES, RunRecord, RunStatus, StateStore
 
 KILL_GRACE_SECONDS = 5.0
 """Between SIGTERM and SIGKILL for a timed-out task's process group (as for backend steps)."""
@@ -403,10 +402,10 @@ def execute(
                 )
         except BaseException:
             record.status, record.reason = "failed", "interrupted"
-            record.finished_at = iso(dt.datetime.now(dt.UTC))
+            record.finished_at = events.utc_now_iso()
             store.finish(record)
             raise
-    record.finished_at = iso(dt.datetime.now(dt.UTC))
+    record.finished_at = events.utc_now_iso()
     store.finish(record)
     code = override_code if override_code is not None else events.exit_code_for(record.status)
     message = None

@@ -48,7 +48,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import os
-import re
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -57,28 +56,25 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from workspace_adapter.config import duration_seconds
 from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
 from workspace_adapter.state import iso
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
 
-_AGE = re.compile(r"(\d+)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 Prune = Callable[[str, bool, float], dict[str, int]]
 
 
 def parse_age(text: str) -> dt.timedelta:
     """``30d`` → 30 days; anything but ``^\\d+[smhd]$`` is a bad ``--older-than``."""
-    match = _AGE.fullmatch(text)
-    if match is None:
+    try:
+        return dt.timedelta(seconds=duration_seconds(text))
+    except ValueError:
         raise UserError(
             f"--older-than: {text!r} is not an age like 30d (a number, then s, m, h or d)",
             EXIT_BAD_INPUT,
-        )
-    try:
-        return dt.timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+        ) from None
     except OverflowError:
         raise UserError(f"--older-than: {text!r} is too long ago", EXIT_BAD_INPUT) from None
 

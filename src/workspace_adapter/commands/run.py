@@ -27,7 +27,7 @@ import msgspec
 from workspace_adapter import config as config_mod
 from workspace_adapter import taskrun
 from workspace_adapter.errors import UserError
-from workspace_adapter.state import RunRecord, StateStore, new_run
+from workspace_adapter.state import RunRecord, StateStore, new_run, parse_iso
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
@@ -88,8 +88,7 @@ def summary(record: RunRecord) -> str:
     """One line: the task, its status, and why."""
     seconds = ""
     if record.finished_at:
-        elapsed = dt.datetime.fromisoformat(record.finished_at.replace("Z", "+00:00"))
-        started = dt.datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
-        seconds = f" in {(elapsed - started).total_seconds():.1f}s"
+        elapsed = parse_iso(record.finished_at) - parse_iso(record.started_at)
+        seconds = f" in {elapsed.total_seconds():.1f}s"
     why = f" ({record.reason})" if record.reason else ""
     return f"{record.task_id}: {record.status}{why}{seconds} [run {record.id}]"

@@ -32,6 +32,7 @@ import msgspec
 
 from workspace_adapter import config as config_mod
 from workspace_adapter import schedule, taskrun
+from workspace_adapter.commands.run import summary
 from workspace_adapter.state import RunRecord, SlotState, StateStore, iso, new_run
 
 if TYPE_CHECKING:
@@ -142,8 +143,6 @@ def _carry_out(
         codes.append(execution.exit_code)
         if execution.message:
             print(f"  {execution.message}", file=sys.stderr)
-        from workspace_adapter.commands.run import summary
-
         _say(f"  {summary(record)}", as_json)
     return decision.action
 
