@@ -7,6 +7,8 @@ was changed by the run (a stopped rebase, a check that wrote files) and is the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from workspace_adapter.maintenance.git import Git
@@ -32,7 +34,7 @@ def abort_rebase(git: Git) -> None:
         git("rebase", "--abort")
 
 
-def revert_leftovers(git: Git, label: str, identity: list[str]) -> str | None:
+def revert_leftovers(git: Git, label: str, identity: Callable[[], list[str]]) -> str | None:
     """Set aside every change in a tree that was clean when the run began; say where it went.
 
     The changes go to a stash (untracked files included), not to the bin: a check that writes
@@ -41,7 +43,7 @@ def revert_leftovers(git: Git, label: str, identity: list[str]) -> str | None:
     dirty = git.status_lines()
     if not dirty:
         return None
-    stashed = git("stash", "push", "--include-untracked", "--quiet", "-m", label, config=identity)
+    stashed = git("stash", "push", "--include-untracked", "--quiet", "-m", label, config=identity())
     left = git.status_lines()
     if not stashed.ok or left:
         first = (left or dirty)[0][3:]

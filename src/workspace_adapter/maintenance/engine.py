@@ -70,6 +70,7 @@ class ForkMaintenance:
         self._unverified_base: str | None = None
         self._restore_problem: str | None = None
         self._reverted: str | None = None
+        self._identity_flags: list[str] | None = None
 
     def run(self) -> FlowResult:
         started = time.perf_counter()
@@ -193,10 +194,10 @@ class ForkMaintenance:
 
     def _maintain_locked(self, tag: str) -> tuple[FlowStatus, str]:
         s = self.settings
-        ensure_remotes(self.git, s, self.emit)
+        remotes = ensure_remotes(self.git, s, self.emit)
         self._refuse_unsafe_state()
         if s.fetch:
-            fetch_for_lease(self.git, s, self.emit)
+            fetch_for_lease(self.git, s, remotes, self.emit)
         self._leases = leases(self.git, s)
         release = self.git.resolve_commit(f"refs/tags/{tag}")
         if release is None:
@@ -209,9 +210,11 @@ class ForkMaintenance:
         self.release_sha = release
         found = found_checkout(self.git)
         try:
+            before = found.sha
             if found.branch != s.target_branch:
                 self._switch_to_target()
-            return self._update_branch(tag, release)
+                before = self.git.head_sha()
+            return self._update_branch(tag, release, before)
         finally:
             self._leave(found)
 
@@ -278,10 +281,9 @@ class ForkMaintenance:
             self._keep_candidate(self.tag, before, head)
         self._unverified_base = None
 
-    def _update_branch(self, tag: str, release: str) -> tuple[FlowStatus, str]:
-        """Rules 6-10 on the target branch."""
+    def _update_branch(self, tag: str, release: str, before: str) -> tuple[FlowStatus, str]:
+        """Rules 6-10 on the target branch, whose head is ``before``."""
         s = self.settings
-        before = self.git.head_sha()
         self.before_sha = self.after_sha = before
         rebased = not self.git.is_ancestor(release, before)
         if rebased:
@@ -318,7 +320,7 @@ class ForkMaintenance:
         return status, f"{what}; checks passed; {pushed}"
 
     def _set_aside(self) -> None:
-        stashed = revert_leftovers(self.git, self._stash_label(), self._identity())
+        stashed = revert_leftovers(self.git, self._stash_label(), self._identity)
         self._reverted = stashed or self._reverted
 
     def _stash_label(self) -> str:
@@ -327,11 +329,13 @@ class ForkMaintenance:
 
     def _identity(self) -> list[str]:
         """``-c`` settings for a default committer, for the keys the fork leaves unset."""
-        return [
-            f"{key}={value}"
-            for key, value in DEFAULT_IDENTITY.items()
-            if self.git.config_value(key) is None
-        ]
+        if self._identity_flags is None:
+            self._identity_flags = [
+                f"{key}={value}"
+                for key, value in DEFAULT_IDENTITY.items()
+                if self.git.config_value(key) is None
+            ]
+        return self._identity_flags
 
     def _rebase(self, tag: str, release: str, before: str) -> str:
         """Rule 6: rebase onto the release; a rebase that stops is aborted, never left behind."""
@@ -351,6 +355,7 @@ class ForkMaintenance:
                 f"rebase onto {tag} stopped and could not be aborted ({abort.last_line()}); "
                 f"run `git rebase --abort` in {s.fork_repo}",
             )
+        self._unverified_base = None  # the abort put the branch back at ``before``
         where = f"conflicts in {', '.join(files)}" if files else done.last_line()
         return_to = f"the rebase was aborted and {s.fork_repo} left at {short(before)}"
         raise Outcome(

@@ -205,6 +205,9 @@ class Git:
     def __init__(self, repo: Path, log: CommandLog) -> None:
         self.repo = repo
         self.log = log
+        # Where the repository keeps its state does not move during a run: ask once.
+        self._git_dir: Path | None = None
+        self._common_dir: Path | None = None
 
     def __call__(self, *args: str, config: Sequence[str] = ()) -> Completed:
         argv = ["git"]
@@ -219,17 +222,21 @@ class Git:
 
     def git_dir(self) -> Path:
         """This checkout's own git dir (where an in-progress rebase or merge keeps its state)."""
-        value = self._value("rev-parse", "--absolute-git-dir")
-        if value is None:
-            raise RuntimeError(f"cannot find the git dir of {self.repo}")
-        return Path(value)
+        if self._git_dir is None:
+            value = self._value("rev-parse", "--absolute-git-dir")
+            if value is None:
+                raise RuntimeError(f"cannot find the git dir of {self.repo}")
+            self._git_dir = Path(value)
+        return self._git_dir
 
     def common_dir(self) -> Path:
         """The git dir shared by all worktrees of the repository."""
-        value = self._value("rev-parse", "--git-common-dir")
-        if value is None:
-            raise RuntimeError(f"cannot find the git dir of {self.repo}")
-        return (self.repo / value).resolve()
+        if self._common_dir is None:
+            value = self._value("rev-parse", "--git-common-dir")
+            if value is None:
+                raise RuntimeError(f"cannot find the git dir of {self.repo}")
+            self._common_dir = (self.repo / value).resolve()
+        return self._common_dir
 
     def remotes(self) -> list[str]:
         done = self("remote")

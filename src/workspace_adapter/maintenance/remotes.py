@@ -9,8 +9,13 @@ from workspace_adapter.maintenance.outcome import Outcome
 from workspace_adapter.maintenance.settings import MaintenanceSettings
 
 
-def ensure_remotes(git: Git, settings: MaintenanceSettings, emit: Callable[[str], None]) -> None:
-    """Rule 3, first half: add the upstream remote when missing, never a push remote."""
+def ensure_remotes(
+    git: Git, settings: MaintenanceSettings, emit: Callable[[str], None]
+) -> list[str]:
+    """Rule 3, first half: add the upstream remote when missing, never a push remote.
+
+    Returns the fork's remotes, the upstream one included.
+    """
     s = settings
     remotes = git.remotes()
     if s.upstream_remote not in remotes:
@@ -21,6 +26,7 @@ def ensure_remotes(git: Git, settings: MaintenanceSettings, emit: Callable[[str]
                 f"cannot add remote {s.upstream_remote} to {s.fork_repo}: {done.last_line()}",
             )
         emit(f"added remote {s.upstream_remote} -> {s.upstream_repo_url}")
+        remotes.append(s.upstream_remote)
     missing = [r for r in s.push_remotes if r not in remotes]
     if missing and s.push:
         raise Outcome(
@@ -28,9 +34,12 @@ def ensure_remotes(git: Git, settings: MaintenanceSettings, emit: Callable[[str]
             f"push remote {', '.join(missing)} is not configured in {s.fork_repo}; add it "
             "with `git remote add NAME URL` (the flow never invents push remotes)",
         )
+    return remotes
 
 
-def fetch_for_lease(git: Git, settings: MaintenanceSettings, emit: Callable[[str], None]) -> None:
+def fetch_for_lease(
+    git: Git, settings: MaintenanceSettings, remotes: list[str], emit: Callable[[str], None]
+) -> None:
     """Rule 3, second half: upstream tags, and the branch each lease will be checked on."""
     s = settings
     done = git("fetch", "--tags", s.upstream_remote)
@@ -38,9 +47,8 @@ def fetch_for_lease(git: Git, settings: MaintenanceSettings, emit: Callable[[str
         raise Outcome(
             "blocked", f"fetching tags from {s.upstream_remote} failed: {done.last_line()}"
         )
-    present = set(git.remotes())
     for remote in s.push_remotes:
-        if remote not in present:
+        if remote not in remotes:
             emit(f"push remote {remote} is not configured; not fetching it")
             continue
         tracking = f"refs/remotes/{remote}/{s.target_branch}"
