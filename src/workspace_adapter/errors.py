@@ -41,9 +41,19 @@ class BackendUnreachable(UserError):
         self.url = url
 
 
-def _log_dir(root: Path | None) -> Path:
-    base = root if root is not None else Path.cwd()
-    return base / ".workspace" / "logs"
+def write_crash_log(root: Path, exc: BaseException, kind: str) -> str:
+    """Write ``exc``'s traceback to ``root/.workspace/logs/<kind>-*.log``; the clause naming it.
+
+    The clause is ``"; traceback in <path>"``, or empty when the file cannot be written.
+    """
+    folder = root / ".workspace" / "logs"
+    path = folder / f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    except OSError:
+        return ""
+    return f"; traceback in {path}"
 
 
 @contextlib.contextmanager
@@ -66,17 +76,6 @@ def error_handler(root: Path | None = None) -> Iterator[None]:
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:
-        log_dir = _log_dir(root)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        path = log_dir / f"crash-{stamp}-{os.getpid()}.log"
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(
-                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                encoding="utf-8",
-            )
-            where = f"; traceback in {path}"
-        except OSError:
-            where = ""
+        where = write_crash_log(root if root is not None else Path.cwd(), exc, "crash")
         print(f"error: unexpected {type(exc).__name__}: {exc}{where}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None

@@ -29,6 +29,7 @@ import msgspec
 from workspace_adapter import config as config_mod
 from workspace_adapter import paths
 from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
+from workspace_adapter.maintenance.git import no_git_env
 from workspace_adapter.state import DB_NAME, StateStore, process_alive
 
 if TYPE_CHECKING:
@@ -148,17 +149,12 @@ def _check_tools(report: _Report) -> None:
             report.add("tools", "fail", f"{tool} not found on PATH; install it or fix PATH")
 
 
-def _no_git_env() -> dict[str, str]:
-    """The environment minus ``GIT_*``, which would point git at another repository."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-
-
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["git", "--no-optional-locks", "-C", str(cwd), *args],
         capture_output=True,
         text=True,
-        env=_no_git_env(),
+        env=no_git_env(),
         check=False,
     )
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import time
-import traceback
 from pathlib import Path
 
+from workspace_adapter.errors import write_crash_log
 from workspace_adapter.events import FlowStatus
 
 
@@ -34,11 +32,4 @@ def log_traceback(root: Path, exc: BaseException) -> str:
     A step's stderr reaches the operator's terminal and the run record, so an unexpected error
     shows there as one line, and the trail is kept in a file (SPEC §2).
     """
-    folder = root / ".workspace" / "logs"
-    path = folder / f"step-crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-    except OSError:
-        return ""
-    return f"; traceback in {path}"
+    return write_crash_log(root, exc, "step-crash")
