@@ -36,6 +36,7 @@ from workspace_adapter.backend.writer import (
     unavailable,
 )
 from workspace_adapter.backend.writes import WriteOp
+from workspace_adapter.sqlitefile import transaction
 
 # Importable from here as before the store was split in three.
 __all__ = [
@@ -155,15 +156,8 @@ class BackendStore:
 
     def transaction(self, op: WriteOp) -> Any:
         """Run ``op`` on the writer connection in one ``BEGIN IMMEDIATE`` transaction."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = op(db)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
-        return result
+        with transaction(self._db):
+            return op(self._db)
 
     def commit_batch(self, batch: list[QueuedWrite]) -> None:
         """Commit ``batch`` in one transaction and give each write its answer (worker thread).
@@ -259,8 +253,7 @@ class BackendStore:
         try:
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            db.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
-            try:
+            with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version != SCHEMA_VERSION:
                     raise StoreError(f"{path} has schema version {version}, not {SCHEMA_VERSION}")
@@ -269,10 +262,6 @@ class BackendStore:
                 for name, rows in statements.items():
                     cursor = db.execute(f"{verb} {rows}", {"cut": cutoff})
                     found[name] = cursor.fetchone()[0] if dry_run else cursor.rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
         finally:
             db.close()
         return {"events": found["events"], "runs": found["runs"]}
