@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from workspace_adapter import config, schedule
 from workspace_adapter.cli import Globals
 from workspace_adapter.commands.tick import tick
-from workspace_adapter.state import StateStore
+from workspace_adapter.local import config, schedule
+from workspace_adapter.local.state import StateStore
 
 TASKS = 1000
 BUDGET_MS = 150.0

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter import cli, paths
-from workspace_adapter.errors import UserError, error_handler
+from workspace_adapter import cli
+from workspace_adapter.base import paths
+from workspace_adapter.base.errors import UserError, error_handler
 
 
 def test_common_flags_before_or_after_the_subcommand(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter import config
 from workspace_adapter.cli import main
+from workspace_adapter.local import config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

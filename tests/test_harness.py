@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from workspace_adapter.base.errors import UserError
 from workspace_adapter.cli import main as cli_main
-from workspace_adapter.errors import UserError
 from workspace_adapter.harness import cut_release, init_harness, latest_version
 
 REPOS = ("upstream", "fork", "remotes/upstream.git", "remotes/origin.git", "remotes/jojo.git")

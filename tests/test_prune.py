@@ -18,8 +18,8 @@ from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
 
 from workspace_adapter.cli import main
+from workspace_adapter.local.state import SlotState, StateStore, iso, new_run
 from workspace_adapter.service.records import Records, SeenRelease
-from workspace_adapter.state import SlotState, StateStore, iso, new_run
 
 OLD = dt.datetime.now(dt.UTC) - dt.timedelta(days=90)
 OLD_ISO = iso(OLD)

@@ -19,8 +19,8 @@ from support.flows import write_flow
 from workspace_adapter import client
 from workspace_adapter.cli import Globals
 from workspace_adapter.commands.tick import tick
-from workspace_adapter.serve import seconds_to_next_tick
-from workspace_adapter.state import RunRecord, StateStore
+from workspace_adapter.local.state import RunRecord, StateStore
+from workspace_adapter.loops import seconds_to_next_tick
 
 TICK = "0.2"
 

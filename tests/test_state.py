@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter import state
-from workspace_adapter.errors import UserError
-from workspace_adapter.state import SlotState, StateStore
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.local import state
+from workspace_adapter.local.state import SlotState, StateStore
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 

@@ -254,7 +254,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _globals(ns: argparse.Namespace) -> Globals:
-    from workspace_adapter import paths
+    from workspace_adapter.base import paths
 
     return Globals(
         workspace_root=paths.resolve_root(ns.workspace_root),
@@ -354,8 +354,8 @@ def _backend_flags(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _attempts(ns: argparse.Namespace, g: Globals) -> int:
+    from workspace_adapter.base.errors import EXIT_BAD_INPUT, UserError
     from workspace_adapter.commands import attempts
-    from workspace_adapter.errors import EXIT_BAD_INPUT, UserError
 
     # argparse fills ``action`` first, so an ID alone is already refused as an unknown action.
     if ns.action is None:
@@ -370,7 +370,7 @@ def _attempts(ns: argparse.Namespace, g: Globals) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from workspace_adapter.errors import error_handler
+    from workspace_adapter.base.errors import error_handler
 
     args = sys.argv[1:] if argv is None else list(argv)
     ns = build_parser(command_named(args)).parse_args(args)

@@ -21,7 +21,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import __version__
-from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
+from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
 from workspace_adapter.protocol import TERMINAL_STATUSES
 
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"

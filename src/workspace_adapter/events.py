@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from workspace_adapter.runrecords import iso
+from workspace_adapter.local.records import iso
 
 FlowStatus = Literal["skipped", "completed", "changed", "needs_intervention", "blocked", "failed"]
 TaskStatus = Literal[

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from workspace_adapter.errors import UserError
+from workspace_adapter.base.errors import UserError
 
 PACKAGE = "patch-moi-harness"
 REMOTES = ("upstream", "origin", "jojo")

@@ -10,8 +10,8 @@ import pytest
 from support.backend import Backend, free_port
 from support.flows import write_flows
 
+from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.client import ReconnectingClient
-from workspace_adapter.errors import BackendUnreachable
 
 
 async def test_requests_survive_a_backend_restart(tmp_path: Path) -> None:

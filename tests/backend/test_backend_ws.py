@@ -211,8 +211,8 @@ async def test_replies_larger_than_the_outbox_are_sent_not_closed(backend: Backe
 
 
 async def test_a_request_that_outlives_its_timeout_is_a_clear_error(backend: Backend) -> None:
+    from workspace_adapter.base.errors import UserError
     from workspace_adapter.client import RequestTimeout, open_client
-    from workspace_adapter.errors import UserError
 
     client = await open_client(backend.url)
     event_id = new_id("timeout")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter import config, state, taskrun
 from workspace_adapter.cli import Globals, main
-from workspace_adapter.state import StateStore
+from workspace_adapter.local import config, state, taskrun
+from workspace_adapter.local.state import StateStore
 
 MakeWorkspace = Callable[[str], Globals]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter import state
 from workspace_adapter.cli import Globals
 from workspace_adapter.commands.tick import tick
-from workspace_adapter.state import StateStore
+from workspace_adapter.local import state
+from workspace_adapter.local.state import StateStore
 
 MakeWorkspace = Callable[[str], Globals]
 

@@ -26,16 +26,16 @@ from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
 from support.wire import http, open_rpc
 
-from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
-from workspace_adapter.backend.executor import RunQueue
 from workspace_adapter.backend.http import build_routes
+from workspace_adapter.backend.runqueue import RunQueue
+from workspace_adapter.backend.service import BackendService, FlowCatalog
 from workspace_adapter.backend.store import BackendStore, StoreUnavailable, new_run
 from workspace_adapter.backend.subscriptions import SubscriptionHub
-from workspace_adapter.errors import UserError
+from workspace_adapter.base.errors import UserError
 from workspace_adapter.flows.executor import LocalExecutor
-from workspace_adapter.state import RunRecord as LocalRun
-from workspace_adapter.state import StateStore
-from workspace_adapter.state import new_run as new_local_run
+from workspace_adapter.local.state import RunRecord as LocalRun
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.state import new_run as new_local_run
 
 HOLDER = """
 import sqlite3, sys, time

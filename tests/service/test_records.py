@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter.errors import UserError
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.local.state import iso, process_marker
 from workspace_adapter.service.delivery import redelivery_delay
 from workspace_adapter.service.records import PollOutcome, Records, SeenRelease
-from workspace_adapter.service.store import data_dir
+from workspace_adapter.service.schema import data_dir
 from workspace_adapter.service.watcher import source_retry_delay
-from workspace_adapter.state import iso, process_marker
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 LATER = iso(NOW + dt.timedelta(minutes=5))

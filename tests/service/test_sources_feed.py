@@ -11,7 +11,7 @@ import anyio
 import pytest
 from service_helpers import FeedServer, atom_feed, rss_feed
 
-from workspace_adapter.config import SourceConfig
+from workspace_adapter.local.config import SourceConfig
 from workspace_adapter.sources import SourceError, poll
 from workspace_adapter.sources.feed import parse
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from workspace_adapter.config import SourceConfig
+from workspace_adapter.local.config import SourceConfig
 from workspace_adapter.sources import SourceError, poll
 from workspace_adapter.sources.git_tags import list_tags, parse_ls_remote, resolve_url
 

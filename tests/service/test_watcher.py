@@ -13,8 +13,8 @@ import pytest
 from service_helpers import GIT_SOURCE, records, write_workspace
 from support.backend import WORKSPACE, dead_url
 
-from workspace_adapter import config as config_mod
 from workspace_adapter.harness import cut_release
+from workspace_adapter.local import config as config_mod
 from workspace_adapter.service.watcher import Watcher
 
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.dispatch import BackendService
+from workspace_adapter.backend.service import BackendService
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 EVENT_POSTS = frozenset({"/events", "/flow-events"})

@@ -29,16 +29,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.dispatch import BackendService, FlowCatalog
-from workspace_adapter.backend.executor import RunQueue
+from workspace_adapter.backend.groupcommit import unavailable
 from workspace_adapter.backend.http import Guard, build_routes, is_loopback
+from workspace_adapter.backend.runqueue import RunQueue
+from workspace_adapter.backend.service import BackendService, FlowCatalog
 from workspace_adapter.backend.store import BackendStore, StoreError
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
-from workspace_adapter.backend.writer import unavailable
-from workspace_adapter.errors import UserError
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.logs import get_logger
 from workspace_adapter.events import utc_now_iso
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
-from workspace_adapter.logs import get_logger
 
 # Requests one connection may have in flight before it hears "overloaded".
 MAX_INFLIGHT_PER_CONNECTION = 256

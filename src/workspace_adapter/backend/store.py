@@ -3,9 +3,9 @@
 WAL with ``synchronous=NORMAL``: a committed dispatch survives a crash of the backend. The
 daemon never writes on its event loop: another process may hold the database locked for
 seconds, and ``BEGIN IMMEDIATE`` waits that out. Its writes go through :class:`StoreWriter`
-(:mod:`~workspace_adapter.backend.writer`), which group-commits them on one dedicated thread (a
+(:mod:`~workspace_adapter.backend.groupcommit`), which group-commits them on one dedicated thread (a
 write that fails does not sink the others) and answers each caller only once its transaction
-committed. What each write does is in :mod:`~workspace_adapter.backend.writes`; the records it
+committed. What each write does is in :mod:`~workspace_adapter.backend.mutations`; the records it
 stores are in :mod:`~workspace_adapter.backend.records`.
 Point reads use a read-only connection on the loop (WAL readers never wait for the writer);
 list queries, which can touch a thousand rows, use another one on a worker thread.
@@ -18,7 +18,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from workspace_adapter.backend import writes
+from workspace_adapter.backend import mutations
+from workspace_adapter.backend.groupcommit import (
+    MAX_BATCH,
+    QueuedWrite,
+    StoreUnavailable,
+    StoreWriter,
+    unavailable,
+)
+from workspace_adapter.backend.mutations import WriteOp
 from workspace_adapter.backend.records import (
     RUN_COLUMNS,
     DispatchRecord,
@@ -28,15 +36,7 @@ from workspace_adapter.backend.records import (
     new_run_id,
     run_from_row,
 )
-from workspace_adapter.backend.writer import (
-    MAX_BATCH,
-    QueuedWrite,
-    StoreUnavailable,
-    StoreWriter,
-    unavailable,
-)
-from workspace_adapter.backend.writes import WriteOp
-from workspace_adapter.sqlitefile import transaction
+from workspace_adapter.base.sqlitefile import transaction
 
 # Importable from here as before the store was split in three.
 __all__ = [
@@ -192,16 +192,16 @@ class BackendStore:
 
     def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
         """Store ``event`` and its ``runs`` in one transaction, or report the first dispatch."""
-        record: DispatchRecord = self.transaction(lambda db: writes.store_event(db, event, runs))
+        record: DispatchRecord = self.transaction(lambda db: mutations.store_event(db, event, runs))
         return record
 
     def add_runs(self, runs: list[RunRecord]) -> None:
         """Store replay runs of an event already stored."""
-        self.transaction(lambda db: writes.insert_runs(db, runs))
+        self.transaction(lambda db: mutations.insert_runs(db, runs))
 
     def mark_running(self, run_id: str) -> RunRecord | None:
         """Queued → running; None when the run was not queued (canceled meanwhile)."""
-        run: RunRecord | None = self.transaction(lambda db: writes.mark_running(db, run_id))
+        run: RunRecord | None = self.transaction(lambda db: mutations.mark_running(db, run_id))
         return run
 
     def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
@@ -210,12 +210,14 @@ class BackendStore:
         ``fields``: ``status`` and optionally ``result_status, result, error, exit_code,
         stdout_tail, stderr_tail, only_from`` (the statuses it may end from).
         """
-        run: RunRecord | None = self.transaction(lambda db: writes.finish_run(db, run_id, **fields))
+        run: RunRecord | None = self.transaction(
+            lambda db: mutations.finish_run(db, run_id, **fields)
+        )
         return run
 
     def recover(self) -> tuple[list[RunRecord], list[RunRecord]]:
         """After a restart: fail the runs left ``running``; return them and the ``queued`` ones."""
-        found: tuple[list[RunRecord], list[RunRecord]] = self.transaction(writes.recover)
+        found: tuple[list[RunRecord], list[RunRecord]] = self.transaction(mutations.recover)
         return found
 
     # --- maintenance: another process, the daemon may be running ----------------------------
@@ -234,7 +236,7 @@ class BackendStore:
         busy) having deleted nothing. Never creates the file; ``dry_run`` only counts. A pruned
         event id is new to the daemon again: dispatching it once more starts new runs.
         """
-        from workspace_adapter.state import open_readonly
+        from workspace_adapter.local.state import open_readonly
 
         path = data_dir / DB_NAME
         old = "COALESCE(julianday({}) < julianday(:cut), 0)"  # an unreadable time is not old

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from workspace_adapter import events
-from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, EXIT_BAD_INPUT, UserError
+from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, EXIT_BAD_INPUT, UserError
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
@@ -69,8 +69,8 @@ def list_attempts(g: Globals, status: str | None, as_json: bool) -> int:
 def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> int:
     import anyio
 
-    from workspace_adapter import config as config_mod
-    from workspace_adapter import logs
+    from workspace_adapter.base import logs
+    from workspace_adapter.local import config as config_mod
     from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery, utc_now
 
     logs.configure(g.log_level)

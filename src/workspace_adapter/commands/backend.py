@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
-from workspace_adapter.errors import UserError
+from workspace_adapter.base.errors import UserError
 
 if TYPE_CHECKING:
     from workspace_adapter.backend.server import BackendOptions
@@ -74,8 +74,8 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
 
 
 def backend(*, log_level: str, workspace_root: Path, **flags: Unpack[BackendFlags]) -> int:
-    from workspace_adapter import logs
     from workspace_adapter.backend.server import run_backend
+    from workspace_adapter.base import logs
 
     logs.configure(log_level)
     return run_backend(backend_options(flags, default_cwd=workspace_root))

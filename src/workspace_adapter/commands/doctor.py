@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from workspace_adapter import config as config_mod
-from workspace_adapter import paths
-from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
+from workspace_adapter.base import paths
+from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
+from workspace_adapter.local import config as config_mod
+from workspace_adapter.local.state import DB_NAME, StateStore, process_alive
 from workspace_adapter.maintenance.git import no_git_env
-from workspace_adapter.state import DB_NAME, StateStore, process_alive
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

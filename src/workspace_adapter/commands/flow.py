@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from workspace_adapter.events import EventError, exit_code_for, normalize_event, worst_status
 from workspace_adapter.flows.summary import artifact_lines, paint
 

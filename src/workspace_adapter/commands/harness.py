@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workspace_adapter.errors import EXIT_OK
+from workspace_adapter.base.errors import EXIT_OK
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

@@ -56,9 +56,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from workspace_adapter.config import duration_seconds
-from workspace_adapter.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
-from workspace_adapter.state import iso
+from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
+from workspace_adapter.local.config import duration_seconds
+from workspace_adapter.local.state import iso
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
@@ -137,8 +137,8 @@ def prune(
 ) -> int:
     """Prune the state, backend and records stores; exit 0, or 1 when one could not be."""
     from workspace_adapter.backend.store import DB_NAME, BackendStore, StoreError
+    from workspace_adapter.local.state import StateStore
     from workspace_adapter.service.records import Records
-    from workspace_adapter.state import StateStore
 
     age = parse_age(older_than)
     try:

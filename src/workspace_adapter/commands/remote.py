@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workspace_adapter import events
-from workspace_adapter.errors import UserError
+from workspace_adapter.base.errors import UserError
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

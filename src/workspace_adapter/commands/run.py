@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from workspace_adapter import config as config_mod
-from workspace_adapter import taskrun
-from workspace_adapter.errors import UserError
-from workspace_adapter.state import RunRecord, StateStore, new_run, parse_iso
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.local import config as config_mod
+from workspace_adapter.local import taskrun
+from workspace_adapter.local.state import RunRecord, StateStore, new_run, parse_iso
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

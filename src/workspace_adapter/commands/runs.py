@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from workspace_adapter.errors import UserError
-from workspace_adapter.state import RunRecord, StateStore, parse_iso
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.local.state import RunRecord, StateStore, parse_iso
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

@@ -2,7 +2,7 @@
 
 Takes the flags of ``workspace backend`` (SPEC §2); ``--cwd`` defaults to the workspace root,
 since the ticks run that workspace's tasks against this backend. The watcher runs only when
-``workspace.toml`` has ``[[workspace.sources]]``. See :mod:`workspace_adapter.serve` for the
+``workspace.toml`` has ``[[workspace.sources]]``. See :mod:`workspace_adapter.loops` for the
 loops and the shutdown order.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Unpack
 
-from workspace_adapter import config as config_mod
+from workspace_adapter.base.errors import UserError
 from workspace_adapter.client import TOKEN_ENV
 from workspace_adapter.commands.backend import BackendFlags, backend_options
-from workspace_adapter.errors import UserError
+from workspace_adapter.local import config as config_mod
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def serve(g: Globals, *, tick_interval: float | None = None, **flags: Unpack[BackendFlags]) -> int:
-    from workspace_adapter import logs
-    from workspace_adapter.serve import TICK_INTERVAL_SECONDS, run_serve
+    from workspace_adapter.base import logs
+    from workspace_adapter.loops import TICK_INTERVAL_SECONDS, run_serve
 
     logs.configure(g.log_level)
     interval = TICK_INTERVAL_SECONDS if tick_interval is None else tick_interval

@@ -1,9 +1,9 @@
 """``workspace tick``: run the scheduled tasks that are due and explain each decision (SPEC §4).
 
-Planning is :func:`workspace_adapter.schedule.plan_tick` (no I/O); this module carries the plan
-out. Each slot is *claimed* in one ``BEGIN IMMEDIATE`` transaction that moves the task's last
-slot only if it is still what the plan saw, so two ticks started together run a task once: the
-loser finds the slot taken and says so. ``--dry-run`` opens the state read-only (or not at
+Planning is :func:`workspace_adapter.local.schedule.plan_tick` (no I/O); this module carries the
+plan out. Each slot is *claimed* in one ``BEGIN IMMEDIATE`` transaction that moves the task's
+last slot only if it is still what the plan saw, so two ticks started together run a task once:
+the loser finds the slot taken and says so. ``--dry-run`` opens the state read-only (or not at
 all) and prints the plan.
 
 ``--json`` prints one document::
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from workspace_adapter import config as config_mod
-from workspace_adapter import schedule, taskrun
 from workspace_adapter.commands.run import summary
-from workspace_adapter.state import RunRecord, SlotState, StateStore, iso, new_run
+from workspace_adapter.local import config as config_mod
+from workspace_adapter.local import schedule, taskrun
+from workspace_adapter.local.state import RunRecord, SlotState, StateStore, iso, new_run
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from workspace_adapter import config as config_mod
-from workspace_adapter.errors import EXIT_BAD_INPUT, UserError
+from workspace_adapter.base.errors import EXIT_BAD_INPUT, UserError
+from workspace_adapter.local import config as config_mod
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def watch(g: Globals, once: bool) -> int:
     import anyio
 
-    from workspace_adapter import logs
+    from workspace_adapter.base import logs
     from workspace_adapter.service.records import Records
     from workspace_adapter.service.watcher import Watcher
 
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m workspace_adapter.commands.watch [--once]``, with the common flags."""
     import argparse
 
-    from workspace_adapter import paths
+    from workspace_adapter.base import paths
+    from workspace_adapter.base.errors import error_handler
     from workspace_adapter.cli import Globals
-    from workspace_adapter.errors import error_handler
 
     parser = argparse.ArgumentParser(prog="workspace watch")
     parser.add_argument("--once", action="store_true", help="one pass, then exit")

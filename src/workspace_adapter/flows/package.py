@@ -18,8 +18,8 @@ from typing import Any, Literal
 import jsonschema
 import msgspec
 
-from workspace_adapter.errors import UserError
-from workspace_adapter.tomlpos import TomlPositions
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.tomlpos import TomlPositions
 
 FLOW_DIRS: tuple[str, ...] = (".codex/flows", "flows")
 DEFAULT_TIMEOUT_MS = 300_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workspace_adapter.errors import write_crash_log
+from workspace_adapter.base.errors import write_crash_log
 from workspace_adapter.events import FlowStatus
 
 

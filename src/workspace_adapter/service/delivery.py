@@ -21,12 +21,12 @@ import anyio.to_thread
 
 from workspace_adapter import client as wsclient
 from workspace_adapter import events
-from workspace_adapter.errors import BackendUnreachable
-from workspace_adapter.logs import get_logger
+from workspace_adapter.base.errors import BackendUnreachable
+from workspace_adapter.base.logs import get_logger
+from workspace_adapter.local.state import iso
 from workspace_adapter.protocol import INVALID_PARAMS, OVERLOADED
 from workspace_adapter.service import notify
 from workspace_adapter.service.records import Attempt, Records
-from workspace_adapter.state import iso
 
 UNREACHABLE = "backend not reachable"
 REDELIVERY_FIRST_SECONDS = 1.0

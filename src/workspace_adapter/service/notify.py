@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from workspace_adapter.logs import get_logger
+from workspace_adapter.base.logs import get_logger
 from workspace_adapter.service.records import Attempt
 
 NOTIFY_STATUSES = frozenset({"blocked", "needs_intervention", "failed"})

@@ -18,8 +18,10 @@ from typing import Any
 
 import msgspec
 
-from workspace_adapter.errors import EXIT_FAILED, UserError
-from workspace_adapter.service.store import (
+from workspace_adapter.base.errors import EXIT_FAILED, UserError
+from workspace_adapter.base.sqlitefile import transaction
+from workspace_adapter.local.state import iso, open_readonly, process_alive
+from workspace_adapter.service.schema import (
     ATTEMPT_COLUMNS,
     JSON_COLUMNS,
     SCHEMA_VERSION,
@@ -31,8 +33,6 @@ from workspace_adapter.service.store import (
     SourceCursor,
     data_dir,
 )
-from workspace_adapter.sqlitefile import transaction
-from workspace_adapter.state import iso, open_readonly, process_alive
 
 __all__ = ["Attempt", "Operation", "PollOutcome", "Records", "SeenRelease", "SourceCursor"]
 

@@ -18,9 +18,10 @@ import anyio
 import msgspec
 
 from workspace_adapter import events, sources
-from workspace_adapter.config import SourceConfig, WorkspaceConfig, duration_seconds
-from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE
-from workspace_adapter.logs import get_logger
+from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE
+from workspace_adapter.base.logs import get_logger
+from workspace_adapter.local.config import SourceConfig, WorkspaceConfig, duration_seconds
+from workspace_adapter.local.state import iso, parse_iso
 from workspace_adapter.service.delivery import (
     UNREACHABLE,
     AttemptDelivery,
@@ -29,7 +30,6 @@ from workspace_adapter.service.delivery import (
     utc_now,
 )
 from workspace_adapter.service.records import Attempt, Records, SeenRelease
-from workspace_adapter.state import iso, parse_iso
 
 SOURCE_BACKOFF_CAP_SECONDS = 3600
 FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)

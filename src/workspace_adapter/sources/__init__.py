@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from workspace_adapter.config import SourceConfig
+from workspace_adapter.local.config import SourceConfig
 from workspace_adapter.sources.versions import version_key
 
 DEFAULT_TIMEOUT = 30.0

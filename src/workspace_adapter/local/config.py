@@ -1,7 +1,7 @@
 """workspace.toml: the schema of tasks, sources and notify, and the messages for bad files.
 
 The schema owns its error messages (pre-commit's clientlib style): every problem is one line,
-``file:line: key.path: problem``; :mod:`workspace_adapter.configcheck` writes them.
+``file:line: key.path: problem``; :mod:`workspace_adapter.local.configcheck` writes them.
 Only msgspec, tomllib and the stdlib are imported here: ``workspace run`` loads this module.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from workspace_adapter import paths
-from workspace_adapter.errors import EXIT_BAD_INPUT, UserError
+from workspace_adapter.base import paths
+from workspace_adapter.base.errors import EXIT_BAD_INPUT, UserError
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 DURATION_RE = re.compile(r"(\d+)([smh])")
@@ -168,7 +168,7 @@ def parse(text: str, path: Path, root: Path) -> WorkspaceConfig:
         match = re.search(r"at line (\d+)", str(exc))
         line = match.group(1) if match else "1"
         raise ConfigError([f"{shown}:{line}: invalid TOML: {exc}"]) from None
-    from workspace_adapter.configcheck import Checker
+    from workspace_adapter.local.configcheck import Checker
 
     checker = Checker(shown, text)
     config = checker.workspace(data, path, root)

@@ -1,7 +1,7 @@
-"""The checks behind workspace.toml's error messages (see :mod:`workspace_adapter.config`).
+"""The checks behind workspace.toml's error messages (see :mod:`workspace_adapter.local.config`).
 
 Every problem is one line, ``file:line: key.path: problem``. tomllib keeps no positions, so
-:mod:`workspace_adapter.tomlpos` finds the line of an entry's header, or of the key inside it,
+:mod:`workspace_adapter.base.tomlpos` finds the line of an entry's header, or of the key inside it,
 by scanning the raw text. Each task and source entry is checked on its own, so every bad entry
 is reported at once. Nothing else in the program validates config.
 """
@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-from workspace_adapter.config import (
+from workspace_adapter.base.tomlpos import TomlPositions
+from workspace_adapter.local.config import (
     DURATION_RE,
     TASK_ID_RE,
     NotifyConfig,
@@ -24,7 +25,6 @@ from workspace_adapter.config import (
     WorkspaceConfig,
     duration_seconds,
 )
-from workspace_adapter.tomlpos import TomlPositions
 
 _WORKSPACE_KEYS = ("name", "timezone", "tasks", "sources", "notify")
 _COMMAND_ONLY = ("command", "env")

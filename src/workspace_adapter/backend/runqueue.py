@@ -15,14 +15,14 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
+from workspace_adapter.backend.groupcommit import StoreUnavailable
 from workspace_adapter.backend.records import RunRecord
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
-from workspace_adapter.backend.writer import StoreUnavailable
+from workspace_adapter.base.logs import get_logger
 from workspace_adapter.flows.executor import StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome
-from workspace_adapter.logs import get_logger
 
 DEFAULT_MAX_PENDING = 10_000
 StepKey = tuple[str, str]

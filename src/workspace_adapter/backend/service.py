@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.executor import RunQueue
+from workspace_adapter.backend.groupcommit import StoreUnavailable
 from workspace_adapter.backend.records import RunRecord, new_run
+from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import (
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
@@ -24,7 +25,7 @@ from workspace_adapter.backend.subscriptions import (
     SubscriptionHub,
     TooManySubscriptions,
 )
-from workspace_adapter.backend.writer import StoreUnavailable
+from workspace_adapter.base.logs import get_logger
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.package import (
     FLOW_DIRS,
@@ -34,7 +35,6 @@ from workspace_adapter.flows.package import (
     discover_flows,
     matching_steps,
 )
-from workspace_adapter.logs import get_logger
 
 # How often a dispatch may look at the flow folders for edits.
 CATALOG_RECHECK_SECONDS = 1.0

@@ -20,11 +20,12 @@ from typing import Literal
 
 import msgspec
 
-from workspace_adapter import paths
-from workspace_adapter.errors import EXIT_FAILED, UserError
+from workspace_adapter.base import paths
+from workspace_adapter.base.errors import EXIT_FAILED, UserError
+from workspace_adapter.base.processes import process_alive, process_marker
+from workspace_adapter.base.sqlitefile import create_atomically, transaction
 from workspace_adapter.events import utc_now_iso
-from workspace_adapter.processes import process_alive, process_marker
-from workspace_adapter.runrecords import (
+from workspace_adapter.local.records import (
     RunRecord,
     RunStatus,
     SlotState,
@@ -33,7 +34,6 @@ from workspace_adapter.runrecords import (
     new_run_id,
     parse_iso,
 )
-from workspace_adapter.sqlitefile import create_atomically, transaction
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"

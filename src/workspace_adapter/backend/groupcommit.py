@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from workspace_adapter.backend import writes
+from workspace_adapter.backend import mutations
+from workspace_adapter.backend.mutations import WriteOp
 from workspace_adapter.backend.records import DispatchRecord, RunRecord
-from workspace_adapter.backend.writes import WriteOp
 
 if TYPE_CHECKING:
     from workspace_adapter.backend.store import BackendStore
@@ -156,19 +156,21 @@ class StoreWriter:
 
     async def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
         """:meth:`BackendStore.dispatch`, group-committed."""
-        record: DispatchRecord = await self.write(lambda db: writes.store_event(db, event, runs))
+        record: DispatchRecord = await self.write(lambda db: mutations.store_event(db, event, runs))
         return record
 
     async def add_runs(self, runs: list[RunRecord]) -> None:
         """:meth:`BackendStore.add_runs`, group-committed."""
-        await self.write(lambda db: writes.insert_runs(db, runs))
+        await self.write(lambda db: mutations.insert_runs(db, runs))
 
     async def mark_running(self, run_id: str) -> RunRecord | None:
         """:meth:`BackendStore.mark_running`, group-committed."""
-        run: RunRecord | None = await self.write(lambda db: writes.mark_running(db, run_id))
+        run: RunRecord | None = await self.write(lambda db: mutations.mark_running(db, run_id))
         return run
 
     async def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
         """:meth:`BackendStore.finish_run`, group-committed."""
-        run: RunRecord | None = await self.write(lambda db: writes.finish_run(db, run_id, **fields))
+        run: RunRecord | None = await self.write(
+            lambda db: mutations.finish_run(db, run_id, **fields)
+        )
         return run

@@ -1,7 +1,7 @@
 """The store's writes, each one function of a connection inside a transaction it does not own.
 
 :class:`~workspace_adapter.backend.store.BackendStore` runs them in a transaction of their own
-(start-up, tests, tools); :class:`~workspace_adapter.backend.writer.StoreWriter` group-commits
+(start-up, tests, tools); :class:`~workspace_adapter.backend.groupcommit.StoreWriter` group-commits
 them for the daemon. Either way a write sees only its connection, so both paths store the same.
 """
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from workspace_adapter.backend.server import BackendOptions, serve_backend
-from workspace_adapter.errors import UserError
-from workspace_adapter.logs import get_logger
+from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.logs import get_logger
 
 if TYPE_CHECKING:
     from workspace_adapter.cli import Globals

@@ -23,9 +23,9 @@ from typing import IO, Any, NamedTuple, TextIO
 import msgspec
 
 from workspace_adapter import events
-from workspace_adapter.config import TaskConfig, WorkspaceConfig
-from workspace_adapter.errors import EXIT_BACKEND_UNREACHABLE, UserError
-from workspace_adapter.state import TAIL_BYTES, RunRecord, RunStatus, StateStore
+from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, UserError
+from workspace_adapter.local.config import TaskConfig, WorkspaceConfig
+from workspace_adapter.local.state import TAIL_BYTES, RunRecord, RunStatus, StateStore
 
 KILL_GRACE_SECONDS = 5.0
 """Between SIGTERM and SIGKILL for a timed-out task's process group (as for backend steps)."""

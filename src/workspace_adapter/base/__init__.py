@@ -1,0 +1,1 @@
+"""Shared base helpers: errors, logs, paths, processes, SQLite files, times; nothing above them."""

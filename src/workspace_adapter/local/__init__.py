@@ -1,0 +1,1 @@
+"""The local workspace: workspace.toml, schedules, the local run state and running tasks."""
