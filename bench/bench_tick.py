@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from workspace_adapter.cli import Globals
+from workspace_adapter.base.globals import Globals
 from workspace_adapter.commands.tick import tick
-from workspace_adapter.local import config, schedule
+from workspace_adapter.local import configfile, schedule
 from workspace_adapter.local.state import StateStore
 
 TASKS = 1000
@@ -64,7 +64,7 @@ def measure(repeat: int = 15, tasks: int = TASKS) -> dict[str, float]:
                 tick(g, now=now)
                 whole.append((time.perf_counter() - began) * 1000)
             assert "due: " not in out.getvalue().replace("not due: ", "")
-        loaded = config.load(root)
+        loaded = configfile.load(root)
         store = StateStore.for_workspace(root, "local")
         plans: list[float] = []
         for _ in range(repeat):
@@ -75,7 +75,7 @@ def measure(repeat: int = 15, tasks: int = TASKS) -> dict[str, float]:
         loads: list[float] = []
         for _ in range(repeat):
             began = time.perf_counter()
-            config.load(root)
+            configfile.load(root)
             loads.append((time.perf_counter() - began) * 1000)
         load_ms = statistics.median(loads)
     return {

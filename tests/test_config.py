@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workspace_adapter.cli import main
-from workspace_adapter.local import config
+from workspace_adapter.local import config, configfile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,13 +18,13 @@ HEAD = '[workspace]\nname = "t"\n'
 def problems_of(tmp_path: Path, toml: str) -> list[str]:
     (tmp_path / "workspace.toml").write_text(toml, encoding="utf-8")
     with pytest.raises(config.ConfigError) as info:
-        config.load(tmp_path)
+        configfile.load(tmp_path)
     assert info.value.exit_code == 2
     return info.value.problems
 
 
 def test_the_projects_own_workspace_toml_is_valid() -> None:
-    loaded = config.load(REPO_ROOT)
+    loaded = configfile.load(REPO_ROOT)
     harness = loaded.task("harness")
     assert harness.kind == "command"
     assert harness.command == ["workspace", "flow", "run", "patch-moi-harness"]
@@ -39,7 +39,7 @@ def test_defaults(tmp_path: Path) -> None:
     (tmp_path / "workspace.toml").write_text(
         '[workspace]\n[[workspace.tasks]]\nid = "a"\nkind = "command"\ncommand = ["true"]\n'
     )
-    loaded = config.load(tmp_path)
+    loaded = configfile.load(tmp_path)
     assert loaded.name == tmp_path.name and loaded.timezone == "UTC"
     task = loaded.tasks[0]
     assert (task.timeout_seconds, task.catchup, task.enabled, task.line) == (
@@ -53,7 +53,7 @@ def test_defaults(tmp_path: Path) -> None:
 def test_codex_fallback_location(tmp_path: Path) -> None:
     (tmp_path / ".codex").mkdir()
     (tmp_path / ".codex" / "workspace.toml").write_text(HEAD)
-    assert config.load(tmp_path).path == tmp_path / ".codex" / "workspace.toml"
+    assert configfile.load(tmp_path).path == tmp_path / ".codex" / "workspace.toml"
 
 
 # Each case: the entry (after a valid header), the expected line and the expected text.
@@ -245,7 +245,7 @@ def test_valid_sources_and_notify_are_accepted(tmp_path: Path) -> None:
         + 'tag_pattern = "v\\\\d+\\\\.\\\\d+\\\\.\\\\d+"\n'
         + '[workspace.notify]\ncommand = ["cat"]\n'
     )
-    loaded = config.load(tmp_path)
+    loaded = configfile.load(tmp_path)
     assert loaded.sources[0].prime_only is True
     assert loaded.sources[0].event_type == "upstream.release"
     assert loaded.notify is not None and loaded.notify.command == ["cat"]
@@ -278,7 +278,7 @@ def test_the_file_is_never_rewritten(tmp_path: Path) -> None:
     path = tmp_path / "workspace.toml"
     path.write_text(HEAD + "# a comment\n")
     before = (path.read_bytes(), path.stat().st_mtime_ns)
-    config.load(tmp_path)
+    configfile.load(tmp_path)
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
@@ -289,4 +289,4 @@ def test_an_unknown_notify_key_is_named_with_its_line(tmp_path: Path) -> None:
 
 def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "workspace.toml").write_bytes(b"\xef\xbb\xbf" + HEAD.encode())
-    assert config.load(tmp_path).name == "t"
+    assert configfile.load(tmp_path).name == "t"

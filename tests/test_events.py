@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.events import (
     EventError,
-    exit_code_for,
     flow_status_of_run,
     normalize_event,
-    worst_status,
 )
 
 
@@ -37,16 +36,16 @@ def test_payload_must_be_an_object() -> None:
 
 
 def test_worst_status_follows_the_spec_order() -> None:
-    assert worst_status(["completed", "changed", "skipped"]) == "changed"
-    assert worst_status(["blocked", "needs_intervention"]) == "needs_intervention"
-    assert worst_status(["canceled", "failed"]) == "failed"
-    assert worst_status([]) == "skipped"
+    assert status_rule.worst(["completed", "changed", "skipped"]) == "changed"
+    assert status_rule.worst(["blocked", "needs_intervention"]) == "needs_intervention"
+    assert status_rule.worst(["canceled", "failed"]) == "failed"
+    assert status_rule.worst([]) == "skipped"
 
 
 def test_exit_codes() -> None:
-    assert [exit_code_for(s) for s in ("completed", "changed", "skipped")] == [0, 0, 0]
-    assert [exit_code_for(s) for s in ("failed", "canceled")] == [1, 1]
-    assert [exit_code_for(s) for s in ("blocked", "needs_intervention")] == [3, 3]
+    assert [status_rule.exit_code(s) for s in ("completed", "changed", "skipped")] == [0, 0, 0]
+    assert [status_rule.exit_code(s) for s in ("failed", "canceled")] == [1, 1]
+    assert [status_rule.exit_code(s) for s in ("blocked", "needs_intervention")] == [3, 3]
 
 
 def test_flow_status_of_a_backend_run() -> None:

@@ -17,9 +17,12 @@ from support import wire
 from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
 
+from workspace_adapter.base.times import iso
 from workspace_adapter.cli import main
-from workspace_adapter.local.state import SlotState, StateStore, iso, new_run
-from workspace_adapter.service.records import Records, SeenRelease
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.taskruns import SlotState, new_task_run
+from workspace_adapter.service.records import Records
+from workspace_adapter.service.schema import SeenRelease
 
 OLD = dt.datetime.now(dt.UTC) - dt.timedelta(days=90)
 OLD_ISO = iso(OLD)
@@ -96,13 +99,13 @@ def test_state_drops_old_finished_runs_and_keeps_what_tick_and_doctor_need(root:
     # Old history injected through the store API: finished runs of both tasks, one old run
     # still going (this process is alive, so it is not "interrupted"), a baseline slot.
     for days in (60, 61, 62):
-        old = new_run("quick", "command", dt.datetime.now(dt.UTC) - dt.timedelta(days=days))
+        old = new_task_run("quick", "command", dt.datetime.now(dt.UTC) - dt.timedelta(days=days))
         old.status, old.finished_at = "completed", old.started_at
         store.insert(old)
-    lonely = new_run("lonely", "command", OLD)
+    lonely = new_task_run("lonely", "command", OLD)
     lonely.status, lonely.finished_at = "failed", lonely.started_at
     store.insert(lonely)
-    going = new_run("quick", "command", OLD)
+    going = new_task_run("quick", "command", OLD)
     store.insert(going)
     assert "lonely" in store.record_baselines([("lonely", SlotState(last_slot=OLD_ISO))])
     before = [r.id for r in store.runs(limit=100)]

@@ -17,9 +17,10 @@ from support.backend import WORKSPACE
 from support.flows import write_flow
 
 from workspace_adapter import client
-from workspace_adapter.cli import Globals
+from workspace_adapter.base.globals import Globals
 from workspace_adapter.commands.tick import tick
-from workspace_adapter.local.state import RunRecord, StateStore
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.taskruns import TaskRun
 from workspace_adapter.loops import seconds_to_next_tick
 
 TICK = "0.2"
@@ -123,7 +124,7 @@ def baseline_in_the_past(root: Path, minutes: int = 10) -> None:
     tick(g, now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes))
 
 
-def runs(root: Path, task_id: str) -> list[RunRecord]:
+def runs(root: Path, task_id: str) -> list[TaskRun]:
     store = StateStore.for_workspace(root, "local")
     return store.runs(task_id) if store.exists() else []
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from workspace_adapter.base.errors import UserError
-from workspace_adapter.local import state
-from workspace_adapter.local.state import SlotState, StateStore
+from workspace_adapter.base.times import iso
+from workspace_adapter.local import state, taskruns
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.taskruns import SlotState
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
@@ -37,7 +39,7 @@ def test_concurrent_creation_builds_one_store(tmp_path: Path) -> None:
 
     def create() -> None:
         try:
-            StateStore(tmp_path / "local").open().insert(state.new_run("a", "command", NOW))
+            StateStore(tmp_path / "local").open().insert(taskruns.new_task_run("a", "command", NOW))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -52,10 +54,10 @@ def test_concurrent_creation_builds_one_store(tmp_path: Path) -> None:
 
 def test_records_round_trip(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "local").open()
-    record = state.new_run("a", "flow", NOW, slot="2026-11-24T12:00:00.000Z")
+    record = taskruns.new_task_run("a", "flow", NOW, slot="2026-11-24T12:00:00.000Z")
     store.insert(record)
     record.status, record.reason, record.run_ids = "changed", "rebased", ["run_1", "run_2"]
-    record.event_id, record.finished_at = "workspace:x:a:1", state.iso(NOW)
+    record.event_id, record.finished_at = "workspace:x:a:1", iso(NOW)
     store.finish(record)
     assert store.runs("a") == [record]
     assert store.runs("other") == []
@@ -65,8 +67,8 @@ def test_a_claim_is_taken_by_one_tick_only(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "local").open()
     assert "a" in store.record_baselines([("a", slot("2026-11-24T11:00:00.000Z"))])
     assert "a" not in store.record_baselines([("a", slot("2026-11-24T11:30:00.000Z"))])
-    first = state.new_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
-    second = state.new_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
+    first = taskruns.new_task_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
+    second = taskruns.new_task_run("a", "command", NOW, slot="2026-11-24T12:00:00.000Z")
     # Both ticks planned from the same last slot; only the first claim wins.
     assert store.claim(first, "2026-11-24T11:00:00.000Z", slot(first.slot or "")) == "claimed"
     assert store.claim(second, "2026-11-24T11:00:00.000Z", slot(second.slot or "")) == "taken"
@@ -86,7 +88,7 @@ def test_process_liveness(tmp_path: Path) -> None:
 
 def test_readonly_store_creates_nothing(tmp_path: Path) -> None:
     writer = StateStore(tmp_path / "local").open()
-    writer.insert(state.new_run("a", "command", NOW))
+    writer.insert(taskruns.new_task_run("a", "command", NOW))
     before = sorted(p.name for p in writer.directory.iterdir())
     reader = StateStore(tmp_path / "local", readonly=True).open()
     assert [r.task_id for r in reader.runs()] == ["a"]

@@ -10,17 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-
-class Globals(NamedTuple):
-    """The flags every command accepts (SPEC §2)."""
-
-    workspace_root: Path
-    backend_url: str
-    mode: str
-    log_level: str
+if TYPE_CHECKING:
+    from workspace_adapter.base.globals import Globals
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -255,6 +248,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _globals(ns: argparse.Namespace) -> Globals:
     from workspace_adapter.base import paths
+    from workspace_adapter.base.globals import Globals
 
     return Globals(
         workspace_root=paths.resolve_root(ns.workspace_root),

@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import __version__
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
-from workspace_adapter.protocol import TERMINAL_STATUSES
+from workspace_adapter.base.status import TERMINAL_RUN_STATES
 
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -206,14 +206,14 @@ async def follow_runs(
                 on_output(str(params["runId"]), str(params.get("stream")), str(params.get("line")))
         elif note.get("method") == "flow.run.updated":
             run = params.get("run") or {}
-            if run.get("id") in wanted and run.get("status") in TERMINAL_STATUSES:
+            if run.get("id") in wanted and run.get("status") in TERMINAL_RUN_STATES:
                 finished[str(run["id"])] = run
 
     # Runs that ended before we subscribed (a duplicate dispatch) send nothing more.
     for run_id in run_ids:
         got = await client.request("flow.getRun", {"runId": run_id})
         run = got.get("run") if isinstance(got, dict) else None
-        if isinstance(run, dict) and run.get("status") in TERMINAL_STATUSES:
+        if isinstance(run, dict) and run.get("status") in TERMINAL_RUN_STATES:
             finished[run_id] = run
     # Lines that arrived while we asked are still ours to show, even for a finished run.
     while client.notifications:

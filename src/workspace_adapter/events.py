@@ -1,62 +1,13 @@
-"""Flow events, flow results and the status order shared by every part of the loop."""
+"""Flow events and flow results: what a release event carries and what a step reports."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from workspace_adapter.local.records import iso
-
-FlowStatus = Literal["skipped", "completed", "changed", "needs_intervention", "blocked", "failed"]
-TaskStatus = Literal[
-    "skipped", "completed", "changed", "needs_intervention", "blocked", "canceled", "failed"
-]
-
-FLOW_STATUSES: tuple[str, ...] = (
-    "skipped",
-    "completed",
-    "changed",
-    "needs_intervention",
-    "blocked",
-    "failed",
-)
-
-# Worst first (SPEC §4).
-STATUS_ORDER: tuple[str, ...] = (
-    "failed",
-    "canceled",
-    "needs_intervention",
-    "blocked",
-    "changed",
-    "completed",
-    "skipped",
-)
-
-
-def status_rank(status: str) -> int:
-    """Lower is worse; unknown statuses count as the worst."""
-    try:
-        return STATUS_ORDER.index(status)
-    except ValueError:
-        return -1
-
-
-def worst_status(statuses: list[str], default: str = "skipped") -> str:
-    """The worst status of ``statuses`` in the order of SPEC §4."""
-    if not statuses:
-        return default
-    return min(statuses, key=status_rank)
-
-
-def exit_code_for(status: str) -> int:
-    """Exit code of SPEC §2 for a task or flow status."""
-    if status in ("completed", "changed", "skipped"):
-        return 0
-    if status in ("blocked", "needs_intervention"):
-        return 3
-    return 1
+from workspace_adapter.base.status import RESULT_STATUSES, Status, flow_status
+from workspace_adapter.base.times import utc_now_iso
 
 
 class FlowEvent(msgspec.Struct, kw_only=True):
@@ -73,9 +24,15 @@ class FlowEvent(msgspec.Struct, kw_only=True):
 class FlowResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a step reports on its ``FLOW_RESULT`` line."""
 
-    status: FlowStatus
+    status: Status
     message: str | None = None
     artifacts: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in RESULT_STATUSES:
+            raise ValueError(
+                f"status must be one of {', '.join(sorted(RESULT_STATUSES))}, not {self.status!r}"
+            )
 
 
 class EventError(ValueError):
@@ -84,11 +41,6 @@ class EventError(ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-
-
-def utc_now_iso() -> str:
-    """Current UTC time as ISO-8601 with milliseconds and a ``Z``."""
-    return iso(dt.datetime.now(dt.UTC))
 
 
 def normalize_event(raw: object) -> dict[str, Any]:
@@ -112,12 +64,6 @@ def normalize_event(raw: object) -> dict[str, Any]:
     return event
 
 
-def flow_status_of_run(run: dict[str, Any]) -> str:
-    """A backend run's flow status (SPEC §4): its resultStatus when completed, else its status."""
-    status = run.get("status")
-    if status == "completed":
-        result_status = run.get("resultStatus")
-        return result_status if isinstance(result_status, str) else "completed"
-    if status == "canceled":
-        return "canceled"
-    return "failed"
+def flow_status_of_run(run: dict[str, Any]) -> Status:
+    """A backend run's flow status: its resultStatus when completed, else failed or canceled."""
+    return flow_status(run.get("status"), run.get("resultStatus"))

@@ -33,7 +33,7 @@ from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.logs import get_logger
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
     from workspace_adapter.service.watcher import Watcher
 
 TICK_INTERVAL_SECONDS = 60.0

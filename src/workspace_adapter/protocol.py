@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
 from workspace_adapter import __version__
+from workspace_adapter.base.status import RUN_STATES, Status
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -29,8 +30,6 @@ SERVER_NAME = "workspace-adapter-backend"
 MAX_FRAME_BYTES = 1024 * 1024
 SIGNATURE_HEADERS = ("x-flow-signature-256", "x-patch-flow-signature-256")
 
-RunStatus = Literal["queued", "running", "completed", "failed", "canceled"]
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 RequestId = int | str | None
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -98,8 +97,12 @@ class GetEventParams(msgspec.Struct, kw_only=True):
 
 class ListRunsParams(msgspec.Struct, kw_only=True):
     eventId: str | None = None
-    status: RunStatus | None = None
+    status: Status | None = None
     limit: Limit = 50
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in RUN_STATES:
+            raise ValueError(f"status must be one of {', '.join(sorted(RUN_STATES))}")
 
 
 class RunIdParams(msgspec.Struct, kw_only=True):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter.backend.store import BackendStore, DispatchRecord, StoreError, new_run
+from workspace_adapter.backend.records import DispatchRecord, new_flow_run
+from workspace_adapter.backend.store import BackendStore, StoreError
 
 
 def event(event_id: str) -> dict[str, object]:
@@ -35,13 +36,13 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_duplicate_returns_the_first_runs(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    runs = [new_run("e1", "f", "s1"), new_run("e1", "f", "s2")]
+    runs = [new_flow_run("e1", "f", "s1"), new_flow_run("e1", "f", "s2")]
     first = store.dispatch(event("e1"), runs)
     assert first.status == "accepted" and first.run_ids == [r.id for r in runs]
-    again = store.dispatch(event("e1"), [new_run("e1", "f", "s1")])
+    again = store.dispatch(event("e1"), [new_flow_run("e1", "f", "s1")])
     assert (again.status, again.run_ids) == ("duplicate", first.run_ids)
     assert len(store.runs_of_event("e1")) == 2
-    replay = new_run("e1", "f", "s1", replay=True)
+    replay = new_flow_run("e1", "f", "s1", replay=True)
     store.add_runs([replay])
     assert store.dispatch(event("e1"), []).run_ids == first.run_ids
     assert replay.id.endswith("_replay")
@@ -49,7 +50,7 @@ def test_duplicate_returns_the_first_runs(tmp_path: Path) -> None:
 
 def test_finish_first_end_wins_and_recovery(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    a, b, c = (new_run("e", "f", n) for n in ("a", "b", "c"))
+    a, b, c = (new_flow_run("e", "f", n) for n in ("a", "b", "c"))
     store.dispatch(event("e"), [a, b, c])
     assert store.mark_running(a.id) is not None
     assert store.mark_running(a.id) is None
@@ -70,7 +71,7 @@ def test_finish_first_end_wins_and_recovery(tmp_path: Path) -> None:
 
 def test_wire_shape_has_result_json(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    run = new_run("e", "flow", "step")
+    run = new_flow_run("e", "flow", "step")
     store.dispatch(event("e"), [run])
     store.mark_running(run.id)
     done = store.finish_run(
@@ -99,11 +100,13 @@ def test_wire_shape_has_result_json(tmp_path: Path) -> None:
 
 async def test_group_commit_answers_each_write_on_its_own(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    clash = new_run("e0", "f", "s")
-    writes = [store.writer.dispatch(event(f"e{i}"), [new_run(f"e{i}", "f", "s")]) for i in range(8)]
+    clash = new_flow_run("e0", "f", "s")
+    writes = [
+        store.writer.dispatch(event(f"e{i}"), [new_flow_run(f"e{i}", "f", "s")]) for i in range(8)
+    ]
     # In the same batch: a repeat of e1 (a duplicate of the write queued before it) and a
     # write that fails (two runs with one id), which must not sink its neighbours.
-    repeat = store.writer.dispatch(event("e1"), [new_run("e1", "f", "s")])
+    repeat = store.writer.dispatch(event("e1"), [new_flow_run("e1", "f", "s")])
     taken = store.writer.add_runs([clash, clash])
     results = await asyncio.gather(*writes, repeat, taken, return_exceptions=True)
     records = [r for r in results[:8] if isinstance(r, DispatchRecord)]

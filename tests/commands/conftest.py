@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support.backend import dead_url
 
-from workspace_adapter.cli import Globals
+from workspace_adapter.base.globals import Globals
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter.cli import Globals, main
-from workspace_adapter.local import config, state, taskrun
+from workspace_adapter.base.globals import Globals
+from workspace_adapter.base.times import parse_iso
+from workspace_adapter.cli import main
+from workspace_adapter.local import configfile, state, taskrun, taskruns
 from workspace_adapter.local.state import StateStore
 
 MakeWorkspace = Callable[[str], Globals]
@@ -39,7 +41,7 @@ def cli(root: Path, *argv: str) -> int:
     return main(["--workspace-root", str(root), *argv])
 
 
-def runs_of(root: Path, task_id: str | None = None) -> list[state.RunRecord]:
+def runs_of(root: Path, task_id: str | None = None) -> list[taskruns.TaskRun]:
     return StateStore.for_workspace(root, "local").open().runs(task_id)
 
 
@@ -227,9 +229,9 @@ def test_a_flow_task_with_no_backend_exits_4_and_is_recorded_failed(
 
 def test_the_generated_event(make_workspace: MakeWorkspace) -> None:
     g = make_workspace(FLOW_TASK)
-    loaded = config.load(g.workspace_root)
+    loaded = configfile.load(g.workspace_root)
     task = loaded.task("harness-flow")
-    record = state.new_run(task.id, task.kind, state.parse_iso("2026-11-24T23:07:55.864Z"))
+    record = taskruns.new_task_run(task.id, task.kind, parse_iso("2026-11-24T23:07:55.864Z"))
     env = {"CODEX_FLOW_FETCH": "0", "CODEX_FLOW_PUSH": "yes"}
     event = taskrun.build_event(loaded, task, record, environ=env)
     assert event == {
@@ -269,7 +271,7 @@ def test_a_run_left_by_a_dead_process_is_marked_interrupted(make_workspace: Make
     store = StateStore.for_workspace(g.workspace_root, "local").open()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    record = state.new_run("a", "command", state.parse_iso("2026-01-01T00:00:00Z"))
+    record = taskruns.new_task_run("a", "command", parse_iso("2026-01-01T00:00:00Z"))
     store.insert(record)
     with store.connect() as db:
         db.execute("UPDATE runs SET pid = ? WHERE id = ?", (dead.pid, record.id))

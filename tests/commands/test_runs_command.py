@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from workspace_adapter.cli import Globals, main
+from workspace_adapter.base.globals import Globals
+from workspace_adapter.cli import main
 
 MakeWorkspace = Callable[[str], Globals]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from workspace_adapter.cli import Globals
+from workspace_adapter.base.globals import Globals
 from workspace_adapter.commands.tick import tick
-from workspace_adapter.local import state
+from workspace_adapter.local import taskruns
 from workspace_adapter.local.state import StateStore
 
 MakeWorkspace = Callable[[str], Globals]
@@ -36,7 +36,7 @@ def ran(g: Globals, task_id: str) -> int:
     return len(marker.read_text().splitlines()) if marker.exists() else 0
 
 
-def records(g: Globals, task_id: str) -> list[state.RunRecord]:
+def records(g: Globals, task_id: str) -> list[taskruns.TaskRun]:
     return StateStore.for_workspace(g.workspace_root, "local").open().runs(task_id)
 
 
@@ -140,7 +140,7 @@ def test_a_task_still_running_is_skipped_with_reason_overlap(
     tick(g, now=T0)
     store = StateStore.for_workspace(g.workspace_root, "local").open()
     # A run stored by this (live) process: exactly what a `workspace run` still going leaves.
-    store.insert(state.new_run("busy", "command", dt.datetime.now(dt.UTC)))
+    store.insert(taskruns.new_task_run("busy", "command", dt.datetime.now(dt.UTC)))
     capsys.readouterr()
     [report] = tick_json(g, at(5), capsys)["tasks"]  # type: ignore[misc]
     assert report["action"] == "overlap"

@@ -26,16 +26,17 @@ from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
 from support.wire import http, open_rpc
 
+from workspace_adapter.backend.groupcommit import StoreUnavailable
 from workspace_adapter.backend.http import build_routes
+from workspace_adapter.backend.records import new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.service import BackendService, FlowCatalog
-from workspace_adapter.backend.store import BackendStore, StoreUnavailable, new_run
+from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.flows.executor import LocalExecutor
-from workspace_adapter.local.state import RunRecord as LocalRun
 from workspace_adapter.local.state import StateStore
-from workspace_adapter.local.state import new_run as new_local_run
+from workspace_adapter.local.taskruns import TaskRun, new_task_run
 
 HOLDER = """
 import sqlite3, sys, time
@@ -82,10 +83,10 @@ def integrity(path: Path) -> str:
 
 def test_the_backend_store_waits_out_a_short_exclusive_lock(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    store.dispatch(event("before"), [new_run("before", "demo", "hello")])
+    store.dispatch(event("before"), [new_flow_run("before", "demo", "hello")])
     holder = LockHolder(store.path, 1.0)
     started = time.monotonic()
-    record = store.dispatch(event("during"), [new_run("during", "demo", "hello")])
+    record = store.dispatch(event("during"), [new_flow_run("during", "demo", "hello")])
     assert time.monotonic() - started >= 0.8
     assert record.status == "accepted"
     holder.wait()
@@ -213,14 +214,14 @@ async def test_the_writer_waits_for_a_lock_off_the_loop(tmp_path: Path) -> None:
 
     ticker = asyncio.create_task(tick())
     with pytest.raises(StoreUnavailable) as caught:
-        await store.writer.dispatch(event("locked"), [new_run("locked", "demo", "hello")])
+        await store.writer.dispatch(event("locked"), [new_flow_run("locked", "demo", "hello")])
     ticker.cancel()
     assert caught.value.reason == "busy"
     assert str(caught.value) == "store busy (locked by another process); retry"
     assert ticks >= 20, ticks  # the loop ran on while the worker thread waited 0.5 s
     assert store.get_event("locked") is None
     await asyncio.to_thread(holder.wait)
-    record = await store.writer.dispatch(event("locked"), [new_run("locked", "demo", "hello")])
+    record = await store.writer.dispatch(event("locked"), [new_flow_run("locked", "demo", "hello")])
     assert record.status == "accepted" and len(store.runs_of_event("locked")) == 1
     store.close()
 
@@ -267,7 +268,9 @@ def fill_backend_store(store: BackendStore) -> tuple[str, sqlite3.OperationalErr
     db.execute(f"PRAGMA max_page_count = {pages + 4}")
     for i in range(50):
         try:
-            store.dispatch(event(f"big-{i}", size=16_384), [new_run(f"big-{i}", "demo", "hello")])
+            store.dispatch(
+                event(f"big-{i}", size=16_384), [new_flow_run(f"big-{i}", "demo", "hello")]
+            )
         except sqlite3.OperationalError as exc:
             return f"big-{i}", exc
     raise AssertionError("the disk never filled")
@@ -276,7 +279,7 @@ def fill_backend_store(store: BackendStore) -> tuple[str, sqlite3.OperationalErr
 def test_the_backend_store_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
     for i in range(5):
-        store.dispatch(event(f"kept-{i}"), [new_run(f"kept-{i}", "demo", "hello")])
+        store.dispatch(event(f"kept-{i}"), [new_flow_run(f"kept-{i}", "demo", "hello")])
     failed, _ = fill_backend_store(store)
     # Nothing half-written: the event that did not fit has neither a row nor runs.
     assert store.get_event(failed) is None and store.runs_of_event(failed) == []
@@ -284,7 +287,7 @@ def test_the_backend_store_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Pa
     assert all(store.get_event(f"kept-{i}") is not None for i in range(5))
     # Space returns: the same id is accepted (not a duplicate), and runs go on.
     store._db.execute("PRAGMA max_page_count = 1073741823")
-    run = new_run(failed, "demo", "hello")
+    run = new_flow_run(failed, "demo", "hello")
     assert store.dispatch(event(failed, size=16_384), [run]).status == "accepted"
     assert store.mark_running(run.id) is not None
     finished = store.finish_run(run.id, status="completed", stdout_tail="y" * 65_536)
@@ -307,9 +310,9 @@ async def test_a_full_disk_sinks_only_the_write_that_did_not_fit(tmp_path: Path)
     db = store._db
     db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 8}")
     small = [event(f"small-{i}") for i in range(20)]
-    writes = [store.writer.dispatch(e, [new_run(e["id"], "demo", "hello")]) for e in small]
+    writes = [store.writer.dispatch(e, [new_flow_run(e["id"], "demo", "hello")]) for e in small]
     # Queued together, so they share a group commit with the one that does not fit.
-    big = store.writer.dispatch(event("big", size=200_000), [new_run("big", "demo", "hello")])
+    big = store.writer.dispatch(event("big", size=200_000), [new_flow_run("big", "demo", "hello")])
     results = await asyncio.gather(*writes, big, return_exceptions=True)
     assert [getattr(r, "status", r) for r in results[:-1]] == ["accepted"] * 20
     assert isinstance(results[-1], StoreUnavailable), results[-1]
@@ -320,7 +323,7 @@ async def test_a_full_disk_sinks_only_the_write_that_did_not_fit(tmp_path: Path)
     store.close()
 
 
-def fill_state(store: StateStore, record: LocalRun) -> BaseException:
+def fill_state(store: StateStore, record: TaskRun) -> BaseException:
     """Write ``record`` through the store's own transaction on a connection with no room."""
     try:
         with store.connect() as db:
@@ -343,15 +346,15 @@ def fill_state(store: StateStore, record: LocalRun) -> BaseException:
     raise AssertionError("the disk never filled")
 
 
-def big_local_run() -> LocalRun:
-    record = new_local_run("big", "command", dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC))
+def big_local_run() -> TaskRun:
+    record = new_task_run("big", "command", dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC))
     record.stdout_tail = "z" * 65_536
     return record
 
 
 def test_the_local_state_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state").open()
-    kept = new_local_run("kept", "command", dt.datetime(2026, 11, 24, 11, tzinfo=dt.UTC))
+    kept = new_task_run("kept", "command", dt.datetime(2026, 11, 24, 11, tzinfo=dt.UTC))
     store.insert(kept)
     big = big_local_run()
     fill_state(store, big)

@@ -17,8 +17,9 @@ import pytest
 from support.processes import gone
 
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
+from workspace_adapter.flows.output import TAIL_BYTES
 from workspace_adapter.flows.package import FlowPackage, FlowStep, load_flow
-from workspace_adapter.flows.runner import TAIL_BYTES, StepInvocation, StepOutcome, run_step
+from workspace_adapter.flows.runner import StepInvocation, StepOutcome, run_step
 
 MakeFlow = Callable[..., Path]
 EVENT: dict[str, Any] = {"id": "evt-1", "type": "go", "payload": {"n": 1}}

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 import pytest
 
+from workspace_adapter.base.gitenv import no_git_env
 from workspace_adapter.events import FlowResult
 from workspace_adapter.maintenance.engine import ForkMaintenance
-from workspace_adapter.maintenance.git import no_git_env
 from workspace_adapter.maintenance.settings import load_config, resolve_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import http.server
 import threading
 from pathlib import Path
 
-from workspace_adapter.cli import Globals
+from workspace_adapter.base.globals import Globals
 from workspace_adapter.commands import watch
 from workspace_adapter.service.records import Records
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 
 from workspace_adapter.service import notify
-from workspace_adapter.service.records import Attempt
+from workspace_adapter.service.schema import Attempt
 
 
 def attempt(message: str = "conflicts in index.js") -> Attempt:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from workspace_adapter.base.errors import UserError
-from workspace_adapter.local.state import iso, process_marker
+from workspace_adapter.base.processes import process_marker
+from workspace_adapter.base.times import iso
 from workspace_adapter.service.delivery import redelivery_delay
-from workspace_adapter.service.records import PollOutcome, Records, SeenRelease
-from workspace_adapter.service.schema import data_dir
+from workspace_adapter.service.records import Records
+from workspace_adapter.service.schema import PollOutcome, SeenRelease, data_dir
 from workspace_adapter.service.watcher import source_retry_delay
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)

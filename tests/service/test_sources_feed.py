@@ -12,8 +12,9 @@ import pytest
 from service_helpers import FeedServer, atom_feed, rss_feed
 
 from workspace_adapter.local.config import SourceConfig
-from workspace_adapter.sources import SourceError, poll
+from workspace_adapter.sources import poll
 from workspace_adapter.sources.feed import parse
+from workspace_adapter.sources.release import SourceError
 
 GH = "https://github.com/peezy-tech/patch-moi-harness/releases/tag"
 

@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 from workspace_adapter.local.config import SourceConfig
-from workspace_adapter.sources import SourceError, poll
+from workspace_adapter.sources import poll
 from workspace_adapter.sources.git_tags import list_tags, parse_ls_remote, resolve_url
+from workspace_adapter.sources.release import SourceError
 
 GIT_ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},

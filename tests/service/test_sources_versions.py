@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workspace_adapter.sources import Release, matching, order_releases
+from workspace_adapter.sources.release import Release, matching, order_releases
 from workspace_adapter.sources.versions import version_key
 
 

@@ -242,7 +242,8 @@ def test_two_watchers_at_once_make_one_attempt(root: Path, backend: Backend) -> 
     argv = [
         sys.executable,
         "-m",
-        "workspace_adapter.commands.watch",
+        "workspace_adapter",
+        "watch",
         "--once",
         "--workspace-root",
         str(root),

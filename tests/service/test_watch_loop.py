@@ -33,7 +33,8 @@ def test_the_watch_loop_picks_up_a_release_and_stops_on_sigterm(
             [
                 sys.executable,
                 "-m",
-                "workspace_adapter.commands.watch",
+                "workspace_adapter",
+                "watch",
                 "--workspace-root",
                 str(root),
                 "--backend-url",

@@ -14,7 +14,7 @@ from service_helpers import GIT_SOURCE, records, write_workspace
 from support.backend import WORKSPACE, dead_url
 
 from workspace_adapter.harness import cut_release
-from workspace_adapter.local import config as config_mod
+from workspace_adapter.local import configfile
 from workspace_adapter.service.watcher import Watcher
 
 
@@ -46,7 +46,7 @@ def test_a_pass_waiting_for_the_records_lock_does_not_stall_the_event_loop(
     gaps: list[float] = []
 
     async def main() -> None:
-        watcher = Watcher(config_mod.load(root), store, dead_url())
+        watcher = Watcher(configfile.load(root), store, dead_url())
         async with anyio.create_task_group() as group:
 
             async def heartbeat() -> None:

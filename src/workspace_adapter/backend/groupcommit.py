@@ -12,19 +12,22 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
 from workspace_adapter.backend import mutations
 from workspace_adapter.backend.mutations import WriteOp
-from workspace_adapter.backend.records import DispatchRecord, RunRecord
-
-if TYPE_CHECKING:
-    from workspace_adapter.backend.store import BackendStore
+from workspace_adapter.backend.records import DispatchRecord, FlowRun
 
 # Writes committed together at most; bounds how long one transaction holds the write lock.
 MAX_BATCH = 256
+
+
+class BatchCommitter(Protocol):
+    """What the writer needs of the store: commit a batch of queued writes together."""
+
+    def commit_batch(self, batch: list[QueuedWrite]) -> None: ...
 
 
 class StoreUnavailable(Exception):
@@ -87,7 +90,7 @@ class StoreWriter:
     being cancelled (a client that hung up mid-dispatch still gets its runs queued).
     """
 
-    def __init__(self, store: BackendStore) -> None:
+    def __init__(self, store: BatchCommitter) -> None:
         self.store = store
         self._requests: queue.SimpleQueue[tuple[QueuedWrite, asyncio.Future[None]] | None] = (
             queue.SimpleQueue()
@@ -154,23 +157,23 @@ class StoreWriter:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     loop.call_soon_threadsafe(_wake, futures)
 
-    async def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
+    async def dispatch(self, event: dict[str, Any], runs: list[FlowRun]) -> DispatchRecord:
         """:meth:`BackendStore.dispatch`, group-committed."""
         record: DispatchRecord = await self.write(lambda db: mutations.store_event(db, event, runs))
         return record
 
-    async def add_runs(self, runs: list[RunRecord]) -> None:
+    async def add_runs(self, runs: list[FlowRun]) -> None:
         """:meth:`BackendStore.add_runs`, group-committed."""
         await self.write(lambda db: mutations.insert_runs(db, runs))
 
-    async def mark_running(self, run_id: str) -> RunRecord | None:
+    async def mark_running(self, run_id: str) -> FlowRun | None:
         """:meth:`BackendStore.mark_running`, group-committed."""
-        run: RunRecord | None = await self.write(lambda db: mutations.mark_running(db, run_id))
+        run: FlowRun | None = await self.write(lambda db: mutations.mark_running(db, run_id))
         return run
 
-    async def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
+    async def finish_run(self, run_id: str, **fields: Any) -> FlowRun | None:
         """:meth:`BackendStore.finish_run`, group-committed."""
-        run: RunRecord | None = await self.write(
+        run: FlowRun | None = await self.write(
             lambda db: mutations.finish_run(db, run_id, **fields)
         )
         return run

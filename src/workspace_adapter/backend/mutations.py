@@ -14,16 +14,16 @@ from typing import Any
 from workspace_adapter.backend.records import (
     RUN_COLUMNS,
     DispatchRecord,
-    RunRecord,
+    FlowRun,
     json_encoder,
     run_from_row,
 )
-from workspace_adapter.events import utc_now_iso
+from workspace_adapter.base.times import utc_now_iso
 
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 
-def store_event(db: sqlite3.Connection, event: dict[str, Any], runs: list[RunRecord]) -> Any:
+def store_event(db: sqlite3.Connection, event: dict[str, Any], runs: list[FlowRun]) -> Any:
     inserted = db.execute(
         "INSERT INTO events (id, type, received_at, body) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (id) DO NOTHING",
@@ -42,7 +42,7 @@ def store_event(db: sqlite3.Connection, event: dict[str, Any], runs: list[RunRec
     return DispatchRecord(status="accepted", run_ids=[r.id for r in runs], runs=runs)
 
 
-def insert_runs(db: sqlite3.Connection, runs: list[RunRecord]) -> None:
+def insert_runs(db: sqlite3.Connection, runs: list[FlowRun]) -> None:
     db.executemany(
         "INSERT INTO runs (id, event_id, flow_name, step_name, replay, status, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -53,7 +53,7 @@ def insert_runs(db: sqlite3.Connection, runs: list[RunRecord]) -> None:
     )
 
 
-def mark_running(db: sqlite3.Connection, run_id: str) -> RunRecord | None:
+def mark_running(db: sqlite3.Connection, run_id: str) -> FlowRun | None:
     # fetchall, not fetchone: an unfinished RETURNING statement keeps its transaction open.
     rows = db.execute(
         f"UPDATE runs SET status = 'running', started_at = ? "
@@ -75,7 +75,7 @@ def finish_run(
     stdout_tail: str = "",
     stderr_tail: str = "",
     only_from: tuple[str, ...] = ("queued", "running"),
-) -> RunRecord | None:
+) -> FlowRun | None:
     marks = ", ".join("?" for _ in only_from)
     rows = db.execute(
         f"UPDATE runs SET status = ?, result_status = ?, result = ?, error = ?, "
@@ -97,7 +97,7 @@ def finish_run(
     return run_from_row(rows[0]) if rows else None
 
 
-def recover(db: sqlite3.Connection) -> tuple[list[RunRecord], list[RunRecord]]:
+def recover(db: sqlite3.Connection) -> tuple[list[FlowRun], list[FlowRun]]:
     failed = [
         run_from_row(r)
         for r in db.execute(

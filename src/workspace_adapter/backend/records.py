@@ -1,7 +1,7 @@
 """What the backend store holds, as values: run records, dispatch outcomes, and their rows.
 
-A :class:`RunRecord` is read back from a ``runs`` row selected as :data:`RUN_COLUMNS`; its
-:meth:`RunRecord.to_wire` is the run as clients see it (SPEC §6).
+A :class:`FlowRun` is read back from a ``runs`` row selected as :data:`RUN_COLUMNS`; its
+:meth:`FlowRun.to_wire` is the run as clients see it (SPEC §6).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from workspace_adapter.events import utc_now_iso
-from workspace_adapter.protocol import TERMINAL_STATUSES
+from workspace_adapter.base.status import TERMINAL_RUN_STATES
+from workspace_adapter.base.times import utc_now_iso
 
 # The columns every run query selects, in the order :func:`run_from_row` reads them.
 RUN_COLUMNS = (
@@ -24,7 +24,7 @@ json_encoder = msgspec.json.Encoder()
 json_decoder = msgspec.json.Decoder()
 
 
-class RunRecord(msgspec.Struct, kw_only=True):
+class FlowRun(msgspec.Struct, kw_only=True):
     """One run of one flow step for one event, as stored."""
 
     id: str
@@ -45,7 +45,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_RUN_STATES
 
     def to_wire(self) -> dict[str, Any]:
         """The run as clients see it: SPEC §6 keys plus codex-flows' compatibility keys."""
@@ -87,16 +87,16 @@ class DispatchRecord(msgspec.Struct, frozen=True):
 
     status: str
     run_ids: list[str]
-    runs: list[RunRecord]
+    runs: list[FlowRun]
 
 
-def new_run_id(replay: bool = False) -> str:
+def new_flow_run_id(replay: bool = False) -> str:
     return f"run_{secrets.token_hex(6)}" + ("_replay" if replay else "")
 
 
-def new_run(event_id: str, flow_name: str, step_name: str, *, replay: bool = False) -> RunRecord:
-    return RunRecord(
-        id=new_run_id(replay),
+def new_flow_run(event_id: str, flow_name: str, step_name: str, *, replay: bool = False) -> FlowRun:
+    return FlowRun(
+        id=new_flow_run_id(replay),
         event_id=event_id,
         flow_name=flow_name,
         step_name=step_name,
@@ -106,9 +106,9 @@ def new_run(event_id: str, flow_name: str, step_name: str, *, replay: bool = Fal
     )
 
 
-def run_from_row(row: tuple[Any, ...]) -> RunRecord:
+def run_from_row(row: tuple[Any, ...]) -> FlowRun:
     """The record of a ``runs`` row selected as :data:`RUN_COLUMNS`."""
-    return RunRecord(
+    return FlowRun(
         id=row[0],
         event_id=row[1],
         flow_name=row[2],

@@ -16,7 +16,7 @@ import anyio
 import anyio.abc
 
 from workspace_adapter.backend.groupcommit import StoreUnavailable
-from workspace_adapter.backend.records import RunRecord
+from workspace_adapter.backend.records import FlowRun
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.logs import get_logger
@@ -68,7 +68,7 @@ class RunQueue:
         self.env_allow = env_allow
         self.max_pending = max_pending
         self.accepting = True
-        self._pending: deque[RunRecord] = deque()
+        self._pending: deque[FlowRun] = deque()
         self._active: dict[str, _ActiveRun] = {}
         self._per_step: Counter[StepKey] = Counter()
         self._done: dict[str, anyio.Event] = {}
@@ -99,7 +99,7 @@ class RunQueue:
                 self._per_step[(run.flow_name, run.step_name)] += 1
             tg.start_soon(self._execute, run, found)
 
-    def _pick(self) -> tuple[RunRecord, tuple[FlowPackage, FlowStep] | None] | None:
+    def _pick(self) -> tuple[FlowRun, tuple[FlowPackage, FlowStep] | None] | None:
         """The oldest queued run whose step has room (a busy step does not hold up others)."""
         for index, run in enumerate(self._pending):
             found = self.steps.find(run.flow_name, run.step_name)
@@ -123,14 +123,14 @@ class RunQueue:
     def running(self) -> int:
         return len(self._active)
 
-    def submit(self, runs: list[RunRecord]) -> None:
+    def submit(self, runs: list[FlowRun]) -> None:
         for run in runs:
             self._done.setdefault(run.id, anyio.Event())
             self._pending.append(run)
             self.hub.run_updated(run.to_wire())
         self._wake.set()
 
-    async def wait_for(self, run_ids: list[str]) -> list[RunRecord]:
+    async def wait_for(self, run_ids: list[str]) -> list[FlowRun]:
         """The runs' records once every one of them has ended."""
         for run_id in run_ids:
             done = self._done.get(run_id)
@@ -138,7 +138,7 @@ class RunQueue:
                 await done.wait()
         return [r for r in (self.store.get_run(i) for i in run_ids) if r is not None]
 
-    async def cancel(self, run_id: str) -> RunRecord | None:
+    async def cancel(self, run_id: str) -> FlowRun | None:
         """Cancel a queued or running run and return its final record (None: no such run)."""
         active = self._active.get(run_id)
         if active is not None:
@@ -176,7 +176,7 @@ class RunQueue:
 
     # --- one run -----------------------------------------------------------------------------
 
-    async def _execute(self, queued: RunRecord, found: tuple[FlowPackage, FlowStep] | None) -> None:
+    async def _execute(self, queued: FlowRun, found: tuple[FlowPackage, FlowStep] | None) -> None:
         run_id = queued.id
         log = self._log.bind(run_id=run_id, event_id=queued.event_id)
         active = self._active[run_id]

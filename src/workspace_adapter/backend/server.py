@@ -37,7 +37,7 @@ from workspace_adapter.backend.store import BackendStore, StoreError
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.logs import get_logger
-from workspace_adapter.events import utc_now_iso
+from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 
 # Requests one connection may have in flight before it hears "overloaded".

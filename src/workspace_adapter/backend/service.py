@@ -16,7 +16,7 @@ import anyio
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.groupcommit import StoreUnavailable
-from workspace_adapter.backend.records import RunRecord, new_run
+from workspace_adapter.backend.records import FlowRun, new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import (
@@ -207,12 +207,12 @@ class BackendService:
 
     def _new_runs(
         self, event_id: str, event: dict[str, Any], *, replay: bool = False
-    ) -> list[RunRecord]:
+    ) -> list[FlowRun]:
         """A queued run per matching step, or a retryable fault when the queue has no room."""
         matches = matching_steps(self.catalog.packages(), event)
         if not self.queue.has_room(len(matches)):
             raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
-        return [new_run(event_id, p.name, s.name, replay=replay) for p, s in matches]
+        return [new_flow_run(event_id, p.name, s.name, replay=replay) for p, s in matches]
 
     async def _reply(
         self, status: str, event_id: str, run_ids: list[str], idempotent: bool, wait: bool
@@ -242,7 +242,7 @@ class BackendService:
     async def list_runs(
         self, event_id: str | None, status: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        runs: list[RunRecord] = await anyio.to_thread.run_sync(
+        runs: list[FlowRun] = await anyio.to_thread.run_sync(
             self.store.list_runs, event_id, status, limit
         )
         return [r.to_wire() for r in runs]

@@ -20,40 +20,20 @@ from typing import Any
 
 from workspace_adapter.backend import mutations
 from workspace_adapter.backend.groupcommit import (
-    MAX_BATCH,
     QueuedWrite,
-    StoreUnavailable,
     StoreWriter,
-    unavailable,
 )
 from workspace_adapter.backend.mutations import WriteOp
 from workspace_adapter.backend.records import (
     RUN_COLUMNS,
     DispatchRecord,
-    RunRecord,
+    FlowRun,
     json_decoder,
-    new_run,
-    new_run_id,
     run_from_row,
 )
 from workspace_adapter.base.sqlitefile import transaction
 
 # Importable from here as before the store was split in three.
-__all__ = [
-    "DB_NAME",
-    "MAX_BATCH",
-    "SCHEMA_VERSION",
-    "BackendStore",
-    "DispatchRecord",
-    "RunRecord",
-    "StoreError",
-    "StoreUnavailable",
-    "StoreWriter",
-    "WriteOp",
-    "new_run",
-    "new_run_id",
-    "unavailable",
-]
 
 SCHEMA_VERSION = 1
 DB_NAME = "backend.sqlite"
@@ -190,34 +170,34 @@ class BackendStore:
             except Exception as exc:
                 write.error = exc
 
-    def dispatch(self, event: dict[str, Any], runs: list[RunRecord]) -> DispatchRecord:
+    def dispatch(self, event: dict[str, Any], runs: list[FlowRun]) -> DispatchRecord:
         """Store ``event`` and its ``runs`` in one transaction, or report the first dispatch."""
         record: DispatchRecord = self.transaction(lambda db: mutations.store_event(db, event, runs))
         return record
 
-    def add_runs(self, runs: list[RunRecord]) -> None:
+    def add_runs(self, runs: list[FlowRun]) -> None:
         """Store replay runs of an event already stored."""
         self.transaction(lambda db: mutations.insert_runs(db, runs))
 
-    def mark_running(self, run_id: str) -> RunRecord | None:
+    def mark_running(self, run_id: str) -> FlowRun | None:
         """Queued → running; None when the run was not queued (canceled meanwhile)."""
-        run: RunRecord | None = self.transaction(lambda db: mutations.mark_running(db, run_id))
+        run: FlowRun | None = self.transaction(lambda db: mutations.mark_running(db, run_id))
         return run
 
-    def finish_run(self, run_id: str, **fields: Any) -> RunRecord | None:
+    def finish_run(self, run_id: str, **fields: Any) -> FlowRun | None:
         """Record a run's end; None when it had already ended (the first end wins).
 
         ``fields``: ``status`` and optionally ``result_status, result, error, exit_code,
         stdout_tail, stderr_tail, only_from`` (the statuses it may end from).
         """
-        run: RunRecord | None = self.transaction(
+        run: FlowRun | None = self.transaction(
             lambda db: mutations.finish_run(db, run_id, **fields)
         )
         return run
 
-    def recover(self) -> tuple[list[RunRecord], list[RunRecord]]:
+    def recover(self) -> tuple[list[FlowRun], list[FlowRun]]:
         """After a restart: fail the runs left ``running``; return them and the ``queued`` ones."""
-        found: tuple[list[RunRecord], list[RunRecord]] = self.transaction(mutations.recover)
+        found: tuple[list[FlowRun], list[FlowRun]] = self.transaction(mutations.recover)
         return found
 
     # --- maintenance: another process, the daemon may be running ----------------------------
@@ -236,7 +216,7 @@ class BackendStore:
         busy) having deleted nothing. Never creates the file; ``dry_run`` only counts. A pruned
         event id is new to the daemon again: dispatching it once more starts new runs.
         """
-        from workspace_adapter.local.state import open_readonly
+        from workspace_adapter.base.sqlitefile import open_readonly
 
         path = data_dir / DB_NAME
         old = "COALESCE(julianday({}) < julianday(:cut), 0)"  # an unreadable time is not old
@@ -270,7 +250,7 @@ class BackendStore:
 
     # --- point reads: indexed, committed data only, on the loop ------------------------------
 
-    def get_run(self, run_id: str) -> RunRecord | None:
+    def get_run(self, run_id: str) -> FlowRun | None:
         row = self._point_reader.execute(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
@@ -282,7 +262,7 @@ class BackendStore:
         ).fetchone()
         return None if row is None else dict(json_decoder.decode(row[0]))
 
-    def runs_of_event(self, event_id: str) -> list[RunRecord]:
+    def runs_of_event(self, event_id: str) -> list[FlowRun]:
         return [
             run_from_row(r)
             for r in self._point_reader.execute(
@@ -304,7 +284,7 @@ class BackendStore:
             rows = self._reader.execute(sql, args).fetchall()
         return [dict(json_decoder.decode(r[0])) for r in rows]
 
-    def list_runs(self, event_id: str | None, status: str | None, limit: int) -> list[RunRecord]:
+    def list_runs(self, event_id: str | None, status: str | None, limit: int) -> list[FlowRun]:
         clauses: list[str] = []
         args: list[Any] = []
         if event_id is not None:

@@ -47,3 +47,17 @@ def transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Itera
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection for doctor, which must never write (not even a -wal file).
+
+    Even ``mode=ro`` creates the -wal and -shm files of a WAL database when they are missing
+    and leaves them behind. They are missing exactly when no writer has the database open, and
+    then the main file holds everything (the last writer checkpointed it), so it is read as
+    ``immutable``; while a writer is active the files exist and ``mode=ro`` creates nothing.
+    """
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return sqlite3.connect(f"{uri}?{query}", uri=True, timeout=5)

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from workspace_adapter import events
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, EXIT_BAD_INPUT, UserError
+from workspace_adapter.local import configfile
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
-    from workspace_adapter.service.records import Attempt, Operation, Records
-
-ATTEMPT_STATUSES = ("undelivered", "started", *events.STATUS_ORDER)
+    from workspace_adapter.base.globals import Globals
+    from workspace_adapter.service.records import Records
+    from workspace_adapter.service.schema import Attempt, Operation
 
 
 def _records(g: Globals) -> Records:
@@ -49,10 +49,10 @@ def summary(attempt: Attempt) -> str:
 
 
 def list_attempts(g: Globals, status: str | None, as_json: bool) -> int:
-    if status is not None and status not in ATTEMPT_STATUSES:
+    if status is not None and status not in status_rule.ATTEMPT_STATUSES:
         raise UserError(
             f"--status: {status!r} is not an attempt status; use one of "
-            f"{', '.join(ATTEMPT_STATUSES)}",
+            f"{', '.join(status_rule.ATTEMPT_STATUSES)}",
             EXIT_BAD_INPUT,
         )
     found = _records(g).attempts(status)
@@ -70,8 +70,8 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
     import anyio
 
     from workspace_adapter.base import logs
-    from workspace_adapter.local import config as config_mod
-    from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery, utc_now
+    from workspace_adapter.base.times import utc_now
+    from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery
 
     logs.configure(g.log_level)
     records = _records(g)
@@ -81,8 +81,8 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
             f"no attempt {attempt_id!r}; `workspace attempts` lists them", EXIT_BAD_INPUT
         )
     notify_command = None
-    if config_mod.config_path(g.workspace_root) is not None:
-        config = config_mod.load(g.workspace_root)
+    if configfile.config_path(g.workspace_root) is not None:
+        config = configfile.load(g.workspace_root)
         notify_command = config.notify.command if config.notify else None
     attempt = records.new_attempt(operation, original, utc_now())
     delivery = AttemptDelivery(
@@ -108,7 +108,7 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
         return 1
     if done.status == "started":
         return EXIT_BACKEND_UNREACHABLE
-    return events.exit_code_for(done.status)
+    return status_rule.exit_code(done.status)
 
 
 def retry(g: Globals, attempt_id: str, as_json: bool) -> int:

@@ -28,12 +28,14 @@ import msgspec
 
 from workspace_adapter.base import paths
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
+from workspace_adapter.base.gitenv import no_git_env
+from workspace_adapter.base.processes import process_alive
 from workspace_adapter.local import config as config_mod
-from workspace_adapter.local.state import DB_NAME, StateStore, process_alive
-from workspace_adapter.maintenance.git import no_git_env
+from workspace_adapter.local import configfile
+from workspace_adapter.local.state import DB_NAME, StateStore
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
 
 TOOLS = ("git", "bash", "node", "npm")
 HARNESS_FLOW = "patch-moi-harness"
@@ -86,7 +88,7 @@ def doctor(g: Globals, *, as_json: bool = False) -> int:
 
 def _check_config(report: _Report, root: Path) -> config_mod.WorkspaceConfig | None:
     try:
-        config = config_mod.load(root)
+        config = configfile.load(root)
     except config_mod.ConfigError as exc:
         for problem in exc.problems:
             report.add("config", "fail", problem)

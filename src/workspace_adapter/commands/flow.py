@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
-from workspace_adapter.events import EventError, exit_code_for, normalize_event, worst_status
+from workspace_adapter.base.status import Status
+from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.summary import artifact_lines, paint
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
     from workspace_adapter.flows.package import FlowDiscovery, FlowPackage, FlowStep
     from workspace_adapter.flows.runner import StepOutcome
 
@@ -84,19 +86,19 @@ def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> in
         message = _no_match(package, event)
         print(f"warning: {message}", file=sys.stderr)
         if as_json:
-            print(json.dumps({"status": "skipped", "message": message}))
+            print(json.dumps({"status": Status.SKIPPED, "message": message}))
         else:
-            print(paint("skipped", sys.stdout))
-        return exit_code_for("skipped")
+            print(paint(Status.SKIPPED, sys.stdout))
+        return status_rule.exit_code(Status.SKIPPED)
     outcomes = anyio.run(_run_steps, g, matches, event, as_json)
     statuses = [o.flow_status for _, o in outcomes]
-    worst = worst_status(statuses)
+    worst = status_rule.worst(statuses)
     if as_json:
         outcome = next(o for _, o in outcomes if o.flow_status == worst)
         print(json.dumps(_result_document(outcome)))
     elif len(outcomes) > 1:
         print(f"status: {paint(worst, sys.stdout)}")
-    return exit_code_for(worst)
+    return status_rule.exit_code(worst)
 
 
 def read_event(path: Path) -> dict[str, Any]:
@@ -150,7 +152,7 @@ async def _run_steps(
             now = time.monotonic()
             if cancel.is_set():
                 outcome = StepOutcome(
-                    status="canceled", error="canceled", started_at="", finished_at=""
+                    status=Status.CANCELED, error="canceled", started_at="", finished_at=""
                 )
             else:
                 invocation = StepInvocation(
@@ -173,7 +175,7 @@ async def _run_steps(
 
 
 def _result_document(outcome: StepOutcome) -> dict[str, Any]:
-    if outcome.status == "completed" and outcome.result is not None:
+    if outcome.status == Status.COMPLETED and outcome.result is not None:
         return outcome.result
     document: dict[str, Any] = {"status": outcome.status, "message": outcome.error}
     if outcome.result and outcome.result.get("artifacts"):

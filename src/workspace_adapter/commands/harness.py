@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from workspace_adapter.base.errors import EXIT_OK
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
 
 
 def init(g: Globals, force: bool) -> int:

@@ -57,11 +57,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
+from workspace_adapter.base.times import iso
 from workspace_adapter.local.config import duration_seconds
-from workspace_adapter.local.state import iso
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
 
 Prune = Callable[[str, bool, float], dict[str, int]]
 

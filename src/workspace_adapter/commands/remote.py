@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workspace_adapter import events
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import UserError
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
     from workspace_adapter.client import DispatchOutcome
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ def _on_output(as_json: bool) -> Callable[[str, str, str], None]:
 
 def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -> int:
     statuses = [events.flow_status_of_run(run) for run in outcome.runs]
-    status = events.worst_status(statuses) if wait and outcome.runs else None
+    status = status_rule.worst(statuses) if wait and outcome.runs else None
     if as_json:
         _print_json(
             {
@@ -85,7 +86,7 @@ def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -
     if outcome.matched == 0:
         print("warning: no flow matched this event", file=sys.stderr)
         return 0
-    return events.exit_code_for(status) if status is not None else 0
+    return status_rule.exit_code(status) if status is not None else 0
 
 
 def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:

@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from workspace_adapter.base.errors import UserError
-from workspace_adapter.local import config as config_mod
-from workspace_adapter.local import taskrun
-from workspace_adapter.local.state import RunRecord, StateStore, new_run, parse_iso
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import parse_iso
+from workspace_adapter.local import configfile, taskrun
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.taskruns import TaskRun, new_task_run
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
 
 
 def run(
@@ -42,7 +44,7 @@ def run(
     as_json: bool = False,
 ) -> int:
     """Run ``task_id``; returns the exit code of SPEC §2."""
-    config = config_mod.load(g.workspace_root)
+    config = configfile.load(g.workspace_root)
     task = config.task(task_id)
     override: dict[str, Any] | None = None
     if event_file is not None:
@@ -51,9 +53,9 @@ def run(
         override = taskrun.read_event_file(event_file)
     store = StateStore.for_workspace(config.root, g.mode).open()
     sinks = taskrun.Sinks.for_json(as_json)
-    record = new_run(task.id, task.kind, dt.datetime.now(dt.UTC))
+    record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC))
     if not task.enabled:
-        record.status, record.reason = "skipped", "disabled"
+        record.status, record.reason = Status.SKIPPED, "disabled"
         record.finished_at = record.started_at
         store.insert(record)
         execution = taskrun.Execution(record, 0, f"warning: {task.id}: skipped: task is disabled")
@@ -84,7 +86,7 @@ def report(execution: taskrun.Execution, as_json: bool) -> None:
         print(summary(record))
 
 
-def summary(record: RunRecord) -> str:
+def summary(record: TaskRun) -> str:
     """One line: the task, its status, and why."""
     seconds = ""
     if record.finished_at:

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from workspace_adapter.base.errors import UserError
-from workspace_adapter.local.state import RunRecord, StateStore, parse_iso
+from workspace_adapter.base.times import parse_iso
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.taskruns import TaskRun
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
 
 
 def runs(g: Globals, task_id: str | None = None, *, limit: int = 20, as_json: bool = False) -> int:
@@ -41,7 +43,7 @@ def runs(g: Globals, task_id: str | None = None, *, limit: int = 20, as_json: bo
     return 0
 
 
-def line(record: RunRecord, width: int = 0) -> str:
+def line(record: TaskRun, width: int = 0) -> str:
     """``2026-11-24 12:10:00  harness  completed   3.2s  reason``."""
     started = parse_iso(record.started_at)
     if record.finished_at:

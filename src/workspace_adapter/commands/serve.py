@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Unpack
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.client import TOKEN_ENV
 from workspace_adapter.commands.backend import BackendFlags, backend_options
-from workspace_adapter.local import config as config_mod
+from workspace_adapter.local import configfile
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
     from workspace_adapter.service.watcher import Watcher
 
 
@@ -31,7 +31,7 @@ def serve(g: Globals, *, tick_interval: float | None = None, **flags: Unpack[Bac
         raise UserError(f"--tick-interval must be positive, got {interval:g}")
     # Read now, so a broken workspace.toml stops serve at start with its one-line error; each
     # tick reads it again, so later edits apply without a restart.
-    config = config_mod.load(g.workspace_root)
+    config = configfile.load(g.workspace_root)
     options = backend_options(flags, default_cwd=config.root)
     if options.token and not os.environ.get(TOKEN_ENV):
         # The loops reach the backend through the client, which reads the token from the

@@ -30,13 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import iso
 from workspace_adapter.commands.run import summary
 from workspace_adapter.local import config as config_mod
-from workspace_adapter.local import schedule, taskrun
-from workspace_adapter.local.state import RunRecord, SlotState, StateStore, iso, new_run
+from workspace_adapter.local import configfile, schedule, taskrun
+from workspace_adapter.local.state import StateStore
+from workspace_adapter.local.taskruns import SlotState, TaskRun, new_task_run
 
 if TYPE_CHECKING:
-    from workspace_adapter.cli import Globals
+    from workspace_adapter.base.globals import Globals
 
 _EXIT_PRIORITY = (1, 4, 3, 2)
 
@@ -46,7 +49,7 @@ def tick(
 ) -> int:
     """Plan and (unless ``dry_run``) carry out one tick at ``now`` (default: the clock)."""
     now = now or dt.datetime.now(dt.UTC)
-    config = config_mod.load(g.workspace_root)
+    config = configfile.load(g.workspace_root)
     store = StateStore.for_workspace(config.root, g.mode, readonly=dry_run)
     has_schedules = any(task.schedule for task in config.tasks)
     if has_schedules and not dry_run:
@@ -74,7 +77,7 @@ def tick(
             ]
         )
     for decision in decisions:
-        runs: list[RunRecord] = []
+        runs: list[TaskRun] = []
         action: str = decision.action
         if not as_json:
             print(_line(decision))
@@ -104,7 +107,7 @@ def _carry_out(
     g: Globals,
     decision: schedule.Decision,
     sinks: taskrun.Sinks,
-    runs: list[RunRecord],
+    runs: list[TaskRun],
     codes: list[int],
     as_json: bool,
 ) -> str:
@@ -124,9 +127,9 @@ def _carry_out(
             schedule=decision.slot_state.schedule,
             timezone=decision.slot_state.timezone,
         )
-        record = new_run(task.id, task.kind, dt.datetime.now(dt.UTC), slot=slot)
+        record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC), slot=slot)
         if decision.action == "skip":
-            record.status, record.reason = "skipped", "catchup none"
+            record.status, record.reason = Status.SKIPPED, "catchup none"
             record.finished_at = record.started_at
         outcome = store.claim(record, expected, state)
         expected = slot
@@ -134,7 +137,7 @@ def _carry_out(
             _say(f"  {task.id}: slot {slot} already claimed by another tick", as_json)
             return "taken"
         runs.append(record)
-        if outcome == "overlap" or record.status == "skipped":
+        if outcome == "overlap" or record.status == Status.SKIPPED:
             _say(f"  {task.id}: skipped ({record.reason}), slot {slot} recorded", as_json)
             continue
         execution = taskrun.execute(
@@ -157,7 +160,7 @@ def _line(decision: schedule.Decision) -> str:
     return f"{decision.task.id}: {state}: {decision.reason}; next slot {upcoming}"
 
 
-def _report(decision: schedule.Decision, action: str, runs: list[RunRecord]) -> dict[str, Any]:
+def _report(decision: schedule.Decision, action: str, runs: list[TaskRun]) -> dict[str, Any]:
     task = decision.task
     return {
         "taskId": task.id,

@@ -6,9 +6,9 @@ from typing import Protocol
 
 import anyio
 
+from workspace_adapter.flows.output import OnLine
 from workspace_adapter.flows.runner import (
     DEFAULT_KILL_GRACE,
-    OnLine,
     OnStarted,
     StepInvocation,
     StepOutcome,

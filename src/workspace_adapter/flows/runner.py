@@ -16,17 +16,16 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import msgspec
 
-from workspace_adapter.events import utc_now_iso
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.flows.output import (
-    MAX_LINE_BYTES,
-    TAIL_BYTES,
     OnLine,
     StreamCapture,
     parse_result,
@@ -47,18 +46,8 @@ ENV_WHITELIST: tuple[str, ...] = (
     "CODEX_FLOW_PUSH",
 )
 
-__all__ = [
-    "MAX_LINE_BYTES",
-    "TAIL_BYTES",
-    "OnLine",
-    "StepInvocation",
-    "StepOutcome",
-    "parse_result",
-    "run_step",
-]
 
 OnStarted = Callable[[int], None]
-OutcomeStatus = Literal["completed", "failed", "canceled"]
 
 
 class StepInvocation(msgspec.Struct, kw_only=True):
@@ -129,7 +118,7 @@ class StepInvocation(msgspec.Struct, kw_only=True):
 class StepOutcome(msgspec.Struct, kw_only=True):
     """How a step run ended; ``result`` is the FLOW_RESULT object as the step printed it."""
 
-    status: OutcomeStatus
+    status: Status
     started_at: str
     finished_at: str
     result: dict[str, Any] | None = None
@@ -143,7 +132,7 @@ class StepOutcome(msgspec.Struct, kw_only=True):
     @property
     def flow_status(self) -> str:
         """SPEC §4: the step's own status when the run completed, else failed or canceled."""
-        if self.status == "completed" and self.result_status:
+        if self.status == Status.COMPLETED and self.result_status:
             return self.result_status
         return self.status
 
@@ -271,11 +260,11 @@ async def run_step(
         )
     except _StartError as exc:
         return StepOutcome(
-            status="failed", error=str(exc), started_at=started_at, finished_at=utc_now_iso()
+            status=Status.FAILED, error=str(exc), started_at=started_at, finished_at=utc_now_iso()
         )
     except OSError as exc:
         return StepOutcome(
-            status="failed",
+            status=Status.FAILED,
             error=_start_error(argv, exc),
             started_at=started_at,
             finished_at=utc_now_iso(),
@@ -311,9 +300,9 @@ async def run_step(
     result, result_error = parse_result(out.result_line, out.result_dropped)
     exit_code = process.returncode
     error: str | None = None
-    status: OutcomeStatus = "failed"
+    status = Status.FAILED
     if flags.canceled:
-        status, error = "canceled", "canceled"
+        status, error = Status.CANCELED, "canceled"
     elif deadline.cancelled_caught:
         error = f"timed out after {timeout:.1f}s"
     elif exit_code is not None and exit_code < 0:
@@ -323,7 +312,7 @@ async def run_step(
     elif result_error:
         error = result_error
     else:
-        status = "completed"
+        status = Status.COMPLETED
     return StepOutcome(
         status=status,
         result=result,

@@ -16,8 +16,9 @@ from typing import Literal
 import msgspec
 from cronsim import CronSim
 
+from workspace_adapter.base.times import iso, parse_iso
 from workspace_adapter.local.config import MAX_CATCHUP_SLOTS, TaskConfig, WorkspaceConfig
-from workspace_adapter.local.state import SlotState, iso, parse_iso
+from workspace_adapter.local.taskruns import SlotState
 
 Action = Literal["run", "overlap", "skip", "baseline", "idle", "disabled"]
 

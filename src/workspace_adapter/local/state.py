@@ -23,17 +23,10 @@ import msgspec
 from workspace_adapter.base import paths
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_alive, process_marker
-from workspace_adapter.base.sqlitefile import create_atomically, transaction
-from workspace_adapter.events import utc_now_iso
-from workspace_adapter.local.records import (
-    RunRecord,
-    RunStatus,
-    SlotState,
-    iso,
-    new_run,
-    new_run_id,
-    parse_iso,
-)
+from workspace_adapter.base.sqlitefile import create_atomically, open_readonly, transaction
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.local.taskruns import SlotState, TaskRun
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
@@ -69,19 +62,6 @@ CREATE TABLE schedule (
 );
 """
 
-__all__ = [
-    "RunRecord",
-    "RunStatus",
-    "SlotState",
-    "StateStore",
-    "iso",
-    "new_run",
-    "new_run_id",
-    "open_readonly",
-    "parse_iso",
-    "process_alive",
-    "process_marker",
-]
 
 _COLUMNS = (
     "id, task_id, kind, status, reason, started_at, finished_at, exit_code, stdout_tail, "
@@ -93,13 +73,13 @@ _NAMES = [c.strip() for c in _COLUMNS.split(",")]
 ClaimOutcome = Literal["claimed", "overlap", "taken"]
 
 
-def _row_to_record(row: tuple[object, ...]) -> RunRecord:
+def _row_to_record(row: tuple[object, ...]) -> TaskRun:
     data = dict(zip(_NAMES, row, strict=True))
     data["run_ids"] = msgspec.json.decode(str(data["run_ids"]) or "[]")
-    return RunRecord(**data)  # type: ignore[arg-type]
+    return TaskRun(**data)  # type: ignore[arg-type]
 
 
-def _record_values(record: RunRecord) -> tuple[object, ...]:
+def _record_values(record: TaskRun) -> tuple[object, ...]:
     return (
         record.id,
         record.task_id,
@@ -235,19 +215,19 @@ class StateStore:
             )
         return dead
 
-    def _insert(self, db: sqlite3.Connection, record: RunRecord) -> None:
-        alive = record.status == "running"
+    def _insert(self, db: sqlite3.Connection, record: TaskRun) -> None:
+        alive = record.status == Status.RUNNING
         db.execute(
             f"INSERT INTO runs ({_COLUMNS}, pid, pid_marker) VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*_record_values(record), self._pid if alive else None, self.marker if alive else None),
         )
 
-    def insert(self, record: RunRecord) -> None:
+    def insert(self, record: TaskRun) -> None:
         with self.connect() as db:
             self._insert(db, record)
 
-    def finish(self, record: RunRecord) -> None:
+    def finish(self, record: TaskRun) -> None:
         """Store a run's final fields; the pid no longer matters once it has ended."""
         with self.connect() as db:
             db.execute(
@@ -267,7 +247,7 @@ class StateStore:
                 ),
             )
 
-    def runs(self, task_id: str | None = None, limit: int = 20) -> list[RunRecord]:
+    def runs(self, task_id: str | None = None, limit: int = 20) -> list[TaskRun]:
         """The newest runs first, of one task or of all."""
         where, args = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())
         limit = min(limit, 2**63 - 1)  # SQLite's largest integer; a larger --limit means "all"
@@ -328,7 +308,7 @@ class StateStore:
                     recorded.add(task_id)
         return recorded
 
-    def claim(self, record: RunRecord, expected_last: str | None, slot: SlotState) -> ClaimOutcome:
+    def claim(self, record: TaskRun, expected_last: str | None, slot: SlotState) -> ClaimOutcome:
         """Move the task's last slot to ``record.slot`` and store ``record``, atomically.
 
         ``slot`` is the task's new slot state (its ``last_slot`` is ``record.slot``). ``taken``
@@ -349,8 +329,8 @@ class StateStore:
                 (record.task_id,),
             ).fetchall()
             outcome: ClaimOutcome = "claimed"
-            if record.status == "running" and any(process_alive(p, m) for p, m in running):
-                record.status, record.reason, record.finished_at = "skipped", "overlap", now
+            if record.status == Status.RUNNING and any(process_alive(p, m) for p, m in running):
+                record.status, record.reason, record.finished_at = Status.SKIPPED, "overlap", now
                 outcome = "overlap"
             db.execute(
                 "INSERT INTO schedule "
@@ -396,17 +376,3 @@ class StateStore:
         finally:
             db.close()
         return count
-
-
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection for doctor, which must never write (not even a -wal file).
-
-    Even ``mode=ro`` creates the -wal and -shm files of a WAL database when they are missing
-    and leaves them behind. They are missing exactly when no writer has the database open, and
-    then the main file holds everything (the last writer checkpointed it), so it is read as
-    ``immutable``; while a writer is active the files exist and ``mode=ro`` creates nothing.
-    """
-    uri = path.resolve().as_uri()
-    wal = path.with_name(path.name + "-wal")
-    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    return sqlite3.connect(f"{uri}?{query}", uri=True, timeout=5)

@@ -23,9 +23,13 @@ from typing import IO, Any, NamedTuple, TextIO
 import msgspec
 
 from workspace_adapter import events
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, UserError
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.local.config import TaskConfig, WorkspaceConfig
-from workspace_adapter.local.state import TAIL_BYTES, RunRecord, RunStatus, StateStore
+from workspace_adapter.local.state import TAIL_BYTES, StateStore
+from workspace_adapter.local.taskruns import TaskRun
 
 KILL_GRACE_SECONDS = 5.0
 """Between SIGTERM and SIGKILL for a timed-out task's process group (as for backend steps)."""
@@ -50,7 +54,7 @@ class Sinks(NamedTuple):
 class Execution(NamedTuple):
     """A finished run and the exit code it maps to (SPEC §2); ``message`` goes to stderr."""
 
-    record: RunRecord
+    record: TaskRun
     exit_code: int
     message: str | None = None
 
@@ -155,7 +159,7 @@ def run_command(
     sinks: Sinks,
     timeout_text: str = "",
     kill_grace: float = KILL_GRACE_SECONDS,
-) -> tuple[RunStatus, str | None, int | None, str, str]:
+) -> tuple[Status, str | None, int | None, str, str]:
     """Run ``argv``; (status, reason, exit code, stdout tail, stderr tail)."""
     try:
         proc = subprocess.Popen(
@@ -168,11 +172,11 @@ def run_command(
             start_new_session=True,
         )
     except FileNotFoundError:
-        return "failed", f"program not found: {argv[0]} (not on PATH)", None, "", ""
+        return Status.FAILED, f"program not found: {argv[0]} (not on PATH)", None, "", ""
     except PermissionError:
-        return "failed", f"program not executable: {argv[0]}", None, "", ""
+        return Status.FAILED, f"program not executable: {argv[0]}", None, "", ""
     except OSError as exc:
-        return "failed", f"could not start {argv[0]}: {exc.strerror or exc}", None, "", ""
+        return Status.FAILED, f"could not start {argv[0]}: {exc.strerror or exc}", None, "", ""
     tails = (_Tail(), _Tail())
     pumps: list[threading.Thread] = []
     reason: str | None = None
@@ -203,7 +207,7 @@ def run_command(
         reason = f"killed by signal {signal.Signals(-code).name}"
     elif reason is None and code > 0:
         reason = f"exited with code {code}"
-    status: RunStatus = "completed" if reason is None else "failed"
+    status = Status.COMPLETED if reason is None else Status.FAILED
     return status, reason, code, tails[0].text(), tails[1].text()
 
 
@@ -214,7 +218,7 @@ def _flag(value: str) -> bool:
 def build_event(
     config: WorkspaceConfig,
     task: TaskConfig,
-    record: RunRecord,
+    record: TaskRun,
     override: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -269,7 +273,7 @@ def read_event_file(path: str) -> dict[str, Any]:
 def _run_flow(
     config: WorkspaceConfig,
     task: TaskConfig,
-    record: RunRecord,
+    record: TaskRun,
     *,
     backend_url: str,
     sinks: Sinks,
@@ -302,24 +306,24 @@ def _run_flow(
     try:
         outcome = anyio.run(follow)
     except UserError as exc:  # BackendUnreachable, an RPC error, a dropped connection
-        record.status, record.reason = "failed", exc.message
+        record.status, record.reason = Status.FAILED, exc.message
         if exc.exit_code == EXIT_BACKEND_UNREACHABLE:
             record.reason = "backend not reachable"
         override_code = exc.exit_code if exc.exit_code != 2 else 1
     except TimeoutError:
-        record.status = "failed"
+        record.status = Status.FAILED
         record.reason = f"timed out after {task.timeout} following the flow runs"
     else:
         record.run_ids = outcome.run_ids
         if outcome.matched == 0:
-            record.status = "skipped"
+            record.status = Status.SKIPPED
             record.reason = f"no flow matched event type {event['type']!r}"
         elif not wait:
-            record.status, record.reason = "completed", "dispatched"
+            record.status, record.reason = Status.COMPLETED, "dispatched"
         else:
             _print_run_summaries(outcome.runs, sinks.stdout)
             statuses = [events.flow_status_of_run(run) for run in outcome.runs]
-            record.status = events.worst_status(statuses)  # type: ignore[assignment]
+            record.status = status_rule.worst(statuses)
             record.reason = _runs_reason(outcome.runs, record.status)
     record.stdout_tail, record.stderr_tail = tails["stdout"].text(), tails["stderr"].text()
     return override_code
@@ -362,7 +366,7 @@ def execute(
     store: StateStore,
     config: WorkspaceConfig,
     task: TaskConfig,
-    record: RunRecord,
+    record: TaskRun,
     *,
     mode: str,
     backend_url: str,
@@ -401,17 +405,17 @@ def execute(
                     wait=task.wait if wait is None else wait,
                 )
         except BaseException:
-            record.status, record.reason = "failed", "interrupted"
-            record.finished_at = events.utc_now_iso()
+            record.status, record.reason = Status.FAILED, "interrupted"
+            record.finished_at = utc_now_iso()
             store.finish(record)
             raise
-    record.finished_at = events.utc_now_iso()
+    record.finished_at = utc_now_iso()
     store.finish(record)
-    code = override_code if override_code is not None else events.exit_code_for(record.status)
+    code = override_code if override_code is not None else status_rule.exit_code(record.status)
     message = None
     if override_code == EXIT_BACKEND_UNREACHABLE:
         message = f"backend not reachable at {backend_url}; start it with `workspace backend`"
-    elif record.status == "skipped":
+    elif record.status == Status.SKIPPED:
         message = f"warning: {task.id}: skipped: {record.reason}"
     elif code != 0:
         message = f"{task.id}: {record.status}: {record.reason}"

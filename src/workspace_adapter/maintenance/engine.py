@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from workspace_adapter.events import FlowResult, FlowStatus, worst_status
+from workspace_adapter.base import status as status_rule
+from workspace_adapter.base.status import Status
+from workspace_adapter.events import FlowResult
 from workspace_adapter.maintenance.checkout import (
     FoundCheckout,
     abort_rebase,
@@ -74,18 +76,25 @@ class ForkMaintenance:
 
     def run(self) -> FlowResult:
         started = time.perf_counter()
-        status: FlowStatus
+        status: Status
         try:
             status, message = self._maintain()
         except Outcome as outcome:
             status, message = outcome.status, outcome.message
         except Exception as exc:
             where = log_traceback(self.settings.workspace_root, exc)
-            status, message = "failed", one_line(f"unexpected {type(exc).__name__}: {exc}") + where
+            status, message = (
+                Status.FAILED,
+                one_line(f"unexpected {type(exc).__name__}: {exc}") + where,
+            )
         if self._reverted:
             message = f"{message}; {self._reverted}"
         if self._restore_problem:
-            status = "blocked" if worst_status([status, "blocked"]) == "blocked" else status
+            status = (
+                Status.BLOCKED
+                if status_rule.worst([status, Status.BLOCKED]) == Status.BLOCKED
+                else status
+            )
             message = f"{message}; {self._restore_problem}"
         total = time.perf_counter() - started
         return FlowResult(status=status, message=message, artifacts=self._artifacts(total))
@@ -115,7 +124,7 @@ class ForkMaintenance:
 
     # -- the run ------------------------------------------------------------------------------
 
-    def _maintain(self) -> tuple[FlowStatus, str]:
+    def _maintain(self) -> tuple[Status, str]:
         self.tag = self._release_tag()
         self._require_own_repository()
         with self._fork_lock():
@@ -127,7 +136,8 @@ class ForkMaintenance:
         repo = self.payload.get("repo")
         if repo != s.expected_repo:
             raise Outcome(
-                "skipped", f"event is for repo {repo!r}; this flow maintains {s.expected_repo!r}"
+                Status.SKIPPED,
+                f"event is for repo {repo!r}; this flow maintains {s.expected_repo!r}",
             )
         tag = self.payload.get("tag")
         if not isinstance(tag, str) or not tag.strip():
@@ -135,14 +145,14 @@ class ForkMaintenance:
             tag = ref.removeprefix("refs/tags/") if isinstance(ref, str) else None
         if not tag or not tag.strip():
             raise Outcome(
-                "failed",
+                Status.FAILED,
                 'event payload has neither `tag` nor `ref`; send the release tag, e.g. "tag": '
                 '"v0.1.4"',
             )
         tag = tag.strip()
         cwd = s.workspace_root if s.workspace_root.is_dir() else Path.cwd()
         if not self.log.run(["git", "check-ref-format", f"refs/tags/{tag}"], cwd).ok:
-            raise Outcome("failed", f"event payload.tag {tag!r} is not a valid git tag name")
+            raise Outcome(Status.FAILED, f"event payload.tag {tag!r} is not a valid git tag name")
         return tag
 
     def _require_own_repository(self) -> None:
@@ -150,27 +160,27 @@ class ForkMaintenance:
         s = self.settings
         if not s.fork_path.is_dir():
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"fork checkout {s.fork_repo} does not exist ({s.fork_path}); clone the fork "
                 "there or run `workspace harness init`",
             )
         done = self.git("rev-parse", "--show-toplevel")
         if not done.ok:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"fork checkout {s.fork_repo} is not a git repository ({done.last_line()}); "
                 "clone the fork there",
             )
         top = Path(done.stdout.strip())
         if top.resolve() != s.fork_path.resolve():
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"fork checkout {s.fork_repo} is not its own repository: it is a folder inside "
                 f"{top}; clone the fork into {s.fork_repo}",
             )
         if self.git.ref_sha("HEAD") is None:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"fork checkout {s.fork_repo} has no commit checked out (an empty repository?); "
                 "clone the fork there",
             )
@@ -185,14 +195,14 @@ class ForkMaintenance:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Outcome(
-                    "blocked",
+                    Status.BLOCKED,
                     f"fork busy: another maintenance run holds {path}; re-run when it ends",
                 ) from None
             yield
         finally:
             os.close(fd)
 
-    def _maintain_locked(self, tag: str) -> tuple[FlowStatus, str]:
+    def _maintain_locked(self, tag: str) -> tuple[Status, str]:
         s = self.settings
         remotes = ensure_remotes(self.git, s, self.emit)
         self._refuse_unsafe_state()
@@ -203,7 +213,7 @@ class ForkMaintenance:
         if release is None:
             where = f"after fetching {s.upstream_remote}" if s.fetch else "and fetch is off"
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"tag {tag} is not known in {s.fork_repo} {where}; check the tag name"
                 + ("" if s.fetch else " or run with fetch on"),
             )
@@ -224,14 +234,14 @@ class ForkMaintenance:
         operation = self.git.operation_in_progress()
         if operation:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"a {operation} is in progress in {s.fork_repo}; finish it or run "
                 f"`git {operation} --abort` there, then re-run",
             )
         dirty = self.git.status_lines()
         if dirty:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"{s.fork_repo} has uncommitted changes ({len(dirty)} paths, first "
                 f"{dirty[0][3:]!r}); commit or stash them, then re-run",
             )
@@ -240,14 +250,15 @@ class ForkMaintenance:
         s = self.settings
         if self.git.ref_sha(f"refs/heads/{s.target_branch}") is None:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"branch {s.target_branch} does not exist in {s.fork_repo}; create it or fix "
                 "`target_branch`",
             )
         done = self.git.switch(s.target_branch)
         if not done.ok:
             raise Outcome(
-                "blocked", f"cannot switch {s.fork_repo} to {s.target_branch}: {done.last_line()}"
+                Status.BLOCKED,
+                f"cannot switch {s.fork_repo} to {s.target_branch}: {done.last_line()}",
             )
 
     def _leave(self, found: FoundCheckout) -> None:
@@ -281,7 +292,7 @@ class ForkMaintenance:
             self._keep_candidate(self.tag, before, head)
         self._unverified_base = None
 
-    def _update_branch(self, tag: str, release: str, before: str) -> tuple[FlowStatus, str]:
+    def _update_branch(self, tag: str, release: str, before: str) -> tuple[Status, str]:
         """Rules 6-10 on the target branch, whose head is ``before``."""
         s = self.settings
         self.before_sha = self.after_sha = before
@@ -305,18 +316,21 @@ class ForkMaintenance:
         if failed is not None:
             command, code = failed
             kept = self._keep_candidate(tag, before, self.after_sha) if rebased else ""
-            return "needs_intervention", f"{what}, but check `{command}` failed (exit {code}){kept}"
+            return (
+                Status.NEEDS_INTERVENTION,
+                f"{what}, but check `{command}` failed (exit {code}){kept}",
+            )
         dirty = self.git.status_lines()
         if dirty:
             kept = self._keep_candidate(tag, before, self.after_sha) if rebased else ""
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"{what}; checks passed but left the tree dirty ({len(dirty)} paths, first "
                 f"{dirty[0][3:]!r}){kept}; nothing pushed; make the checks leave the tree clean",
             )
         self._unverified_base = None
         pushed = self._push()
-        status: FlowStatus = "changed" if rebased else "completed"
+        status: Status = Status.CHANGED if rebased else Status.COMPLETED
         return status, f"{what}; checks passed; {pushed}"
 
     def _set_aside(self) -> None:
@@ -344,14 +358,16 @@ class ForkMaintenance:
         if done.ok:
             return self.git.head_sha()
         if self.git.operation_in_progress() != "rebase":
-            raise Outcome("blocked", f"git rebase onto {tag} did not start: {done.last_line()}")
+            raise Outcome(
+                Status.BLOCKED, f"git rebase onto {tag} did not start: {done.last_line()}"
+            )
         files = self.git.unmerged_files()
         stopped = self.git.ref_sha("REBASE_HEAD")
         subject = self.git.subject(stopped) if stopped else ""
         abort = self.git("rebase", "--abort")
         if not abort.ok or self.git.head_sha() != before:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"rebase onto {tag} stopped and could not be aborted ({abort.last_line()}); "
                 f"run `git rebase --abort` in {s.fork_repo}",
             )
@@ -359,7 +375,7 @@ class ForkMaintenance:
         where = f"conflicts in {', '.join(files)}" if files else done.last_line()
         return_to = f"the rebase was aborted and {s.fork_repo} left at {short(before)}"
         raise Outcome(
-            "needs_intervention",
+            Status.NEEDS_INTERVENTION,
             f"rebasing {s.target_branch} onto {tag} stopped at fork commit {short(stopped)} "
             f"{subject!r}: {where}; {return_to}",
         )

@@ -9,7 +9,6 @@ its argv, exit code, duration and bounded output for the flow result.
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shlex
 import subprocess
@@ -20,40 +19,11 @@ from typing import Any
 
 import msgspec
 
+from workspace_adapter.base.gitenv import no_git_env
+
 OUTPUT_LIMIT = 4000
 
-# Configuration and transport variables an operator sets on purpose; everything else under
-# GIT_* describes some other repository (pre-commit issue #300) and is dropped.
-_KEPT_GIT_VARS = frozenset(
-    {
-        "GIT_EXEC_PATH",
-        "GIT_SSH",
-        "GIT_SSH_COMMAND",
-        "GIT_SSL_CAINFO",
-        "GIT_SSL_NO_VERIFY",
-        "GIT_CONFIG_COUNT",
-        "GIT_CONFIG_GLOBAL",
-        "GIT_CONFIG_SYSTEM",
-        "GIT_CONFIG_NOSYSTEM",
-        "GIT_HTTP_PROXY_AUTHMETHOD",
-        "GIT_ALLOW_PROTOCOL",
-        "GIT_ASKPASS",
-    }
-)
-
 _URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
-
-
-def no_git_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: ours) without the ``GIT_*`` variables that would redirect git."""
-    source = os.environ if env is None else env
-    return {
-        k: v
-        for k, v in source.items()
-        if not k.startswith("GIT_")
-        or k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
-        or k in _KEPT_GIT_VARS
-    }
 
 
 def redact(text: str) -> str:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from workspace_adapter.base.errors import write_crash_log
-from workspace_adapter.events import FlowStatus
+from workspace_adapter.base.status import Status
 
 
 class Outcome(Exception):
     """Ends a run early with a flow status and a one-line reason."""
 
-    def __init__(self, status: FlowStatus, message: str) -> None:
+    def __init__(self, status: Status, message: str) -> None:
         super().__init__(message)
-        self.status: FlowStatus = status
+        self.status: Status = status
         self.message = message
 
 

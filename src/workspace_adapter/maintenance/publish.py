@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from workspace_adapter.base.status import Status
 from workspace_adapter.maintenance.git import CommandLog, Completed, Git
 from workspace_adapter.maintenance.outcome import Outcome, short
 from workspace_adapter.maintenance.settings import MaintenanceSettings
@@ -25,11 +26,12 @@ def run_checks(
     checks: list[dict[str, Any]] = []
     for i, command in enumerate(commands):
         code, seconds = log.stream(["bash", "-c", command], fork, CHECK_ENV)
-        status = "passed" if code == 0 else "failed"
+        status = "passed" if code == 0 else Status.FAILED
         checks.append({"name": command, "status": status, "seconds": round(seconds, 4)})
         if code != 0:
             checks += [
-                {"name": rest, "status": "skipped", "seconds": 0.0} for rest in commands[i + 1 :]
+                {"name": rest, "status": Status.SKIPPED, "seconds": 0.0}
+                for rest in commands[i + 1 :]
             ]
             return checks, (command, code)
     return checks, None
@@ -55,7 +57,7 @@ def keep_candidate(
     reset = git("reset", "--hard", "--quiet", before)
     if not reset.ok:
         raise Outcome(
-            "blocked",
+            Status.BLOCKED,
             f"could not reset {branch} to {short(before)}: {reset.last_line()}; the rebased "
             f"commit is kept {where}",
         )
@@ -125,8 +127,8 @@ def _refused(
         expected = leases.get(remote)
         was = f"at {short(expected)}" if expected else "absent"
         raise Outcome(
-            "blocked",
+            Status.BLOCKED,
             f"remote moved: {remote}'s {settings.target_branch} was {was} at the last fetch and "
             f"has changed since; nothing overwritten{so_far}; fetch, review and re-run",
         )
-    raise Outcome("blocked", f"push to {remote} failed: {done.last_line()}{so_far}")
+    raise Outcome(Status.BLOCKED, f"push to {remote} failed: {done.last_line()}{so_far}")

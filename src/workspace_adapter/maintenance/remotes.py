@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from workspace_adapter.base.status import Status
 from workspace_adapter.maintenance.git import Git
 from workspace_adapter.maintenance.outcome import Outcome
 from workspace_adapter.maintenance.settings import MaintenanceSettings
@@ -22,7 +23,7 @@ def ensure_remotes(
         done = git.add_remote(s.upstream_remote, s.upstream_repo_url)
         if not done.ok:
             raise Outcome(
-                "blocked",
+                Status.BLOCKED,
                 f"cannot add remote {s.upstream_remote} to {s.fork_repo}: {done.last_line()}",
             )
         emit(f"added remote {s.upstream_remote} -> {s.upstream_repo_url}")
@@ -30,7 +31,7 @@ def ensure_remotes(
     missing = [r for r in s.push_remotes if r not in remotes]
     if missing and s.push:
         raise Outcome(
-            "blocked",
+            Status.BLOCKED,
             f"push remote {', '.join(missing)} is not configured in {s.fork_repo}; add it "
             "with `git remote add NAME URL` (the flow never invents push remotes)",
         )
@@ -45,7 +46,7 @@ def fetch_for_lease(
     done = git("fetch", "--tags", s.upstream_remote)
     if not done.ok:
         raise Outcome(
-            "blocked", f"fetching tags from {s.upstream_remote} failed: {done.last_line()}"
+            Status.BLOCKED, f"fetching tags from {s.upstream_remote} failed: {done.last_line()}"
         )
     for remote in s.push_remotes:
         if remote not in remotes:
@@ -59,7 +60,7 @@ def fetch_for_lease(
             # The branch is gone remotely: the lease must then say "must not exist".
             git("update-ref", "-d", tracking)
             continue
-        raise Outcome("blocked", f"fetching {remote} failed: {done.last_line()}")
+        raise Outcome(Status.BLOCKED, f"fetching {remote} failed: {done.last_line()}")
 
 
 def leases(git: Git, settings: MaintenanceSettings) -> dict[str, str | None]:

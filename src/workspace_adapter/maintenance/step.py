@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from workspace_adapter.base.status import Status
 from workspace_adapter.events import FlowResult
 from workspace_adapter.maintenance.outcome import log_traceback, one_line
 
@@ -101,14 +102,14 @@ def main() -> int:
     try:
         result = run_context(parse_context(sys.stdin.buffer.read()))
     except (ValueError, SettingsError) as exc:
-        result = FlowResult(status="failed", message=one_line(str(exc)))
+        result = FlowResult(status=Status.FAILED, message=one_line(str(exc)))
     except Terminated as exc:
-        result = FlowResult(status="failed", message=f"{exc}; the fork was put back as found")
+        result = FlowResult(status=Status.FAILED, message=f"{exc}; the fork was put back as found")
     except Exception as exc:
         root = os.environ.get("CODEX_WORKSPACE_ROOT")
         where = log_traceback(Path(root) if root else Path.cwd(), exc)
         reason = one_line(f"{type(exc).__name__}: {exc}")
         print(f"error: unexpected {reason}{where}", file=sys.stderr)
-        result = FlowResult(status="failed", message=f"unexpected error: {reason}{where}")
+        result = FlowResult(status=Status.FAILED, message=f"unexpected error: {reason}{where}")
     _print_line("FLOW_RESULT " + msgspec.json.encode(result).decode())
     return 0

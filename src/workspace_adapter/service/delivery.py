@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TextIO, TypeVar
 
@@ -21,12 +21,15 @@ import anyio.to_thread
 
 from workspace_adapter import client as wsclient
 from workspace_adapter import events
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.base.logs import get_logger
-from workspace_adapter.local.state import iso
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import iso, utc_now
 from workspace_adapter.protocol import INVALID_PARAMS, OVERLOADED
 from workspace_adapter.service import notify
-from workspace_adapter.service.records import Attempt, Records
+from workspace_adapter.service.records import Records
+from workspace_adapter.service.schema import Attempt
 
 UNREACHABLE = "backend not reachable"
 REDELIVERY_FIRST_SECONDS = 1.0
@@ -46,10 +49,6 @@ async def off_loop(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
     return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def redelivery_delay(deliveries: int) -> float:
     """Seconds before the next try after ``deliveries`` failed ones: 1, 2, 4 … 600."""
     doublings = min(30, max(0, deliveries - 1))
@@ -65,7 +64,9 @@ class _NotSent(Exception):
         self.retry = retry
 
 
-def run_outcome(runs: list[dict[str, Any]]) -> tuple[str, dict[str, str], list[Any], str | None]:
+def run_outcome(
+    runs: list[dict[str, Any]],
+) -> tuple[Status, dict[str, Status], list[Any], str | None]:
     """(worst flow status, {run id: flow status}, candidate refs, message) of ended runs."""
     statuses = {str(run.get("id")): events.flow_status_of_run(run) for run in runs}
     refs: list[Any] = []
@@ -80,7 +81,7 @@ def run_outcome(runs: list[dict[str, Any]]) -> tuple[str, dict[str, str], list[A
         text = result.get("message") or run.get("error")
         if isinstance(text, str) and text and text not in messages:
             messages.append(text if len(runs) == 1 else f"{run.get('stepName')}: {text}")
-    status = events.worst_status(list(statuses.values()))
+    status = status_rule.worst(list(statuses.values()))
     return status, statuses, refs, "; ".join(messages) or None
 
 
@@ -266,7 +267,7 @@ class AttemptDelivery:
         attempt: Attempt,
         status: str,
         run_ids: list[str],
-        statuses: dict[str, str],
+        statuses: Mapping[str, str],
         refs: list[Any],
         message: str | None,
     ) -> Attempt:
@@ -276,7 +277,7 @@ class AttemptDelivery:
             status,
             self.clock(),
             run_ids=run_ids or attempt.run_ids,
-            run_statuses=statuses,
+            run_statuses=dict(statuses),
             candidate_refs=refs,
             message=message,
         )

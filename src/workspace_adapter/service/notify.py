@@ -20,15 +20,15 @@ import anyio.abc
 import msgspec
 
 from workspace_adapter.base.logs import get_logger
-from workspace_adapter.service.records import Attempt
+from workspace_adapter.base.status import NEEDS_PERSON, Status
+from workspace_adapter.service.schema import Attempt
 
-NOTIFY_STATUSES = frozenset({"blocked", "needs_intervention", "failed"})
 NOTIFY_TIMEOUT = 60.0
 _STDERR_KEEP = 64 * 1024
 
 
 def needs_notice(attempt: Attempt) -> bool:
-    return attempt.status in NOTIFY_STATUSES
+    return attempt.status in NEEDS_PERSON or attempt.status == Status.FAILED
 
 
 async def _feed(process: anyio.abc.Process, data: bytes) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
-from workspace_adapter.base.sqlitefile import transaction
-from workspace_adapter.local.state import iso, open_readonly, process_alive
+from workspace_adapter.base.processes import process_alive
+from workspace_adapter.base.sqlitefile import open_readonly, transaction
+from workspace_adapter.base.times import iso
 from workspace_adapter.service.schema import (
     ATTEMPT_COLUMNS,
     JSON_COLUMNS,
@@ -33,8 +34,6 @@ from workspace_adapter.service.schema import (
     SourceCursor,
     data_dir,
 )
-
-__all__ = ["Attempt", "Operation", "PollOutcome", "Records", "SeenRelease", "SourceCursor"]
 
 
 def new_attempt_id(now: dt.datetime) -> str:

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.processes import process_marker
 from workspace_adapter.base.sqlitefile import create_atomically, transaction
-from workspace_adapter.local.state import process_marker
 
 SCHEMA_VERSION = 1
 DB_NAME = "records.sqlite3"

@@ -17,19 +17,21 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
-from workspace_adapter import events, sources
+from workspace_adapter import sources
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.times import iso, parse_iso, utc_now
 from workspace_adapter.local.config import SourceConfig, WorkspaceConfig, duration_seconds
-from workspace_adapter.local.state import iso, parse_iso
 from workspace_adapter.service.delivery import (
     UNREACHABLE,
     AttemptDelivery,
     Clock,
     off_loop,
-    utc_now,
 )
-from workspace_adapter.service.records import Attempt, Records, SeenRelease
+from workspace_adapter.service.records import Records
+from workspace_adapter.service.schema import Attempt, SeenRelease
+from workspace_adapter.sources.release import Release, SourceError
 
 SOURCE_BACKOFF_CAP_SECONDS = 3600
 FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
@@ -54,11 +56,11 @@ class PassReport(msgspec.Struct, kw_only=True):
         statuses = [a.status for a in self.attempts if a.status not in ("undelivered", "started")]
         if self.source_failures:
             statuses.append("failed")
-        return events.exit_code_for(events.worst_status(statuses))
+        return status_rule.exit_code(status_rule.worst(statuses))
 
 
 def release_event(
-    workspace: str, source: SourceConfig, release: sources.Release, now: dt.datetime
+    workspace: str, source: SourceConfig, release: Release, now: dt.datetime
 ) -> dict[str, Any]:
     """The FlowEvent of a release (SPEC §5): a deterministic id, so the backend dedups it.
 
@@ -133,7 +135,7 @@ class Watcher:
             found = await sources.poll(source, self.config.root, self.poll_timeout)
         except Exception as exc:  # one broken source must not stop the others
             report.source_failures += 1
-            why = str(exc) if isinstance(exc, sources.SourceError) else repr(exc)
+            why = str(exc) if isinstance(exc, SourceError) else repr(exc)
             cursor = await off_loop(self.records.cursor, source.id)
             failures = (cursor.failures if cursor else 0) + 1
             retry_at = iso(now + dt.timedelta(seconds=source_retry_delay(interval, failures)))
@@ -144,7 +146,7 @@ class Watcher:
                 error=why,
                 failures=failures,
                 retry_at=retry_at,
-                exc_info=not isinstance(exc, sources.SourceError),
+                exc_info=not isinstance(exc, SourceError),
             )
             print(f"{source.id}: poll failed: {why}; next try at {retry_at}", file=sys.stderr)
             return []

@@ -19,7 +19,7 @@ import anyio
 import feedparser  # type: ignore[import-untyped, unused-ignore]
 
 from workspace_adapter import __version__
-from workspace_adapter.sources import Release, SourceError
+from workspace_adapter.sources.release import Release, SourceError
 
 MAX_FEED_BYTES = 8 * 1024 * 1024
 _RELEASE_LINK = re.compile(r"/releases/tag/([^/?#]+)")

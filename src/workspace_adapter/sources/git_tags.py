@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 
-from workspace_adapter.maintenance.git import no_git_env
-from workspace_adapter.sources import Release, SourceError
+from workspace_adapter.base.gitenv import no_git_env
+from workspace_adapter.sources.release import Release, SourceError
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^[^/\s]+@[^/\s:]+:")

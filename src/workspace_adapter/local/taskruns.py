@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Literal
 
 import msgspec
 
-RunStatus = Literal[
-    "running",
-    "skipped",
-    "completed",
-    "changed",
-    "needs_intervention",
-    "blocked",
-    "canceled",
-    "failed",
-]
+from workspace_adapter.base.status import Status
+from workspace_adapter.base.times import iso
 
 
-class RunRecord(msgspec.Struct, kw_only=True, rename="camel"):
+class TaskRun(msgspec.Struct, kw_only=True, rename="camel"):
     """One local run of a task (SPEC §4); JSON keys are camelCase (``taskId``, ``startedAt``)."""
 
     id: str
     task_id: str
     kind: str
-    status: RunStatus
+    status: Status
     reason: str | None = None
     started_at: str
     finished_at: str | None = None
@@ -55,28 +46,18 @@ class SlotState(msgspec.Struct, kw_only=True):
     timezone: str | None = None
 
 
-def iso(moment: dt.datetime) -> str:
-    """UTC ISO-8601 with milliseconds and ``Z``, the format of every stored time."""
-    moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def new_run_id(task_id: str, started: dt.datetime) -> str:
+def new_task_run_id(task_id: str, started: dt.datetime) -> str:
     """``<time>-<random>-<task id>``: sorts by time, unique, says which task it ran."""
     stamp = iso(started).replace(":", "-").replace(".", "-")
     return f"{stamp}-{os.urandom(4).hex()}-{task_id}"
 
 
-def new_run(task_id: str, kind: str, started: dt.datetime, slot: str | None = None) -> RunRecord:
-    return RunRecord(
-        id=new_run_id(task_id, started),
+def new_task_run(task_id: str, kind: str, started: dt.datetime, slot: str | None = None) -> TaskRun:
+    return TaskRun(
+        id=new_task_run_id(task_id, started),
         task_id=task_id,
         kind=kind,
-        status="running",
+        status=Status.RUNNING,
         started_at=iso(started),
         slot=slot,
     )
