@@ -117,6 +117,6 @@ def test_a_file_that_is_not_a_state_store_is_one_line_and_left_alone(tmp_path: P
             store = StateStore(directory, readonly=readonly)
             with pytest.raises(UserError) as caught:
                 store.open().runs()
-            assert "is not a readable workspace state" in caught.value.message
+            assert "is not a readable state store" in caught.value.message
             assert "move it aside" in caught.value.message
         assert (directory / state.DB_NAME).read_bytes() == content

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from workspace_adapter.backend.records import DispatchRecord, new_flow_run
-from workspace_adapter.backend.store import BackendStore, StoreError
+from workspace_adapter.backend.store import BackendStore
+from workspace_adapter.base.sqlitefile import SchemaVersionError
 
 
 def event(event_id: str) -> dict[str, object]:
@@ -30,7 +31,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     BackendStore(tmp_path).close()
     with sqlite3.connect(tmp_path / "backend.sqlite") as db:
         db.execute("PRAGMA user_version = 99")
-    with pytest.raises(StoreError, match="schema version 99"):
+    with pytest.raises(SchemaVersionError, match="schema version 99"):
         BackendStore(tmp_path)
 
 

@@ -19,6 +19,7 @@ import anyio
 from workspace_adapter.backend import mutations
 from workspace_adapter.backend.mutations import WriteOp
 from workspace_adapter.backend.records import DispatchRecord, FlowRun
+from workspace_adapter.base.sqlitefile import unavailable
 
 # Writes committed together at most; bounds how long one transaction holds the write lock.
 MAX_BATCH = 256
@@ -28,29 +29,6 @@ class BatchCommitter(Protocol):
     """What the writer needs of the store: commit a batch of queued writes together."""
 
     def commit_batch(self, batch: list[QueuedWrite]) -> None: ...
-
-
-class StoreUnavailable(Exception):
-    """A write the store cannot take now; nothing of it was stored, so a retry is safe.
-
-    ``reason`` is ``busy`` (another process holds the database past the busy timeout) or
-    ``full`` (SQLITE_FULL: no disk space left).
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
-    """The :class:`StoreUnavailable` that ``exc`` means, or None for any other error."""
-    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreUnavailable("busy", "store busy (locked by another process); retry")
-    if code == sqlite3.SQLITE_FULL:
-        return StoreUnavailable("full", "store is full (SQLITE_FULL): free disk space")
-    return None
 
 
 class QueuedWrite:

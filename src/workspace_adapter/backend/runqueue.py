@@ -15,11 +15,11 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from workspace_adapter.backend.groupcommit import StoreUnavailable
 from workspace_adapter.backend.records import FlowRun
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.sqlitefile import StoreUnavailable
 from workspace_adapter.flows.executor import StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome

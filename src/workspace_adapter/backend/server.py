@@ -29,14 +29,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.groupcommit import unavailable
 from workspace_adapter.backend.http import Guard, build_routes, is_loopback
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.service import BackendService, FlowCatalog
-from workspace_adapter.backend.store import BackendStore, StoreError
+from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.sqlitefile import SchemaVersionError, unavailable
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 
@@ -329,7 +329,7 @@ async def serve_backend(
         url = f"ws://{shown}:{bound_port}"
         try:
             store = BackendStore(options.data_dir)
-        except (StoreError, OSError, sqlite3.Error) as exc:
+        except (SchemaVersionError, OSError, sqlite3.Error) as exc:
             sock.close()
             raise UserError(f"cannot open the store in {options.data_dir}: {_why(exc)}") from None
         try:

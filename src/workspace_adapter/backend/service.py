@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.groupcommit import StoreUnavailable
 from workspace_adapter.backend.records import FlowRun, new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.store import BackendStore
@@ -26,6 +25,7 @@ from workspace_adapter.backend.subscriptions import (
     TooManySubscriptions,
 )
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.sqlitefile import StoreUnavailable
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.package import (
     FLOW_DIRS,

@@ -31,7 +31,7 @@ from workspace_adapter.backend.records import (
     json_decoder,
     run_from_row,
 )
-from workspace_adapter.base.sqlitefile import transaction
+from workspace_adapter.base.sqlitefile import check_version, transaction
 
 # Importable from here as before the store was split in three.
 
@@ -68,10 +68,6 @@ CREATE TABLE runs (
 CREATE INDEX runs_by_event ON runs (event_id, seq);
 CREATE INDEX runs_by_status ON runs (status, seq);
 """
-
-
-class StoreError(Exception):
-    """The data dir cannot be used (newer schema, unreadable file)."""
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -118,12 +114,7 @@ class BackendStore:
     def _migrate(self) -> None:
         def migrate(db: sqlite3.Connection) -> None:
             # Checked again under the write lock: another process may have created it first.
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}; this program knows "
-                    f"{SCHEMA_VERSION}: upgrade workspace-adapter"
-                )
+            version = check_version(db, self.path, "backend store", SCHEMA_VERSION, empty_ok=True)
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -236,9 +227,7 @@ class BackendStore:
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version != SCHEMA_VERSION:
-                    raise StoreError(f"{path} has schema version {version}, not {SCHEMA_VERSION}")
+                check_version(db, path, "backend store", SCHEMA_VERSION)
                 verb = "SELECT count(*)" if dry_run else "DELETE"
                 found: dict[str, int] = {}
                 for name, rows in statements.items():

@@ -1,7 +1,11 @@
-"""Creating a SQLite store so that a crash or a race never leaves half a database.
+"""The rules every SQLite store here follows: creation, transactions, versions, failures.
 
-pre-commit's store does the same: take an exclusive file lock, check again (another process
-may have won while we waited), build the schema in a temp file, and rename it into place.
+Creation is pre-commit's: take an exclusive file lock, check again (another process may have
+won while we waited), build the schema in a temp file, and rename it into place, so a crash
+never leaves half a database. Every store records its schema in ``PRAGMA user_version`` and
+refuses a file of another version (:func:`check_version`); every store reads an
+:class:`sqlite3.Error` the same way (:func:`classify`): busy and full are retryable and say
+so, a file that is not a database is the operator's to move aside, never ours to repair.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 
 def create_atomically(path: Path, lock_path: Path, schema: str, version: int) -> bool:
@@ -61,3 +66,85 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     wal = path.with_name(path.name + "-wal")
     query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
     return sqlite3.connect(f"{uri}?{query}", uri=True, timeout=5)
+
+
+class SchemaVersionError(Exception):
+    """A store file written with another schema version than this program reads."""
+
+    def __init__(self, path: Path, what: str, found: int, expected: int) -> None:
+        advice = (
+            "upgrade workspace-adapter"
+            if found > expected
+            else "move it aside (its history stays readable by the version that wrote it)"
+        )
+        super().__init__(
+            f"{path}: {what} schema version {found}, this program reads {expected}; {advice}"
+        )
+        self.path, self.found, self.expected = path, found, expected
+
+
+def check_version(
+    db: sqlite3.Connection, path: Path, what: str, expected: int, *, empty_ok: bool = False
+) -> int:
+    """The file's schema version; :class:`SchemaVersionError` unless it is ``expected``.
+
+    ``empty_ok`` also accepts 0, a file that holds no schema yet (the caller then creates it,
+    inside the same transaction).
+    """
+    (found,) = db.execute("PRAGMA user_version").fetchone()
+    if found != expected and not (empty_ok and found == 0):
+        raise SchemaVersionError(path, what, int(found), expected)
+    return int(found)
+
+
+Failure = Literal["busy", "full", "unreadable"]
+
+
+def classify(exc: sqlite3.Error) -> Failure | None:
+    """What an SQLite error means for the operator, or None for any other error.
+
+    ``busy``: another process holds the lock (retry); ``full``: no disk space left (free
+    some); ``unreadable``: the file is not a database of ours (move it aside).
+    """
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return "busy"
+    if code == sqlite3.SQLITE_FULL:
+        return "full"
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT) or (
+        code == sqlite3.SQLITE_ERROR and "no such table" in str(exc)
+    ):
+        return "unreadable"
+    return None
+
+
+def describe(failure: Failure, what: str, path: Path, exc: sqlite3.Error) -> str:
+    """One line for ``failure`` of the ``what`` store at ``path``, saying what to do."""
+    if failure == "busy":
+        return f"{what} {path} is locked by another process; retry"
+    if failure == "full":
+        return f"{what} {path} is full (SQLITE_FULL): free disk space"
+    return f"{what} {path} is not a readable {what} ({exc}); move it aside to start a new history"
+
+
+class StoreUnavailable(Exception):
+    """A write the store cannot take now; nothing of it was stored, so a retry is safe.
+
+    ``reason`` is ``busy`` (locked by another process past the busy timeout) or ``full``
+    (SQLITE_FULL: no disk space left).
+    """
+
+    def __init__(self, reason: Failure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def unavailable(exc: sqlite3.Error, what: str = "store") -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` that ``exc`` means (busy or full), else None."""
+    failure = classify(exc)
+    if failure == "busy":
+        return StoreUnavailable("busy", f"{what} busy (locked by another process); retry")
+    if failure == "full":
+        return StoreUnavailable("full", f"{what} is full (SQLITE_FULL): free disk space")
+    return None

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
+from workspace_adapter.base.sqlitefile import SchemaVersionError, classify, describe
 from workspace_adapter.base.times import iso
 from workspace_adapter.local.config import duration_seconds
 
@@ -102,11 +103,13 @@ def _backend_running(data_dir: Path) -> bool:
 def _problem(store: str, path: Path, exc: Exception) -> str:
     if isinstance(exc, UserError):
         return exc.message
-    if not isinstance(exc, sqlite3.Error):  # StoreError: a schema this program does not know
+    if not isinstance(exc, sqlite3.Error):  # a schema this program does not know
         return f"{store} store {exc}"
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    failure = classify(exc)
+    if failure == "busy":
         return f"{store} store {path} is locked by another process; nothing deleted, retry"
+    if failure is not None:
+        return describe(failure, f"{store} store", path, exc)
     return f"{store} store {path}: {exc}"
 
 
@@ -136,7 +139,7 @@ def prune(
     busy_timeout: float = 5.0,
 ) -> int:
     """Prune the state, backend and records stores; exit 0, or 1 when one could not be."""
-    from workspace_adapter.backend.store import DB_NAME, BackendStore, StoreError
+    from workspace_adapter.backend.store import DB_NAME, BackendStore
     from workspace_adapter.local.state import StateStore
     from workspace_adapter.service.records import Records
 
@@ -183,7 +186,7 @@ def prune(
             try:
                 entry["deleted"] = run_prune(cutoff, dry_run, busy_timeout)
                 entry["status"] = "dry-run" if dry_run else "pruned"
-            except (sqlite3.Error, UserError, StoreError) as exc:
+            except (sqlite3.Error, UserError, SchemaVersionError) as exc:
                 entry["status"], entry["error"] = "error", _problem(name, path, exc)
                 failed = True
                 print(f"error: {entry['error']}", file=sys.stderr)

@@ -23,7 +23,13 @@ import msgspec
 from workspace_adapter.base import paths
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_alive, process_marker
-from workspace_adapter.base.sqlitefile import create_atomically, open_readonly, transaction
+from workspace_adapter.base.sqlitefile import (
+    classify,
+    create_atomically,
+    describe,
+    open_readonly,
+    transaction,
+)
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.local.taskruns import SlotState, TaskRun
@@ -177,21 +183,11 @@ class StateStore:
 
     def _unusable(self, exc: sqlite3.DatabaseError) -> UserError | None:
         """The one-line error for a state that cannot be used now, else None."""
-        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-        if code == sqlite3.SQLITE_FULL:
-            problem = f"state store {self.path} is full (SQLITE_FULL): free disk space"
-        elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            problem = f"state store {self.path} is locked by another process; retry"
-        elif code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT) or (
-            code == sqlite3.SQLITE_ERROR and "no such table" in str(exc)
-        ):
-            # Not ours to repair or delete: the operator decides what happens to the history.
-            problem = (
-                f"state store {self.path} is not a readable workspace state ({exc}); "
-                "move it aside to start a new history"
-            )
-        else:
+        failure = classify(exc)
+        if failure is None:
             return None
+        # Not ours to repair or delete: the operator decides what happens to the history.
+        problem = describe(failure, "state store", self.path, exc)
         return UserError(problem, EXIT_FAILED)
 
     @property

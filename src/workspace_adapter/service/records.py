@@ -18,9 +18,8 @@ from typing import Any
 
 import msgspec
 
-from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_alive
-from workspace_adapter.base.sqlitefile import open_readonly, transaction
+from workspace_adapter.base.sqlitefile import check_version, open_readonly, transaction
 from workspace_adapter.base.times import iso
 from workspace_adapter.service.schema import (
     ATTEMPT_COLUMNS,
@@ -427,11 +426,7 @@ class Records(RecordStore):
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
-                (version,) = db.execute("PRAGMA user_version").fetchone()
-                if version != SCHEMA_VERSION:
-                    raise UserError(
-                        f"{self.path}: records schema version {version}, not ours", EXIT_FAILED
-                    )
+                check_version(db, self.path, "records", SCHEMA_VERSION)
                 verb = "SELECT count(*)" if dry_run else "DELETE"
                 found = {}
                 for name, rows in (("dispatches", dispatches), ("events", events)):

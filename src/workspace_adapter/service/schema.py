@@ -19,7 +19,12 @@ import msgspec
 
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.processes import process_marker
-from workspace_adapter.base.sqlitefile import create_atomically, transaction
+from workspace_adapter.base.sqlitefile import (
+    SchemaVersionError,
+    check_version,
+    create_atomically,
+    transaction,
+)
 
 SCHEMA_VERSION = 1
 DB_NAME = "records.sqlite3"
@@ -173,13 +178,11 @@ class RecordStore:
         return self
 
     def _check_version(self) -> None:
-        with self.connect(write=False) as db:
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version != SCHEMA_VERSION:
-            raise UserError(
-                f"{self.path}: records schema version {version}, this program reads "
-                f"{SCHEMA_VERSION}; upgrade workspace-adapter or point DATA_DIR elsewhere"
-            )
+        try:
+            with self.connect(write=False) as db:
+                check_version(db, self.path, "records", SCHEMA_VERSION)
+        except SchemaVersionError as exc:
+            raise UserError(f"{exc}, or point DATA_DIR elsewhere") from None
 
     @contextlib.contextmanager
     def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
