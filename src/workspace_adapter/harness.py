@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -161,23 +160,22 @@ def _env(who: tuple[str, str], when: dt.datetime) -> dict[str, str]:
 def _git(
     cwd: Path, *args: str, who: tuple[str, str] = UPSTREAM_WHO, when: dt.datetime = _EPOCH
 ) -> str:
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env=_env(who, when),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+    # A synchronous sequence of git commands is the whole job here, and the import of ``sh``
+    # (about 110 ms) does not count for a command that builds repositories.
+    import sh
+
+    try:
+        return str(sh.git(*args, _cwd=str(cwd), _env=_env(who, when), _tty_out=False))
+    except sh.CommandNotFound:
+        raise UserError("harness: git is not installed; install git and retry") from None
+    except sh.ErrorReturnCode as exc:
+        text = exc.stderr.decode(errors="replace").strip() or exc.stdout.decode(errors="replace")
+        reason = text.strip().splitlines()
         raise UserError(
             f"harness: `git {' '.join(args)}` failed in {cwd}: "
-            f"{reason[-1] if reason else proc.returncode}",
+            f"{reason[-1] if reason else exc.exit_code}",
             exit_code=1,
-        )
-    return proc.stdout
+        ) from None
 
 
 def _write(folder: Path, files: dict[str, str]) -> None:
