@@ -25,6 +25,7 @@ from workspace_adapter.base.sqlitefile import (
     create_atomically,
     transaction,
 )
+from workspace_adapter.base.status import Status
 
 SCHEMA_VERSION = 1
 DB_NAME = "records.sqlite3"
@@ -110,11 +111,11 @@ class Attempt(msgspec.Struct, kw_only=True, rename="camel"):
     id: str
     event_id: str
     operation: Operation
-    status: str  # undelivered → started → the worst flow status of its runs
+    status: Status  # undelivered → started → the worst flow status of its runs
     upstream_repo: str
     upstream_tag: str
     run_ids: list[str] = msgspec.field(default_factory=list)
-    run_statuses: dict[str, str] = msgspec.field(default_factory=dict)
+    run_statuses: dict[str, Status] = msgspec.field(default_factory=dict)
     candidate_refs: list[dict[str, Any]] = msgspec.field(default_factory=list)
     message: str | None = None
     retry_of: str | None = None

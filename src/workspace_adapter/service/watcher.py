@@ -53,7 +53,9 @@ class PassReport(msgspec.Struct, kw_only=True):
             for a in self.attempts
         ):
             return EXIT_BACKEND_UNREACHABLE
-        statuses = [a.status for a in self.attempts if a.status not in ("undelivered", "started")]
+        statuses: list[str] = [
+            a.status for a in self.attempts if a.status not in ("undelivered", "started")
+        ]
         if self.source_failures:
             statuses.append("failed")
         return status_rule.exit_code(status_rule.worst(statuses))
