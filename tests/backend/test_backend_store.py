@@ -19,8 +19,8 @@ def event(event_id: str) -> dict[str, object]:
 
 def test_wal_and_schema_version(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]
-    sync = store._db.execute("PRAGMA synchronous").fetchone()[0]
+    mode = store.transaction(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0])
+    sync = store.transaction(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
     assert (mode, sync) == ("wal", 1)
     store.close()
     with sqlite3.connect(tmp_path / "backend.sqlite") as db:

@@ -202,7 +202,7 @@ def test_other_clients_are_served_while_the_store_is_locked(
 
 async def test_the_writer_waits_for_a_lock_off_the_loop(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    store._db.execute("PRAGMA busy_timeout = 500")
+    store.transaction(lambda db: db.execute("PRAGMA busy_timeout = 500"))
     holder = await asyncio.to_thread(LockHolder, store.path, 1.5)
     ticks = 0
 
@@ -231,7 +231,7 @@ async def test_post_events_against_a_locked_store_is_a_503_with_retry_after(
 ) -> None:
     root = write_flows(tmp_path / "ws")
     store = BackendStore(tmp_path / "data")
-    store._db.execute("PRAGMA busy_timeout = 300")
+    store.transaction(lambda db: db.execute("PRAGMA busy_timeout = 300"))
     catalog = FlowCatalog(root)
     hub = SubscriptionHub()
     queue = RunQueue(
@@ -263,9 +263,9 @@ async def test_post_events_against_a_locked_store_is_a_503_with_retry_after(
 
 def fill_backend_store(store: BackendStore) -> tuple[str, sqlite3.OperationalError]:
     """Dispatch big events until the store's disk is full; the id that failed, and why."""
-    db = store._db  # the pragma is per connection: it must be the store's writer
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
-    db.execute(f"PRAGMA max_page_count = {pages + 4}")
+    # The pragma is per connection: it must run on the store's writer.
+    pages = store.transaction(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    store.transaction(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 4}"))
     for i in range(50):
         try:
             store.dispatch(
@@ -286,7 +286,7 @@ def test_the_backend_store_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Pa
     assert integrity(store.path) == "ok"
     assert all(store.get_event(f"kept-{i}") is not None for i in range(5))
     # Space returns: the same id is accepted (not a duplicate), and runs go on.
-    store._db.execute("PRAGMA max_page_count = 1073741823")
+    store.transaction(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
     run = new_flow_run(failed, "demo", "hello")
     assert store.dispatch(event(failed, size=16_384), [run]).status == "accepted"
     assert store.mark_running(run.id) is not None
@@ -307,8 +307,8 @@ def test_the_backend_store_reports_a_full_disk_as_such(tmp_path: Path) -> None:
 
 async def test_a_full_disk_sinks_only_the_write_that_did_not_fit(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    db = store._db
-    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 8}")
+    pages = store.transaction(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    store.transaction(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 8}"))
     small = [event(f"small-{i}") for i in range(20)]
     writes = [store.writer.dispatch(e, [new_flow_run(e["id"], "demo", "hello")]) for e in small]
     # Queued together, so they share a group commit with the one that does not fit.
