@@ -129,18 +129,13 @@ def test_two_packages_with_one_name_in_one_folder_is_an_error(
     ("edit", "expected"),
     [
         (
-            ("concurrency = 3", "concurency = 3"),
-            "flow.toml:13: steps[0].concurency: Object contains unknown field `concurency`; "
-            "remove it or fix its spelling",
-        ),
-        (
             ("timeout_ms = 2000", 'timeout_ms = "2s"'),
             "flow.toml:12: steps[0].timeout_ms: Expected `int`, got `str`; fix its value",
         ),
         (
             ('runner = "command"', 'runner = "bash"'),
             "flow.toml:20: steps[1].runner: Invalid enum value 'bash'; "
-            "use one of: python, command, bun",
+            "use one of: python, command, bun, code-mode",
         ),
         (
             ('type = "note.added"\n', ""),
@@ -208,3 +203,93 @@ def test_missing_name_and_steps(make_flow: MakeFlow, tmp_path: Path) -> None:
     folder = make_flow("y", "", header=True)
     with pytest.raises(FlowConfigError, match=r"steps: the flow has no \[\[steps\]\]"):
         load_flow(folder)
+
+
+CODEX_FLOWS_MANIFEST = """\
+name = "release-notes"
+version = 1
+description = "a codex-flows package, as its own examples write them"
+owner = "team-x"
+
+[guidance]
+skills = ["git", "changelog"]
+mood = "calm"
+
+[[steps]]
+name = "raw"
+runner = "bun"
+script = "raw.ts"
+retries = 2
+[steps.trigger]
+type = "upstream.release"
+priority = 1
+
+[[steps]]
+name = "later"
+runner = "code-mode"
+script = "later.ts"
+"""
+
+
+def test_a_codex_flows_manifest_loads_with_warnings_for_unknown_keys(tmp_path: Path) -> None:
+    folder = tmp_path / "flows" / "release-notes"
+    folder.mkdir(parents=True)
+    (folder / "flow.toml").write_text(CODEX_FLOWS_MANIFEST, encoding="utf-8")
+    (folder / "raw.ts").write_text("console.log('hi')\n", encoding="utf-8")
+    (folder / "later.ts").write_text("export default () => ({status: 'completed'})\n")
+    found = discover_flows(tmp_path)
+    assert found.errors == []
+    [package] = found.packages
+    # The version is handed to steps as the manifest wrote it: a number stays a number.
+    assert package.version == 1 and isinstance(package.version, int)
+    assert package.guidance_skills == ("git", "changelog")
+    assert [(s.name, s.runner, s.trigger_type) for s in package.steps] == [
+        ("raw", "bun", "upstream.release"),
+        ("later", "code-mode", None),
+    ]
+    assert found.warnings == [
+        "flows/release-notes/flow.toml:4: owner: unknown key, ignored; "
+        "remove it or fix its spelling",
+        "flows/release-notes/flow.toml:8: guidance.mood: unknown key, ignored; "
+        "remove it or fix its spelling",
+        "flows/release-notes/flow.toml:14: steps[0].retries: unknown key, ignored; "
+        "remove it or fix its spelling",
+        "flows/release-notes/flow.toml:17: steps[0].trigger.priority: unknown key, ignored; "
+        "remove it or fix its spelling",
+    ]
+
+
+def test_a_step_without_a_trigger_never_matches(tmp_path: Path) -> None:
+    folder = tmp_path / "flows" / "release-notes"
+    folder.mkdir(parents=True)
+    (folder / "flow.toml").write_text(CODEX_FLOWS_MANIFEST, encoding="utf-8")
+    (folder / "raw.ts").write_text("", encoding="utf-8")
+    (folder / "later.ts").write_text("", encoding="utf-8")
+    packages = discover_flows(tmp_path).packages
+    event = {"id": "e", "type": "upstream.release", "payload": {}}
+    assert [s.name for _, s in matching_steps(packages, event)] == ["raw"]
+    assert matching_steps(packages, {"id": "e", "type": "", "payload": {}}) == []
+
+
+def test_a_misspelt_key_is_a_warning_and_the_package_still_loads(make_flow: MakeFlow) -> None:
+    folder = make_flow(
+        "fresh", GOOD.replace("concurrency = 3", "concurency = 3"), files=good_files()
+    )
+    package = load_flow(folder, display_root=folder)
+    assert package.steps[0].concurrency == 1
+    assert package.warnings == (
+        "flow.toml:13: steps[0].concurency: unknown key, ignored; remove it or fix its spelling",
+    )
+
+
+def test_a_version_that_is_neither_string_nor_number_is_still_an_error(
+    make_flow: MakeFlow,
+) -> None:
+    folder = make_flow("v", GOOD, files=good_files(), header=False)
+    manifest = folder / "flow.toml"
+    manifest.write_text('name = "v"\nversion = [1]\n' + manifest.read_text(), encoding="utf-8")
+    with pytest.raises(FlowConfigError) as caught:
+        load_flow(folder, display_root=folder)
+    assert str(caught.value).startswith(
+        "flow.toml:2: version: Expected `int | float | str`, got `array`"
+    )

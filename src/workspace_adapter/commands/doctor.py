@@ -110,6 +110,8 @@ def _check_flows(report: _Report, root: Path) -> Any:
     discovery = discover_flows(root)
     names = ", ".join(p.name for p in discovery.packages) or "none"
     report.add("flows", "ok", f"{len(discovery.packages)} flow package(s): {names}")
+    for warning in discovery.warnings:
+        report.add("flows", "warn", warning)
     for error in discovery.errors:
         report.add("flows", "fail", str(error))
     return discovery

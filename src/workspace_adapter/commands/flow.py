@@ -42,6 +42,7 @@ def flow_list(g: Globals, as_json: bool) -> int:
         document = {
             "flows": [_package_json(p, g.workspace_root) for p in discovery.packages],
             "errors": [str(e) for e in discovery.errors],
+            "warnings": discovery.warnings,
         }
         print(json.dumps(document, indent=2))
     else:
@@ -51,7 +52,10 @@ def flow_list(g: Globals, as_json: bool) -> int:
             print(f"{package.name} {package.version}  {_show(package.root, g.workspace_root)}")
             for step in package.steps:
                 schema = f" ({step.schema_path.name})" if step.schema_path else ""
-                print(f"  {step.name}  {step.runner}  on {step.trigger_type}{schema}")
+                trigger = f"on {step.trigger_type}" if step.trigger_type else "no trigger"
+                print(f"  {step.name}  {step.runner}  {trigger}{schema}")
+        for warning in discovery.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         for error in discovery.errors:
             print(f"error: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT if discovery.errors else EXIT_OK
@@ -259,7 +263,7 @@ def _no_match(package: FlowPackage, event: dict[str, Any]) -> str:
             f"no step of {package.name} matches event {event.get('id')!r}: {why} "
             f"(trigger schema {schema}); status skipped"
         )
-    types = ", ".join(sorted({s.trigger_type for s in package.steps}))
+    types = ", ".join(sorted({s.trigger_type for s in package.steps if s.trigger_type})) or "none"
     return (
         f"no step of {package.name} listens to event type {event_type!r} "
         f"(its steps listen to: {types}); status skipped"

@@ -4,6 +4,12 @@ A flow package is a folder with a ``flow.toml`` under ``<root>/.codex/flows/`` o
 ``<root>/flows/`` (SPEC §6). Loading resolves every path against the package folder and
 compiles each trigger's JSON Schema once, so matching an event is a string compare plus one
 validator call per candidate step.
+
+Every manifest codex-flows accepts loads here too: ``version`` a number or a string (handed to
+steps unchanged), a ``[guidance]`` table, steps without a trigger (they never match),
+``code-mode`` steps (refused when they run, not when they load). A key neither format knows is a
+warning (:attr:`FlowPackage.warnings`), never a reason to drop the package, since codex-flows
+ignores it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from workspace_adapter.base.tomlpos import TomlPositions
 FLOW_DIRS: tuple[str, ...] = (".codex/flows", "flows")
 DEFAULT_TIMEOUT_MS = 300_000
 
-Runner = Literal["python", "command", "bun"]
+Runner = Literal["python", "command", "bun", "code-mode"]
+# Runners that name a script file (codex-flows' runners are both of that kind).
+SCRIPT_RUNNERS: frozenset[str] = frozenset({"python", "bun", "code-mode"})
 
 
 class FlowConfigError(UserError):
@@ -48,15 +56,19 @@ class FlowConfigError(UserError):
 # --- the file format -------------------------------------------------------------------------
 
 
-class _TriggerSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class _TriggerSpec(msgspec.Struct, kw_only=True):
     type: str
     schema: str | None = None
 
 
-class _StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class _GuidanceSpec(msgspec.Struct, kw_only=True):
+    skills: list[str] = msgspec.field(default_factory=list)
+
+
+class _StepSpec(msgspec.Struct, kw_only=True):
     name: str
     runner: Runner
-    trigger: _TriggerSpec
+    trigger: _TriggerSpec | None = None
     script: str | None = None
     command: list[str] | None = None
     cwd: str | None = None
@@ -64,12 +76,22 @@ class _StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     concurrency: int = 1
 
 
-class _FlowSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class _FlowSpec(msgspec.Struct, kw_only=True):
     name: str
-    version: str = "0.0.0"
+    version: str | int | float = "0.0.0"
     description: str = ""
     config: dict[str, Any] = msgspec.field(default_factory=dict)
+    guidance: _GuidanceSpec | None = None
     steps: list[_StepSpec] = msgspec.field(default_factory=list)
+
+
+# The keys each table of the manifest knows; anything else is a warning.
+_KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset(_FlowSpec.__struct_fields__),
+    "guidance": frozenset(_GuidanceSpec.__struct_fields__),
+    "step": frozenset(_StepSpec.__struct_fields__),
+    "trigger": frozenset(_TriggerSpec.__struct_fields__),
+}
 
 
 # --- what the rest of the program uses -------------------------------------------------------
@@ -85,14 +107,15 @@ class FlowStep(msgspec.Struct, frozen=True, kw_only=True):
     cwd: Path
     timeout_ms: int
     concurrency: int
-    trigger_type: str
+    # None: the step has no trigger and never matches an event (codex-flows allows that).
+    trigger_type: str | None
     schema_path: Path | None
     # A compiled jsonschema validator, or None to accept any payload.
     validator: Any = None
 
     def accepts(self, event: dict[str, Any]) -> bool:
         """True when ``event`` has this step's trigger type and its payload fits the schema."""
-        if event.get("type") != self.trigger_type:
+        if self.trigger_type is None or event.get("type") != self.trigger_type:
             return False
         if self.validator is None:
             return True
@@ -104,11 +127,15 @@ class FlowPackage(msgspec.Struct, frozen=True, kw_only=True):
     """A loaded ``flow.toml`` and the folder it lives in."""
 
     name: str
-    version: str
+    # As the manifest wrote it: codex-flows' manifests use a number, ours a string.
+    version: str | int | float
     description: str
     root: Path
     config: dict[str, Any]
     steps: tuple[FlowStep, ...]
+    guidance_skills: tuple[str, ...] = ()
+    # Keys the manifest has that neither format knows: one line each, file:line: key: ignored.
+    warnings: tuple[str, ...] = ()
 
     @property
     def manifest(self) -> Path:
@@ -120,6 +147,11 @@ class FlowDiscovery(msgspec.Struct, kw_only=True):
 
     packages: list[FlowPackage]
     errors: list[FlowConfigError]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every loaded package's warnings (unknown keys), in package order."""
+        return [w for p in self.packages for w in p.warnings]
 
     def get(self, name: str) -> FlowPackage | None:
         return next((p for p in self.packages if p.name == name), None)
@@ -133,7 +165,7 @@ _HINTS = {
     "unknown field": "remove it or fix its spelling",
     "missing required field": "add it",
     "Expected": "fix its value",
-    "Invalid enum value": "use one of: python, command, bun",
+    "Invalid enum value": "use one of: python, command, bun, code-mode",
 }
 
 
@@ -217,7 +249,7 @@ def _load(
         spec = msgspec.convert(raw, _FlowSpec)
     except msgspec.ValidationError as exc:
         return None, [_validation_error(shown, text, str(exc))]
-    return _resolve(folder, spec, shown, text)
+    return _resolve(folder, spec, shown, text, raw)
 
 
 def _validation_error(shown: str, text: str, error: str) -> FlowConfigError:
@@ -235,7 +267,7 @@ def _validation_error(shown: str, text: str, error: str) -> FlowConfigError:
 
 
 def _resolve(
-    folder: Path, spec: _FlowSpec, shown: str, text: str
+    folder: Path, spec: _FlowSpec, shown: str, text: str, raw: dict[str, Any]
 ) -> tuple[FlowPackage | None, list[FlowConfigError]]:
     errors: list[FlowConfigError] = []
 
@@ -260,7 +292,7 @@ def _resolve(
             problem([*at, "concurrency"], f"must be at least 1, got {s.concurrency}")
         script: Path | None = None
         command: tuple[str, ...] | None = None
-        if s.runner in ("python", "bun"):
+        if s.runner in SCRIPT_RUNNERS:
             if not s.script:
                 problem([*at, "script"], f"runner {s.runner!r} needs `script`; add it")
             else:
@@ -274,7 +306,9 @@ def _resolve(
         cwd = (folder / s.cwd).resolve() if s.cwd else folder.resolve()
         if not cwd.is_dir():
             problem([*at, "cwd"], f"folder {s.cwd!r} does not exist in {folder}")
-        schema_path, validator = _compile_schema(folder, s.trigger.schema, [*at], problem)
+        schema_path, validator = _compile_schema(
+            folder, s.trigger.schema if s.trigger else None, [*at], problem
+        )
         steps.append(
             FlowStep(
                 name=s.name,
@@ -284,7 +318,7 @@ def _resolve(
                 cwd=cwd,
                 timeout_ms=s.timeout_ms,
                 concurrency=s.concurrency,
-                trigger_type=s.trigger.type,
+                trigger_type=s.trigger.type if s.trigger else None,
                 schema_path=schema_path,
                 validator=validator,
             )
@@ -298,8 +332,34 @@ def _resolve(
         root=folder.resolve(),
         config=spec.config,
         steps=tuple(steps),
+        guidance_skills=tuple(spec.guidance.skills) if spec.guidance else (),
+        warnings=tuple(_unknown_keys(raw, shown, text)),
     )
     return package, []
+
+
+def _unknown_keys(raw: dict[str, Any], shown: str, text: str) -> list[str]:
+    """One warning line per key that neither codex-flows' manifest nor ours knows."""
+    found: list[list[str]] = []
+
+    def check(table: Any, known: frozenset[str], at: list[str]) -> None:
+        if isinstance(table, dict):
+            found.extend([*at, key] for key in table if key not in known)
+
+    check(raw, _KNOWN_KEYS[""], [])
+    check(raw.get("guidance"), _KNOWN_KEYS["guidance"], ["guidance"])
+    steps = raw.get("steps")
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        check(step, _KNOWN_KEYS["step"], ["steps", f"[{i}]"])
+        if isinstance(step, dict):
+            check(step.get("trigger"), _KNOWN_KEYS["trigger"], ["steps", f"[{i}]", "trigger"])
+    lines = []
+    for parts in found:
+        key = ".".join(parts).replace(".[", "[")
+        line = _line_in(text, parts)
+        where = shown if line is None else f"{shown}:{line}"
+        lines.append(f"{where}: {key}: unknown key, ignored; remove it or fix its spelling")
+    return lines
 
 
 def _compile_schema(
