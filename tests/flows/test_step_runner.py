@@ -16,8 +16,8 @@ import anyio
 import pytest
 from support.processes import gone
 
+from workspace_adapter.base.tails import TAIL_BYTES
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
-from workspace_adapter.flows.output import TAIL_BYTES
 from workspace_adapter.flows.package import FlowPackage, FlowStep, load_flow
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome, run_step
 
@@ -230,7 +230,8 @@ async def test_timeout_kills_the_whole_process_group(make_flow: MakeFlow, tmp_pa
     )
     elapsed = time.monotonic() - started
     assert (outcome.status, outcome.error) == ("failed", "timed out after 1.5s")
-    assert elapsed < 3.0
+    # Both die on SIGTERM: the run does not wait out the 2 s grace.
+    assert elapsed < 1.5 + 2
     child = int(next(line for line in lines if line.startswith("child ")).split()[1])
     assert outcome.pid is not None and gone(outcome.pid) and gone(child)
 
@@ -249,7 +250,7 @@ async def test_a_step_ignoring_sigterm_is_killed_after_the_grace(
     outcome = await run_step(invocation(package, tmp_path), kill_grace=1.0)
     elapsed = time.monotonic() - started
     assert outcome.error == "timed out after 0.5s"
-    assert 1.4 <= elapsed < 3.0, elapsed
+    assert elapsed >= 0.5 + 1.0, elapsed
     assert outcome.stdout_tail == "ready\n"
     assert outcome.pid is not None and gone(outcome.pid)
 
@@ -265,9 +266,9 @@ async def test_a_leftover_child_holding_the_pipes_does_not_hang_the_run(
         on_line=lambda _s, line: lines.append(line),
     )
     assert outcome.status == "completed"
-    assert time.monotonic() - started < 3.0
+    # DRAIN_GRACE (1 s) for the pipes, not the 5 s kill grace: the child goes on SIGTERM.
+    assert time.monotonic() - started < 5.0
     child = int(next(line for line in lines if line.startswith("child ")).split()[1])
-    await anyio.sleep(0.1)
     assert gone(child)
 
 
@@ -374,5 +375,4 @@ async def test_a_failing_on_started_callback_still_stops_the_step(
     with pytest.raises(RuntimeError, match="store is gone"):
         await run_step(invocation(package, tmp_path), on_started=on_started, kill_grace=2)
     assert len(pids) == 1
-    await anyio.sleep(0.1)
     assert gone(pids[0])

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
+from support.processes import gone
 
 from workspace_adapter.service import notify
 from workspace_adapter.service.schema import Attempt
@@ -54,16 +56,27 @@ def test_a_failing_or_missing_command_is_logged_not_raised(tmp_path: Path) -> No
     assert run([str(tmp_path / "no-such-notifier")], tmp_path, attempt()) is False
 
 
-def test_a_hanging_command_is_killed_with_what_it_started(tmp_path: Path) -> None:
+def test_a_hanging_command_is_stopped_with_what_it_started(tmp_path: Path) -> None:
     started = time.monotonic()
     hang = ["sh", "-c", "sleep 60 & echo $! > child.pid; wait"]
     assert run(hang, tmp_path, attempt(), timeout=0.5) is False
     assert time.monotonic() - started < 5
-    child = int((tmp_path / "child.pid").read_text())
-    deadline = time.monotonic() + 5
-    while _alive(child):
-        assert time.monotonic() < deadline, "the notify command's child outlived it"
-        time.sleep(0.05)
+    # notify returns once the whole group is gone.
+    assert gone(int((tmp_path / "child.pid").read_text()))
+
+
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify, "NOTIFY_KILL_GRACE", 1.0)
+    # SIGTERM is ignored by the shell and, inherited, by its child; "ready" is written after.
+    stubborn = ["sh", "-c", "trap '' TERM; sleep 60 & echo $! > child.pid; echo > ready; wait"]
+    started = time.monotonic()
+    assert run(stubborn, tmp_path, attempt(), timeout=2.0) is False
+    assert time.monotonic() - started >= 2.0 + 1.0
+    # Ready before the timeout, so SIGTERM met the trap: only SIGKILL ended them.
+    assert (tmp_path / "ready").exists()
+    assert gone(int((tmp_path / "child.pid").read_text()))
 
 
 def test_a_background_job_of_a_command_that_exited_does_not_hold_the_watcher(
@@ -74,16 +87,3 @@ def test_a_background_job_of_a_command_that_exited_does_not_hold_the_watcher(
     assert run(detached, tmp_path, attempt(), timeout=20) is True
     assert time.monotonic() - started < 5
     os.kill(int((tmp_path / "child.pid").read_text()), 9)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (killed, not yet reaped by init) counts as gone.
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -1,1 +1,1 @@
-"""Shared base helpers: errors, logs, paths, processes, SQLite files, times; nothing above them."""
+"""Shared base helpers (errors, logs, paths, processes, tails, SQLite, times); nothing above."""

@@ -1,27 +1,114 @@
-"""Is the process that stored a run still running? (pid + a marker against pid reuse)."""
+"""Child processes in their own session: start them, stop all they started, tell them apart.
+
+Everything that runs someone else's program (command tasks, flow steps, the notify command)
+starts it as the leader of a new session, so its process group holds whatever it starts, and
+stops it the same way: SIGTERM to the group, a grace period for all of it to end, SIGKILL to
+what is left. A group id is the leader's pid, and a pid is reused once its process is reaped:
+before signalling, the group's leader is checked against the start marker read from
+``/proc/<pid>/stat`` when it was spawned. This module is the one reader of ``/proc``.
+
+Standard library only, and cheap to import: ``workspace run`` loads it on its fast path.
+The async helpers import anyio when they are called.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
+
+    import anyio.abc
+
+KILL_SETTLE_SECONDS = 2.0
+"""After SIGKILL, how long to wait for the group's processes to be gone before returning."""
+
+_POLL_SECONDS = 0.05
+"""Nothing signals "the group is empty": how often to look while waiting for it."""
+
+_PROC = Path("/proc")
 
 
+class ProcStat:
+    """The fields of ``/proc/<pid>/stat`` this package uses."""
+
+    # A plain class, not a NamedTuple: this module is on the CLI's start-up path.
+    __slots__ = ("pgid", "pid", "ppid", "start_ticks", "state")
+
+    def __init__(self, pid: int, state: str, ppid: int, pgid: int, start_ticks: str) -> None:
+        self.pid = pid
+        self.state = state
+        self.ppid = ppid
+        self.pgid = pgid
+        # Clock ticks after boot: with the boot id, it tells a reused pid apart.
+        self.start_ticks = start_ticks
+
+    @property
+    def running(self) -> bool:
+        """False for a zombie (exited, not reaped) or a process being torn down."""
+        return self.state not in ("Z", "X")
+
+    @property
+    def marker(self) -> str:
+        return f"{_boot_id()}:{self.start_ticks}"
+
+
+def _parse_stat(pid: int, text: str) -> ProcStat | None:
+    # The command name may hold spaces and parentheses; fields are counted after the last ")".
+    fields = text.rsplit(")", 1)[-1].split()
+    if len(fields) <= 19:
+        return None
+    try:
+        return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), fields[19])
+    except ValueError:
+        return None
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """``/proc/<pid>/stat`` of a process, or None when it is gone (or there is no /proc)."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return _parse_stat(pid, text)
+
+
+def processes() -> Iterator[ProcStat]:
+    """Every process this one can see in ``/proc``; nothing where there is no /proc."""
+    try:
+        entries = list(os.scandir(_PROC))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.isdigit() and (stat := read_stat(int(entry.name))) is not None:
+            yield stat
+
+
+def children(ppid: int | None = None) -> list[ProcStat]:
+    """The live child processes of ``ppid`` (default: this process)."""
+    parent = os.getpid() if ppid is None else ppid
+    return [p for p in processes() if p.ppid == parent and p.running]
+
+
+@functools.lru_cache(maxsize=1)
 def _boot_id() -> str:
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
 
 
 def process_marker(pid: int) -> str:
     """Something that changes when ``pid`` is reused: boot id + start time (Linux), else ""."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # The command name may hold spaces and parentheses; fields are counted after the last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    return f"{_boot_id()}:{fields[19]}" if len(fields) > 19 else ""
+    stat = read_stat(pid)
+    return stat.marker if stat is not None else ""
 
 
 def process_alive(pid: int | None, marker: str | None) -> bool:
@@ -35,11 +122,155 @@ def process_alive(pid: int | None, marker: str | None) -> bool:
     except PermissionError:
         pass
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = (_PROC / str(pid) / "stat").read_text()
     except FileNotFoundError:
         return False
     except OSError:
         return True
-    if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
+    stat = _parse_stat(pid, text)
+    if stat is None:
+        return True
+    if not stat.running:
         return False
-    return not marker or process_marker(pid) == marker
+    return not marker or stat.marker == marker
+
+
+class ProcessGroup:
+    """The process group led by a child we started in its own session.
+
+    ``marker`` is the leader's start marker, read right after it was spawned; "" where there
+    is no /proc (then the group is trusted as long as it exists).
+    """
+
+    __slots__ = ("marker", "pid")
+
+    def __init__(self, pid: int, marker: str) -> None:
+        self.pid = pid
+        self.marker = marker
+
+    def __repr__(self) -> str:
+        return f"ProcessGroup(pid={self.pid}, marker={self.marker!r})"
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessGroup:
+        """The group of a child that was just spawned with ``start_new_session=True``."""
+        return cls(pid, process_marker(pid))
+
+    def is_ours(self) -> bool:
+        """False once the group id names a group we did not start.
+
+        While the leader is not reaped (running or a zombie) its stat carries our marker. Once
+        it is reaped, Linux keeps its pid from reuse as long as any process is still in its
+        group; so a process under that pid with another marker means our group is empty and
+        the id now belongs to someone else.
+        """
+        stat = read_stat(self.pid)
+        if stat is None:
+            return True
+        return stat.marker == self.marker
+
+    def signal(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to every process of the group; False when nothing was signalled."""
+        if not self.is_ours():
+            return False
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def alive(self) -> bool:
+        """True while a live (not zombie) process is left in the group."""
+        try:
+            os.killpg(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        if not self.is_ours():
+            return False
+        if not _PROC.is_dir():
+            return True
+        # Orphans are reparented to PID 1, which in a container may never reap them: a zombie
+        # still answers signal 0, so look at the process state instead.
+        return any(p.pgid == self.pid and p.running for p in processes())
+
+
+def spawn(argv: list[str], **popen: Any) -> tuple[subprocess.Popen[bytes], ProcessGroup]:
+    """Start ``argv`` as the leader of a new session; ``popen`` goes to :class:`~subprocess.Popen`.
+
+    Raises OSError as Popen does (program not found, not executable).
+    """
+    import subprocess
+
+    proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **popen)
+    return proc, ProcessGroup.of(proc.pid)
+
+
+async def spawn_async(argv: list[str], **options: Any) -> tuple[anyio.abc.Process, ProcessGroup]:
+    """:func:`spawn` with :func:`anyio.open_process` (``options`` go to it)."""
+    import anyio
+
+    process = await anyio.open_process(argv, start_new_session=True, **options)
+    return process, ProcessGroup.of(process.pid)
+
+
+def _wait_group(group: ProcessGroup, until: float) -> None:
+    while group.alive() and time.monotonic() < until:
+        time.sleep(_POLL_SECONDS)
+
+
+def stop_group(proc: subprocess.Popen[Any], group: ProcessGroup, grace: float) -> int:
+    """SIGTERM ``group``, give all of it ``grace`` seconds, SIGKILL what is left; reap ``proc``.
+
+    ``proc`` is the group's leader; a leader that already exited is fine (its leftovers get the
+    same treatment). Returns the leader's exit code (negative: the signal that ended it).
+    """
+    import subprocess
+
+    deadline = time.monotonic() + grace
+    if group.signal(signal.SIGTERM):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        _wait_group(group, deadline)
+    if group.signal(signal.SIGKILL):
+        _wait_group(group, time.monotonic() + KILL_SETTLE_SECONDS)
+    return proc.wait()
+
+
+async def stop_group_async(process: anyio.abc.Process, group: ProcessGroup, grace: float) -> int:
+    """:func:`stop_group` for an anyio process; shielded, so a cancelled caller still stops it.
+
+    Returns the leader's exit code; the caller still closes the process's streams.
+    """
+    import anyio
+    import anyio.to_thread
+
+    async def wait_group(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        with anyio.move_on_after(seconds):
+            await process.wait()
+        # Scanning /proc is blocking file I/O: keep it off the event loop.
+        await anyio.to_thread.run_sync(_wait_group, group, until)
+
+    with anyio.CancelScope(shield=True):
+        if group.signal(signal.SIGTERM):
+            await wait_group(grace)
+        if group.signal(signal.SIGKILL):
+            await wait_group(KILL_SETTLE_SECONDS)
+        code = await process.wait()
+    return code
+
+
+def signal_child_groups(sig: signal.Signals) -> list[int]:
+    """Signal the group of every child of this process that leads one; returns the groups.
+
+    For a daemon stopping: its children started in their own sessions (command tasks) go with
+    all they started. A child is not reaped while it shows up here, so its pid is still its own.
+    """
+    own = os.getpgid(0)
+    groups: list[int] = []
+    for child in children():
+        if child.pgid == child.pid != own and child.pid not in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, sig)
+                groups.append(child.pid)
+    return groups

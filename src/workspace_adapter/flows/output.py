@@ -1,7 +1,8 @@
 """A step's output as the runner reads it: lines, a bounded tail, and its FLOW_RESULT line.
 
-No I/O of its own: :class:`StreamCapture` is fed bytes from a pipe and keeps at most
-``2 * TAIL_BYTES`` of tail and one ``MAX_LINE_BYTES`` line, whatever the step prints.
+No I/O of its own: :class:`StreamCapture` is fed bytes from a pipe and keeps a bounded
+:class:`~workspace_adapter.base.tails.OutputTail` and one ``MAX_LINE_BYTES`` line, whatever
+the step prints.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import anyio
 import anyio.abc
 import msgspec
 
+from workspace_adapter.base.tails import OutputTail
 from workspace_adapter.events import FlowResult
 
-TAIL_BYTES = 64 * 1024
 # Longest line we parse; a FLOW_RESULT with bounded command output fits well inside it.
 MAX_LINE_BYTES = 1024 * 1024
 # Lines handed to ``on_line`` are cut shorter: they go to terminals and WebSocket subscribers.
@@ -31,7 +32,7 @@ class StreamCapture:
     def __init__(self, name: str, on_line: OnLine | None) -> None:
         self.name = name
         self.on_line = on_line
-        self.tail = bytearray()
+        self.tail = OutputTail()
         self.line = bytearray()
         self.dropped = 0
         self.result_line: bytes | None = None
@@ -51,9 +52,7 @@ class StreamCapture:
             self.closed.set()
 
     def feed(self, chunk: bytes) -> None:
-        self.tail += chunk
-        if len(self.tail) > 2 * TAIL_BYTES:
-            del self.tail[:-TAIL_BYTES]
+        self.tail.add(chunk)
         start = 0
         while True:
             newline = chunk.find(b"\n", start)
@@ -69,10 +68,7 @@ class StreamCapture:
             self._emit()
 
     def tail_text(self) -> str:
-        data = bytes(self.tail[-TAIL_BYTES:])
-        text = data.decode("utf-8", errors="replace")
-        # A cut in the middle of a UTF-8 sequence shows up as replacement chars at the start.
-        return text.lstrip("\ufffd") if len(self.tail) > TAIL_BYTES else text
+        return self.tail.text()
 
     def _add(self, piece: bytes) -> None:
         room = MAX_LINE_BYTES - len(self.line)

@@ -20,9 +20,9 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import msgspec
 
+from workspace_adapter.base.processes import spawn_async, stop_group_async
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.flows.output import (
@@ -165,53 +165,6 @@ def _start_error(argv: list[str], exc: OSError) -> str:
     return f"cannot start {program!r}: {exc.strerror or exc}"
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process is left in the group."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    # Orphans are reparented to PID 1, which in a container may never reap them: a zombie
-    # still answers signal 0, so look at the process state instead.
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-async def _stop(process: anyio.abc.Process, grace: float) -> None:
-    """SIGTERM the step's group, SIGKILL what is left after ``grace``; always reap and close."""
-    pgid = process.pid
-    if process.returncode is None:
-        _signal_group(pgid, signal.SIGTERM)
-        with anyio.move_on_after(grace):
-            await process.wait()
-            # Reading /proc is blocking file I/O: keep it off the event loop.
-            # Nothing signals "the group is empty", so poll.
-            while True:
-                if not await anyio.to_thread.run_sync(_group_alive, pgid):
-                    break
-                await anyio.sleep(0.05)
-    # Whatever survived SIGTERM, or a leftover child of a step that exited on its own.
-    _signal_group(pgid, signal.SIGKILL)
-    await process.aclose()
-
-
 async def _feed(stream: anyio.abc.ByteSendStream | None, data: bytes) -> None:
     if stream is None:
         return
@@ -249,14 +202,13 @@ async def run_step(
         argv = _argv(invocation, env)
         if not step.cwd.is_dir():
             raise _StartError(f"step folder {step.cwd} does not exist; fix the step's cwd")
-        process = await anyio.open_process(
+        process, group = await spawn_async(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=step.cwd,
             env=env,
-            start_new_session=True,
         )
     except _StartError as exc:
         return StepOutcome(
@@ -294,7 +246,9 @@ async def run_step(
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(process, kill_grace)
+            # Also for a step that exited on its own: a child it left behind goes too.
+            await stop_group_async(process, group, kill_grace)
+            await process.aclose()
     out.finish()
     err.finish()
     result, result_error = parse_result(out.result_line, out.result_dropped)

@@ -2,15 +2,15 @@
 
 The command gets the attempt as JSON on stdin (the hook for a chat message or a mail). It is
 best effort: a notify command that fails, hangs, ignores its stdin or is missing is logged,
-never fatal. It leads its own process group, so a timeout kills what it started too (what
-it leaves running after exiting on its own, a mail sent in the background, is left alone).
+never fatal. It leads its own process group, so a timeout stops what it started too (SIGTERM,
+then SIGKILL after :data:`NOTIFY_KILL_GRACE`); what it leaves running after exiting on its
+own, a mail sent in the background, is left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +20,14 @@ import anyio.abc
 import msgspec
 
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.processes import spawn_async, stop_group_async
 from workspace_adapter.base.status import NEEDS_PERSON, Status
+from workspace_adapter.base.tails import OutputTail
 from workspace_adapter.service.schema import Attempt
 
 NOTIFY_TIMEOUT = 60.0
-_STDERR_KEEP = 64 * 1024
+# Short: a notify command stopped with the watcher must fit in the daemon's shutdown.
+NOTIFY_KILL_GRACE = 2.0
 
 
 def needs_notice(attempt: Attempt) -> bool:
@@ -40,18 +43,12 @@ async def _feed(process: anyio.abc.Process, data: bytes) -> None:
         await process.stdin.aclose()
 
 
-async def _tail(process: anyio.abc.Process, into: bytearray) -> None:
+async def _tail(process: anyio.abc.Process, into: OutputTail) -> None:
     """Drain stderr (a full pipe would stall the command), keeping its end for the log."""
     assert process.stderr is not None
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         async for chunk in process.stderr:
-            into.extend(chunk)
-            del into[:-_STDERR_KEEP]
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+            into.add(chunk)
 
 
 async def notify(
@@ -65,38 +62,37 @@ async def notify(
     env["WORKSPACE_ATTEMPT_ID"] = attempt.id
     env["WORKSPACE_ATTEMPT_STATUS"] = attempt.status
     try:
-        process = await anyio.open_process(
+        process, group = await spawn_async(
             command,
             cwd=root,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            start_new_session=True,
         )
     except OSError as exc:
         log.warning("notify.failed", error=f"cannot run the notify command: {exc}")
         return False
-    stderr = bytearray()
+    stderr = OutputTail()
     returncode: int | None = None
     try:
         with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as group:
-                group.start_soon(_tail, process, stderr)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_tail, process, stderr)
                 await _feed(process, msgspec.json.encode(attempt) + b"\n")
                 returncode = await process.wait()
                 # A child it left behind may hold stderr open: do not wait for it.
-                group.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
     finally:
-        if returncode is None:  # timed out, or the watcher is stopping: all of it goes
-            _kill_group(process.pid)
         with anyio.CancelScope(shield=True):
+            if returncode is None:  # timed out, or the watcher is stopping: all of it goes
+                await stop_group_async(process, group, NOTIFY_KILL_GRACE)
             await process.aclose()
     if returncode is None:
-        log.warning("notify.failed", error=f"timed out after {timeout:g}s; killed")
+        log.warning("notify.failed", error=f"timed out after {timeout:g}s; stopped")
         return False
     if returncode != 0:
-        tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        tail = stderr.text().strip().splitlines()[-3:]
         log.warning("notify.failed", exit_code=returncode, stderr=tail)
         return False
     log.info("notify.sent", status=attempt.status)
