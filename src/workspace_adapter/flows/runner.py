@@ -25,6 +25,7 @@ import msgspec
 from workspace_adapter.base.processes import spawn_async, stop_group_async
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.flows.bun import bun_argv, code_mode_refusal
 from workspace_adapter.flows.output import (
     OnLine,
     StreamCapture,
@@ -152,7 +153,10 @@ def _argv(invocation: StepInvocation, env: Mapping[str, str]) -> list[str]:
                 f"step {step.name!r} uses runner 'bun' but bun is not on PATH; install bun "
                 "(https://bun.sh) or pass its folder with PATH"
             )
-        return [bun, str(step.script)]
+        assert step.script is not None  # the manifest requires a script for bun steps
+        return bun_argv(bun, step.script)
+    if step.runner == "code-mode":
+        raise _StartError(code_mode_refusal())
     return list(step.command or ())
 
 
