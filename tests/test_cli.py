@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,50 @@ def test_a_reader_that_leaves_early_is_no_crash(tmp_path: Path) -> None:
     assert proc.wait(60) == 141, err
     assert "unexpected" not in err and "Traceback" not in err
     assert not (tmp_path / ".workspace" / "logs").exists()
+
+
+# Modules that cost more to import than the whole budget of a quick `run` or `tick`.
+HEAVY = ("msgspec", "structlog", "anyio", "websockets", "jsonschema", "cronsim", "uvicorn")
+
+_IMPORTS_AFTER = """
+import json, sys
+from workspace_adapter.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print(json.dumps({{"code": code, "heavy": heavy}}))
+"""
+
+
+def heavy_imports(root: Path, *argv: str) -> tuple[int, list[str]]:
+    script = _IMPORTS_AFTER.format(heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--workspace-root", str(root), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["code"], result["heavy"]
+
+
+def test_run_and_tick_load_only_the_standard_library_while_the_config_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    toml = '[workspace]\nname = "quick"\n'
+    for index in range(5):
+        toml += f'[[workspace.tasks]]\nid = "t{index}"\nkind = "command"\ncommand = ["true"]\n'
+    (tmp_path / "workspace.toml").write_text(toml)
+    # The first run checks workspace.toml with the schema (msgspec) and caches the result.
+    code, heavy = heavy_imports(tmp_path, "run", "t0")
+    assert code == 0 and "msgspec" in heavy
+    for argv in (("run", "t0"), ("run", "t1", "--json"), ("tick",), ("tick", "--json")):
+        assert heavy_imports(tmp_path, *argv) == (0, []), argv
+    # An edit is checked again (and still reported as before when it is invalid).
+    (tmp_path / "workspace.toml").write_text(toml.replace('command = ["true"]', "command = 1", 1))
+    done = subprocess.run(
+        [sys.executable, "-m", "workspace_adapter", "--workspace-root", str(tmp_path), "tick"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.endswith("workspace.tasks[0].command: expected array, got int\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -290,3 +291,54 @@ def test_an_unknown_notify_key_is_named_with_its_line(tmp_path: Path) -> None:
 def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "workspace.toml").write_bytes(b"\xef\xbb\xbf" + HEAD.encode())
     assert configfile.load(tmp_path).name == "t"
+
+
+# --- the validated-config cache ------------------------------------------------------------
+
+
+def test_the_cache_gives_the_same_config_and_sees_every_edit(tmp_path: Path) -> None:
+    toml = HEAD + '[[workspace.tasks]]\nid = "a"\nkind = "command"\ncommand = ["true"]\n'
+    toml += 'env = { X = "1" }\nschedule = "*/5 * * * *"\n'
+    toml += '[[workspace.tasks]]\nid = "f"\nkind = "flow"\nflow = "x"\n'
+    toml += '[workspace.tasks.event]\nsource = "s"\n[workspace.tasks.event.payload]\nk = [1, 2]\n'
+    toml += '[[workspace.sources]]\nid = "up"\nkind = "git-tags"\nurl = "u"\nrepo = "o/r"\n'
+    toml += '[workspace.notify]\ncommand = ["echo"]\n'
+    path = tmp_path / "workspace.toml"
+    path.write_text(toml)
+    checked = configfile.load(tmp_path)
+    assert configfile.load_cached(tmp_path) == checked  # checked, then written
+    assert configfile.cache_path(tmp_path).is_file()
+    assert (tmp_path / ".workspace" / ".gitignore").read_text() == "*\n"
+    assert configfile.load_cached(tmp_path) == checked  # read back
+    # An edit of the same size, right away (same mtime tick on a coarse clock): still seen.
+    path.write_text(toml.replace('id = "a"', 'id = "b"'))
+    assert [t.id for t in configfile.load_cached(tmp_path).tasks] == ["b", "f"]
+    # An edit into something invalid reports its problem, with file and line, every time.
+    path.write_text(toml.replace('command = ["true"]', 'command = "true"'))
+    for _ in range(2):
+        with pytest.raises(config.ConfigError) as info:
+            configfile.load_cached(tmp_path)
+        assert info.value.problems == [
+            f"{path}:6: workspace.tasks[0].command: expected array, got str"
+        ]
+
+
+def test_a_stale_or_broken_cache_is_checked_again(tmp_path: Path) -> None:
+    path = tmp_path / "workspace.toml"
+    path.write_text(HEAD + '[[workspace.tasks]]\nid = "a"\nkind = "command"\ncommand = ["x"]\n')
+    configfile.load_cached(tmp_path)
+    configfile.cache_path(tmp_path).write_text("{not json")
+    assert configfile.load_cached(tmp_path).task("a").command == ["x"]
+    # Written long ago, not racy: the stat key alone decides, and a changed size changes it.
+    old = 1_000_000_000
+    os.utime(path, (old, old))
+    configfile.load_cached(tmp_path)
+    path.write_text(HEAD + '[[workspace.tasks]]\nid = "a"\nkind = "command"\ncommand = ["xy"]\n')
+    os.utime(path, (old, old))
+    assert configfile.load_cached(tmp_path).task("a").command == ["xy"]
+
+
+def test_load_cached_without_write_leaves_no_file(tmp_path: Path) -> None:
+    (tmp_path / "workspace.toml").write_text(HEAD)
+    assert configfile.load_cached(tmp_path, write=False).name == "t"
+    assert not (tmp_path / ".workspace").exists()

@@ -236,7 +236,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="workspace", description="Keep a fork rebased on its upstream's releases."
     )
     _common(parser, top=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would otherwise build a help formatter (and import shutil) to make it.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="workspace")
     sub.required = True
     for name, (help_text, add_arguments) in COMMANDS.items():
         if only is None or name == only:

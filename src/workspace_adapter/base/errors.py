@@ -10,7 +10,6 @@ import contextlib
 import os
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +45,8 @@ def write_crash_log(root: Path, exc: BaseException, kind: str) -> str:
 
     The clause is ``"; traceback in <path>"``, or empty when the file cannot be written.
     """
+    import traceback  # only on a crash: the quick commands never pay for it
+
     folder = root / ".workspace" / "logs"
     path = folder / f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
     try:

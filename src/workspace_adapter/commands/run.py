@@ -19,10 +19,9 @@ Exit codes follow SPEC §2: 0 completed/changed/skipped, 1 failed/canceled, 2 ba
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.status import Status
@@ -44,13 +43,14 @@ def run(
     as_json: bool = False,
 ) -> int:
     """Run ``task_id``; returns the exit code of SPEC §2."""
-    config = configfile.load(g.workspace_root)
+    config, save_config = configfile.open_cached(g.workspace_root)
     task = config.task(task_id)
     override: dict[str, Any] | None = None
     if event_file is not None:
         if task.kind != "flow":
             raise UserError(f"--event only applies to flow tasks; {task.id} is a command task")
         override = taskrun.read_event_file(event_file)
+    save_config()
     store = StateStore.for_workspace(config.root, g.mode).open()
     sinks = taskrun.Sinks.for_json(as_json)
     record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC))
@@ -81,7 +81,9 @@ def report(execution: taskrun.Execution, as_json: bool) -> None:
     if execution.message:
         print(execution.message, file=sys.stderr)
     if as_json:
-        sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+        sys.stdout.write(
+            json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        )
     else:
         print(summary(record))
 

@@ -9,10 +9,9 @@ start time, task, status, duration, reason. Runs whose process died are marked `
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING
-
-import msgspec
 
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.times import parse_iso
@@ -31,7 +30,8 @@ def runs(g: Globals, task_id: str | None = None, *, limit: int = 20, as_json: bo
     # Without a state there is no history; creating an empty one would only leave a file behind.
     records = store.open().runs(task_id, limit) if store.exists() else []
     if as_json:
-        sys.stdout.write(msgspec.json.encode({"runs": records}).decode() + "\n")
+        document = {"runs": [r.to_json() for r in records]}
+        sys.stdout.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
         return 0
     if not records:
         which = f" of {task_id}" if task_id else ""

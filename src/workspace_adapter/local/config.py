@@ -1,18 +1,19 @@
-"""workspace.toml: the schema of tasks, sources and notify, and the messages for bad files.
+"""workspace.toml as loaded: the values of tasks, sources and notify, and the config error.
 
-The schema owns its error messages (pre-commit's clientlib style): every problem is one line,
-``file:line: key.path: problem``; :mod:`workspace_adapter.local.configcheck` writes them and
-:mod:`workspace_adapter.local.configfile` reads the file.
-Only msgspec, tomllib and the stdlib are imported here: ``workspace run`` loads this module.
+The values are plain named tuples of the standard library, not msgspec structs: ``workspace
+run`` and ``tick`` read them from the validated-config cache without importing msgspec
+(docs/decisions/0001-stdlib-only-cli-fast-path.md). The schema that checks a file and owns its
+error messages (``file:line: key.path: problem``) is :mod:`workspace_adapter.local.configcheck`;
+:mod:`workspace_adapter.local.configfile` reads the file and keeps the cache.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-
-import msgspec
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, UserError
 
@@ -23,16 +24,18 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_TIMEOUT = "30m"
 MAX_CATCHUP_SLOTS = 10
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-class EventTemplate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+
+class EventTemplate(NamedTuple):
     """A flow task's static event table; ``id`` is always generated (SPEC §5)."""
 
     type: str | None = None
     source: str | None = None
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: Mapping[str, Any] = _EMPTY
 
 
-class TaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class TaskConfig(NamedTuple):
     """One ``[[workspace.tasks]]`` entry (SPEC §3)."""
 
     id: str
@@ -44,7 +47,7 @@ class TaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: str = DEFAULT_TIMEOUT
     # command tasks
     command: list[str] | None = None
-    env: dict[str, str] = msgspec.field(default_factory=dict)
+    env: Mapping[str, str] = _EMPTY
     # flow tasks
     flow: str | None = None
     wait: bool = True
@@ -56,7 +59,7 @@ class TaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return duration_seconds(self.timeout)
 
 
-class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class SourceConfig(NamedTuple):
     """One ``[[workspace.sources]]`` entry: an upstream release source (SPEC §9)."""
 
     id: str
@@ -67,25 +70,25 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     interval: str = "5m"
     prime_only: bool = True
     event_type: str = "upstream.release"
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: Mapping[str, Any] = _EMPTY
     line: int = 0
 
 
-class NotifyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class NotifyConfig(NamedTuple):
     """``[workspace.notify]``: a command run when an attempt needs a person (SPEC §9)."""
 
     command: list[str] | None = None
 
 
-class WorkspaceConfig(msgspec.Struct, kw_only=True):
+class WorkspaceConfig(NamedTuple):
     """A loaded, validated workspace.toml."""
 
     path: Path
     root: Path
     name: str
-    timezone: str = "UTC"
-    tasks: list[TaskConfig] = msgspec.field(default_factory=list)
-    sources: list[SourceConfig] = msgspec.field(default_factory=list)
+    timezone: str
+    tasks: list[TaskConfig]
+    sources: list[SourceConfig]
     notify: NotifyConfig | None = None
 
     def task(self, task_id: str) -> TaskConfig:
@@ -101,6 +104,43 @@ class WorkspaceConfig(msgspec.Struct, kw_only=True):
     @property
     def display_path(self) -> str:
         return display_path(self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values (the validated-config cache); :meth:`from_json` reads them back."""
+        return {
+            "path": str(self.path),
+            "root": str(self.root),
+            "name": self.name,
+            "timezone": self.timezone,
+            "tasks": [
+                {
+                    **t._asdict(),
+                    "env": dict(t.env),
+                    "event": None
+                    if t.event is None
+                    else {**t.event._asdict(), "payload": dict(t.event.payload)},
+                }
+                for t in self.tasks
+            ],
+            "sources": [{**s._asdict(), "payload": dict(s.payload)} for s in self.sources],
+            "notify": None if self.notify is None else self.notify._asdict(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WorkspaceConfig:
+        tasks = [
+            TaskConfig(**{**t, "event": EventTemplate(**t["event"]) if t["event"] else None})
+            for t in data["tasks"]
+        ]
+        return cls(
+            path=Path(data["path"]),
+            root=Path(data["root"]),
+            name=data["name"],
+            timezone=data["timezone"],
+            tasks=tasks,
+            sources=[SourceConfig(**s) for s in data["sources"]],
+            notify=NotifyConfig(**data["notify"]) if data["notify"] is not None else None,
+        )
 
 
 class ConfigError(UserError):

@@ -1,4 +1,7 @@
-"""The checks behind workspace.toml's error messages (see :mod:`workspace_adapter.local.config`).
+"""workspace.toml's schema and the checks behind its error messages.
+
+The msgspec structs below are the schema; a valid entry becomes the plain value of
+:mod:`workspace_adapter.local.config` that the rest of the program reads.
 
 Every problem is one line, ``file:line: key.path: problem``. tomllib keeps no positions, so
 :mod:`workspace_adapter.base.tomlpos` finds the line of an entry's header, or of the key inside it,
@@ -11,20 +14,77 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from workspace_adapter.base.tomlpos import TomlPositions
 from workspace_adapter.local.config import (
+    DEFAULT_TIMEOUT,
     DURATION_RE,
     TASK_ID_RE,
+    EventTemplate,
     NotifyConfig,
     SourceConfig,
     TaskConfig,
     WorkspaceConfig,
     duration_seconds,
 )
+
+
+class EventSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A flow task's ``event`` table (:class:`~workspace_adapter.local.config.EventTemplate`)."""
+
+    type: str | None = None
+    source: str | None = None
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TaskSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[[workspace.tasks]]`` entry (:class:`~workspace_adapter.local.config.TaskConfig`)."""
+
+    id: str
+    kind: Literal["command", "flow"]
+    description: str | None = None
+    enabled: bool = True
+    schedule: str | None = None
+    catchup: Literal["none", "latest", "all"] = "latest"
+    timeout: str = DEFAULT_TIMEOUT
+    command: list[str] | None = None
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    flow: str | None = None
+    wait: bool = True
+    event: EventSchema | None = None
+
+    def value(self, line: int) -> TaskConfig:
+        fields = msgspec.structs.asdict(self)
+        if self.event is not None:
+            fields["event"] = EventTemplate(**msgspec.structs.asdict(self.event))
+        return TaskConfig(**fields, line=line)
+
+
+class SourceSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[[workspace.sources]]`` entry (``config.SourceConfig``)."""
+
+    id: str
+    kind: Literal["git-tags", "feed"]
+    url: str
+    repo: str
+    tag_pattern: str | None = None
+    interval: str = "5m"
+    prime_only: bool = True
+    event_type: str = "upstream.release"
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def value(self, line: int) -> SourceConfig:
+        return SourceConfig(**msgspec.structs.asdict(self), line=line)
+
+
+class NotifySchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[workspace.notify]`` (:class:`~workspace_adapter.local.config.NotifyConfig`)."""
+
+    command: list[str] | None = None
+
 
 _WORKSPACE_KEYS = ("name", "timezone", "tasks", "sources", "notify")
 _COMMAND_ONLY = ("command", "env")
@@ -97,8 +157,8 @@ class Checker:
                 f"{timezone!r} is not a known IANA time zone (e.g. UTC, Europe/Paris)",
             )
             timezone = "UTC"
-        tasks = self.entries(ws, "tasks", TaskConfig, self.task_rules)
-        sources = self.entries(ws, "sources", SourceConfig, self.source_rules)
+        tasks = self.entries(ws, "tasks", TaskSchema, self.task_rules)
+        sources = self.entries(ws, "sources", SourceSchema, self.source_rules)
         self.duplicates("tasks", ws.get("tasks"))
         self.duplicates("sources", ws.get("sources"))
         notify = None
@@ -143,14 +203,13 @@ class Checker:
         # The common case, a valid entry, costs one conversion; only a bad one is taken apart
         # key by key (msgspec stops at its first error, and we want them all).
         try:
-            # "line" is ours, not the user's: let the slow path call it an unknown key.
-            converted = None if "line" in entry else msgspec.convert(entry, struct)
+            converted = msgspec.convert(entry, struct)
         except msgspec.ValidationError:
             converted = None
         if converted is not None:
             rules(entry, key_path, line_of)
-            converted.line = self.header_line(table, index)
-            return converted if len(self.problems) == before else None
+            value = converted.value(self.header_line(table, index))
+            return value if len(self.problems) == before else None
         fields = _fields(struct)
 
         for key, value in entry.items():
@@ -194,9 +253,7 @@ class Checker:
         clean = dict(entry)
         if isinstance(clean.get("event"), dict):
             clean["event"] = {k: v for k, v in clean["event"].items() if k != "id"}
-        converted = msgspec.convert(clean, struct)
-        converted.line = self.header_line(table, index)
-        return converted
+        return msgspec.convert(clean, struct).value(self.header_line(table, index))
 
     def task_rules(self, raw: dict[str, Any], key_path: str, line_of: Any) -> None:
         """Checks beyond types; each looks only at keys whose type is right."""
@@ -285,9 +342,9 @@ class Checker:
 
     def notify(self, raw: Any) -> NotifyConfig | None:
         try:
-            notify = msgspec.convert(raw, NotifyConfig)
+            notify = NotifyConfig(**msgspec.structs.asdict(msgspec.convert(raw, NotifySchema)))
         except msgspec.ValidationError as exc:
-            sub, problem = _split_validation(exc, NotifyConfig)
+            sub, problem = _split_validation(exc, NotifySchema)
             key_path = ".".join(["workspace.notify", *sub])
             line = self.pos.find(key_path) or self.pos.workspace_key("notify")
             self.add(line, key_path, problem)
@@ -309,7 +366,7 @@ _FIELDS: dict[Any, dict[str, Any]] = {}
 def _fields(struct: Any) -> dict[str, Any]:
     """A struct's user-facing fields by name (cached: msgspec re-reads annotations each call)."""
     if struct not in _FIELDS:
-        _FIELDS[struct] = {f.name: f for f in msgspec.structs.fields(struct) if f.name != "line"}
+        _FIELDS[struct] = {f.name: f for f in msgspec.structs.fields(struct)}
     return _FIELDS[struct]
 
 

@@ -1,14 +1,40 @@
-"""Reading workspace.toml: find the file, parse the TOML, check it against the schema."""
+"""Reading workspace.toml: find the file, parse the TOML, check it against the schema.
+
+:func:`load` always checks the whole file. :func:`load_cached` is for the commands that start
+often (``run``, ``tick``, ``serve``'s ticks): it keeps the checked config as JSON in
+``.workspace/config-cache.json`` keyed by the file's path, inode, size and mtime (and by the
+schema's own source files), and reads that back with the standard library alone while the file
+is unchanged, so msgspec is never imported on that path
+(docs/decisions/0001-stdlib-only-cli-fast-path.md). A cache written within
+:data:`RACY_SECONDS` of the file's last change could miss an edit made in the same timestamp
+tick, so it also keeps the text, and is trusted only while the text is the same (git's
+"racily clean" rule).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
+import os
 import re
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workspace_adapter.base import paths
 from workspace_adapter.local.config import ConfigError, WorkspaceConfig, display_path
-from workspace_adapter.local.configcheck import Checker
+
+CACHE_NAME = "config-cache.json"
+CACHE_FORMAT = 1
+RACY_SECONDS = 2.0
+# A change to the schema changes what a valid file loads as: its sources are part of the key.
+_SCHEMA_SOURCES = (
+    Path(__file__).with_name("config.py"),
+    Path(__file__).with_name("configcheck.py"),
+)
 
 
 def config_path(root: Path) -> Path | None:
@@ -20,25 +46,34 @@ def config_path(root: Path) -> Path | None:
     return None
 
 
+def _missing(root: Path) -> ConfigError:
+    return ConfigError(
+        [
+            f"no workspace.toml in {root} (nor .codex/workspace.toml); create one, or pass "
+            "--workspace-root pointing at the folder that holds it"
+        ]
+    )
+
+
 def load(root: Path) -> WorkspaceConfig:
     """Read and validate the workspace's config; :class:`ConfigError` (exit 2) on any problem."""
     path = config_path(root)
     if path is None:
-        raise ConfigError(
-            [
-                f"no workspace.toml in {root} (nor .codex/workspace.toml); create one, or pass "
-                "--workspace-root pointing at the folder that holds it"
-            ]
-        )
+        raise _missing(root)
+    return parse(_read(path), path, root)
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is harmless
+        return path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is harmless
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{display_path(path)}: cannot read: {exc}"]) from None
-    return parse(text, path, root)
 
 
 def parse(text: str, path: Path, root: Path) -> WorkspaceConfig:
     """Validate the TOML ``text`` of ``path``; see :func:`load`."""
+    from workspace_adapter.local.configcheck import Checker  # msgspec: only when checking
+
     shown = display_path(path)
     try:
         data = tomllib.loads(text)
@@ -51,3 +86,91 @@ def parse(text: str, path: Path, root: Path) -> WorkspaceConfig:
     if checker.problems:
         raise ConfigError(checker.problems)
     return config
+
+
+def cache_path(root: Path) -> Path:
+    return root / ".workspace" / CACHE_NAME
+
+
+def _key(path: Path, st: os.stat_result) -> list[Any]:
+    key: list[Any] = [CACHE_FORMAT, str(path), st.st_ino, st.st_size, st.st_mtime_ns]
+    for source in _SCHEMA_SOURCES:
+        with contextlib.suppress(OSError):
+            schema = source.stat()
+            key += [schema.st_size, schema.st_mtime_ns]
+    return key
+
+
+def load_cached(root: Path, *, write: bool = True) -> WorkspaceConfig:
+    """:func:`load`, through the validated-config cache; ``write=False`` never writes a file."""
+    config, save = open_cached(root)
+    if write:
+        save()
+    return config
+
+
+def _nothing() -> None:
+    pass
+
+
+def open_cached(root: Path) -> tuple[WorkspaceConfig, Callable[[], None]]:
+    """:func:`load` through the cache, and what stores a freshly checked config in it.
+
+    The second value does nothing when the cache was fresh; a command calls it once its other
+    input proved valid, so bad input leaves no ``.workspace/`` behind.
+    """
+    path: Path | None = None
+    for name in paths.CONFIG_CANDIDATES:
+        candidate = root / name
+        try:
+            st = candidate.stat()
+        except OSError:
+            continue
+        if not os.path.isdir(candidate):
+            path = candidate
+            break
+    if path is None:
+        raise _missing(root)
+    key = _key(path, st)
+    cached = _read_cache(root, key)
+    if cached is not None and ("text" not in cached or cached["text"] == _read(path)):
+        try:
+            return WorkspaceConfig.from_json(cached["config"]), _nothing
+        except (KeyError, TypeError, ValueError):
+            pass  # a cache from another layout: check the file again
+    text = _read(path)
+    config = parse(text, path, root)
+    racy = time.time() - st.st_mtime_ns / 1e9 < RACY_SECONDS
+    entry = {"key": key, "config": config.to_json(), **({"text": text} if racy else {})}
+    return config, functools.partial(_write_cache, root, entry)
+
+
+def _read_cache(root: Path, key: list[Any]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(cache_path(root).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    return data
+
+
+def _write_cache(root: Path, data: dict[str, Any]) -> None:
+    """Replace the cache atomically; a folder that cannot be written only loses the speed-up."""
+    target = cache_path(root)
+    tmp = target.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
+    try:
+        encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return  # a TOML date in a payload has no JSON form: such a config is checked each time
+    try:
+        target.parent.mkdir(exist_ok=True)
+        ignore = target.parent / ".gitignore"
+        if not ignore.exists():
+            # Keeps .workspace/ out of git even when the repository forgot to ignore it.
+            ignore.write_text("*\n", encoding="utf-8")
+        tmp.write_text(encoded, encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -2,19 +2,17 @@
 
 :func:`plan_tick` takes the config, each task's slot state and the clock, and returns one
 :class:`Decision` per scheduled task; ``workspace tick`` carries the decisions out. Cron is
-evaluated by cronsim in the workspace's time zone. A task whose cached ``next_slot`` is still
-in the future is decided with one string comparison, which keeps a tick over a thousand idle
-tasks cheap.
+evaluated by cronsim in the workspace's time zone, imported only when a task has a schedule
+(a tick over unscheduled tasks loads the standard library alone). A task whose cached
+``next_slot`` is still in the future is decided with one string comparison, which keeps a tick
+over a thousand idle tasks cheap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Literal
-
-import msgspec
-from cronsim import CronSim
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple
 
 from workspace_adapter.base.times import iso, parse_iso
 from workspace_adapter.local.config import MAX_CATCHUP_SLOTS, TaskConfig, WorkspaceConfig
@@ -23,7 +21,7 @@ from workspace_adapter.local.taskruns import SlotState
 Action = Literal["run", "overlap", "skip", "baseline", "idle", "disabled"]
 
 
-class Decision(msgspec.Struct, kw_only=True):
+class Decision(NamedTuple):
     """What tick does with one scheduled task, and why.
 
     ``run``: run once per slot in ``slots`` (oldest first). ``overlap``: due, but a run is
@@ -37,7 +35,7 @@ class Decision(msgspec.Struct, kw_only=True):
     action: Action
     reason: str
     last_slot: str | None = None
-    slots: list[str] = msgspec.field(default_factory=list)
+    slots: Sequence[str] = ()
     next_slot: dt.datetime | None = None
     # The slot state after this decision; for ``idle`` only set when the cache was refreshed.
     slot_state: SlotState | None = None
@@ -48,6 +46,8 @@ class Decision(msgspec.Struct, kw_only=True):
 
 
 def _next_after(expr: str, moment: dt.datetime) -> dt.datetime | None:
+    from cronsim import CronSim
+
     try:
         return next(CronSim(expr, moment))
     except StopIteration:  # cronsim gives up on expressions with no slot for 50 years
@@ -62,6 +62,8 @@ def slots_since(
     Walks backwards from ``now``, so a task idle for a year costs ``limit`` steps, not one per
     missed slot.
     """
+    from cronsim import CronSim
+
     # cronsim's reverse iteration starts one second before its start time. The second is added
     # in UTC: wall-clock arithmetic drops ``fold``, which in a DST fall-back hour would move
     # the start an hour back.

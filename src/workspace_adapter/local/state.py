@@ -11,14 +11,13 @@ marked ``failed``, reason ``interrupted``, whenever the store is opened for writ
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
-
-import msgspec
 
 from workspace_adapter.base import paths
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
@@ -32,7 +31,7 @@ from workspace_adapter.base.sqlitefile import (
 )
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
-from workspace_adapter.local.taskruns import SlotState, TaskRun
+from workspace_adapter.local.taskruns import FIELDS, SlotState, TaskRun
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
@@ -69,20 +68,21 @@ CREATE TABLE schedule (
 """
 
 
-_COLUMNS = (
-    "id, task_id, kind, status, reason, started_at, finished_at, exit_code, stdout_tail, "
-    "stderr_tail, event_id, run_ids, slot"
-)
-_NAMES = [c.strip() for c in _COLUMNS.split(",")]
+_COLUMNS = ", ".join(FIELDS)
+_RUN_IDS = FIELDS.index("run_ids")
 
 
 ClaimOutcome = Literal["claimed", "overlap", "taken"]
 
 
 def _row_to_record(row: tuple[object, ...]) -> TaskRun:
-    data = dict(zip(_NAMES, row, strict=True))
-    data["run_ids"] = msgspec.json.decode(str(data["run_ids"]) or "[]")
-    return TaskRun(**data)  # type: ignore[arg-type]
+    values = list(row)
+    values[_RUN_IDS] = json.loads(str(values[_RUN_IDS]) or "[]")
+    return TaskRun.from_values(tuple(values))
+
+
+def _encode_run_ids(run_ids: list[str]) -> str:
+    return json.dumps(run_ids, separators=(",", ":"), ensure_ascii=False)
 
 
 def _record_values(record: TaskRun) -> tuple[object, ...]:
@@ -98,7 +98,7 @@ def _record_values(record: TaskRun) -> tuple[object, ...]:
         record.stdout_tail,
         record.stderr_tail,
         record.event_id,
-        msgspec.json.encode(record.run_ids).decode(),
+        _encode_run_ids(record.run_ids),
         record.slot,
     )
 
@@ -238,7 +238,7 @@ class StateStore:
                     record.stdout_tail,
                     record.stderr_tail,
                     record.event_id,
-                    msgspec.json.encode(record.run_ids).decode(),
+                    _encode_run_ids(record.run_ids),
                     record.id,
                 ),
             )

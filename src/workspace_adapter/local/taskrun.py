@@ -1,9 +1,11 @@
 """Running one task, shared by ``workspace run`` and ``workspace tick`` (SPEC §4, §5).
 
 A command task is a subprocess in its own process group, its output streamed live and its
-tails kept; a flow task is a generated FlowEvent dispatched to the backend. Only the stdlib and
-msgspec are imported at module level: the flow branch imports anyio and the client when it
-runs, so ``workspace run`` of a command task stays quick to start.
+tails kept; a flow task is a generated FlowEvent handed to a :class:`FlowDispatcher`: the CLI's
+sends it to the backend over the WebSocket (:class:`WebSocketDispatcher`), ``serve``'s hands it
+to the backend in its own process. Only the standard library is imported at module level: the
+flow branch imports msgspec, anyio and the client when it runs, so ``workspace run`` of a
+command task stays quick to start (docs/decisions/0001-stdlib-only-cli-fast-path.md).
 """
 
 from __future__ import annotations
@@ -16,13 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, NamedTuple, TextIO
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol, TextIO
 
-import msgspec
-
-from workspace_adapter import events
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, UserError
 from workspace_adapter.base.status import Status
@@ -30,6 +29,9 @@ from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.local.config import TaskConfig, WorkspaceConfig
 from workspace_adapter.local.state import TAIL_BYTES, StateStore
 from workspace_adapter.local.taskruns import TaskRun
+
+if TYPE_CHECKING:
+    from workspace_adapter.protocol import WireRun
 
 KILL_GRACE_SECONDS = 5.0
 """Between SIGTERM and SIGKILL for a timed-out task's process group (as for backend steps)."""
@@ -255,6 +257,8 @@ def build_event(
 
 def read_event_file(path: str) -> dict[str, Any]:
     """An ``--event`` file: a JSON object whose ``type`` and ``payload`` are used."""
+    import msgspec  # only for flow tasks, which load it anyway
+
     try:
         data = msgspec.json.decode(Path(path).read_bytes())
     except OSError as exc:
@@ -270,21 +274,65 @@ def read_event_file(path: str) -> dict[str, Any]:
     return data
 
 
+OutputSink = Callable[[str, str, str], None]
+"""Called with (run id, stream, line) for each line a followed run writes."""
+
+
+class FlowOutcome(NamedTuple):
+    """What a dispatch ended with: how many runs matched, their ids and, when followed, the
+    final runs as the backend sent them."""
+
+    matched: int
+    run_ids: list[str]
+    runs: list[WireRun]
+
+
+class FlowDispatcher(Protocol):
+    """Hands a flow task's event to the backend and, with ``wait``, follows its runs to the end.
+
+    Raises :class:`UserError` when the backend cannot take it (exit code 4: not reachable) and
+    :class:`TimeoutError` when following takes longer than ``timeout`` seconds.
+    """
+
+    def __call__(
+        self, event: dict[str, Any], *, wait: bool, timeout: float, on_output: OutputSink
+    ) -> FlowOutcome: ...
+
+
+class WebSocketDispatcher:
+    """The CLI's dispatcher: the backend at ``url``, over the WebSocket (the client)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(
+        self, event: dict[str, Any], *, wait: bool, timeout: float, on_output: OutputSink
+    ) -> FlowOutcome:
+        import anyio
+
+        from workspace_adapter import client
+
+        async def follow() -> client.DispatchOutcome:
+            with anyio.fail_after(timeout):
+                return await client.dispatch_and_follow(
+                    self.url, event, wait=wait, on_output=on_output
+                )
+
+        outcome = anyio.run(follow)
+        return FlowOutcome(outcome.matched, outcome.run_ids, outcome.runs)
+
+
 def _run_flow(
     config: WorkspaceConfig,
     task: TaskConfig,
     record: TaskRun,
     *,
-    backend_url: str,
+    dispatcher: FlowDispatcher,
     sinks: Sinks,
     override: Mapping[str, Any] | None,
     wait: bool,
 ) -> int | None:
     """Dispatch the task's event and fill ``record``; returns an exit code override or None."""
-    import anyio
-
-    from workspace_adapter import client
-
     event = build_event(config, task, record, override)
     record.event_id = event["id"]
     tails = {"stdout": _Tail(), "stderr": _Tail()}
@@ -296,15 +344,9 @@ def _run_flow(
         tails["stderr" if stream == "stderr" else "stdout"].add(text.encode())
         _write(sinks.stderr if stream == "stderr" else sinks.stdout, text)
 
-    async def follow() -> client.DispatchOutcome:
-        with anyio.fail_after(task.timeout_seconds):
-            return await client.dispatch_and_follow(
-                backend_url, event, wait=wait, on_output=on_output
-            )
-
     override_code: int | None = None
     try:
-        outcome = anyio.run(follow)
+        outcome = dispatcher(event, wait=wait, timeout=task.timeout_seconds, on_output=on_output)
     except UserError as exc:  # BackendUnreachable, an RPC error, a dropped connection
         record.status, record.reason = Status.FAILED, exc.message
         if exc.exit_code == EXIT_BACKEND_UNREACHABLE:
@@ -322,44 +364,31 @@ def _run_flow(
             record.status, record.reason = Status.COMPLETED, "dispatched"
         else:
             _print_run_summaries(outcome.runs, sinks.stdout)
-            statuses = [events.flow_status_of_run(run) for run in outcome.runs]
+            statuses = [run.flow_status for run in outcome.runs]
             record.status = status_rule.worst(statuses)
             record.reason = _runs_reason(outcome.runs, record.status)
     record.stdout_tail, record.stderr_tail = tails["stdout"].text(), tails["stderr"].text()
     return override_code
 
 
-def _print_run_summaries(runs: list[dict[str, Any]], sink: TextIO) -> None:
+def _print_run_summaries(runs: list[WireRun], sink: TextIO) -> None:
     """One block per backend run: flow/step, flow status, message, and the result's artifacts."""
     from workspace_adapter.flows.summary import artifact_lines, paint
 
     for run in runs:
-        status = events.flow_status_of_run(run)
-        result = run.get("result")
-        result = result if isinstance(result, dict) else {}
-        lines = [
-            f"{run.get('flowName')}/{run.get('stepName')}: {paint(status, sink)} [{run.get('id')}]"
-        ]
-        if result.get("message"):
-            lines.append(f"  {result['message']}")
-        if run.get("error"):
-            lines.append(f"  reason: {run['error']}")
-        artifacts = result.get("artifacts")
-        lines += [
-            f"  {line}" for line in artifact_lines(artifacts if isinstance(artifacts, dict) else {})
-        ]
+        lines = [f"{run.flowName}/{run.stepName}: {paint(run.flow_status, sink)} [{run.id}]"]
+        said = run.result.get("message") if run.result is not None else None
+        if said:
+            lines.append(f"  {said}")
+        if run.error:
+            lines.append(f"  reason: {run.error}")
+        lines += [f"  {line}" for line in artifact_lines(run.artifacts)]
         _write(sink, "\n".join(lines) + "\n")
 
 
-def _runs_reason(runs: list[dict[str, Any]], status: str) -> str | None:
+def _runs_reason(runs: list[WireRun], status: str) -> str | None:
     """The message of the first run that ended with the task's status, if it gave one."""
-    for run in runs:
-        if events.flow_status_of_run(run) != status:
-            continue
-        result = run.get("result")
-        message = result.get("message") if isinstance(result, dict) else None
-        return str(run.get("error") or message or "") or None
-    return None
+    return next((run.message for run in runs if run.flow_status == status), None)
 
 
 def execute(
@@ -373,8 +402,12 @@ def execute(
     sinks: Sinks,
     override: Mapping[str, Any] | None = None,
     wait: bool | None = None,
+    dispatcher: FlowDispatcher | None = None,
 ) -> Execution:
-    """Run ``task`` for ``record`` (already stored as ``running``) and store how it ended."""
+    """Run ``task`` for ``record`` (already stored as ``running``) and store how it ended.
+
+    Flow tasks go to ``dispatcher``; by default the backend at ``backend_url``, over the wire.
+    """
     override_code: int | None = None
     with _terminate_as_exit():
         try:
@@ -399,7 +432,7 @@ def execute(
                     config,
                     task,
                     record,
-                    backend_url=backend_url,
+                    dispatcher=dispatcher or WebSocketDispatcher(backend_url),
                     sinks=sinks,
                     override=override,
                     wait=task.wait if wait is None else wait,
