@@ -5,11 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workspace_adapter.base import status as status_rule
-from workspace_adapter.events import (
-    EventError,
-    flow_status_of_run,
-    normalize_event,
-)
+from workspace_adapter.events import EventError, normalize_event
 
 
 def test_normalize_keeps_extras_and_fills_received_at() -> None:
@@ -46,9 +42,3 @@ def test_exit_codes() -> None:
     assert [status_rule.exit_code(s) for s in ("completed", "changed", "skipped")] == [0, 0, 0]
     assert [status_rule.exit_code(s) for s in ("failed", "canceled")] == [1, 1]
     assert [status_rule.exit_code(s) for s in ("blocked", "needs_intervention")] == [3, 3]
-
-
-def test_flow_status_of_a_backend_run() -> None:
-    assert flow_status_of_run({"status": "completed", "resultStatus": "changed"}) == "changed"
-    assert flow_status_of_run({"status": "failed"}) == "failed"
-    assert flow_status_of_run({"status": "canceled"}) == "canceled"

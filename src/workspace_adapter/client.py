@@ -2,6 +2,8 @@
 
 One connection per CLI invocation: ``initialize``, ``subscribe`` to the event *before*
 ``dispatch``, then follow ``flow.run.updated`` / ``flow.run.output`` until every run ends.
+Frames are encoded and decoded by :mod:`workspace_adapter.protocol`; runs arrive as its
+:class:`~workspace_adapter.protocol.WireRun`.
 :class:`ReconnectingClient` is the long-lived variant for a daemon (``workspace serve``): it
 reconnects with backoff when the backend restarts.
 """
@@ -9,11 +11,10 @@ reconnects with backoff when the backend restarts.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 import msgspec
@@ -21,14 +22,17 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import __version__
+from workspace_adapter import protocol as rpc
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
-from workspace_adapter.base.status import TERMINAL_RUN_STATES
+from workspace_adapter.protocol import WireRun
 
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
 DEFAULT_REQUEST_TIMEOUT = 30.0
 
 OutputCallback = Callable[[str, str, str], None]
 """Called with (run id, stream, line) for each line a step prints."""
+
+T = TypeVar("T")
 
 
 class DispatchOutcome(msgspec.Struct, kw_only=True):
@@ -38,7 +42,7 @@ class DispatchOutcome(msgspec.Struct, kw_only=True):
     event_id: str
     matched: int
     run_ids: list[str]
-    runs: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    runs: list[WireRun] = msgspec.field(default_factory=list)
 
 
 class RpcError(UserError):
@@ -79,64 +83,76 @@ class WorkspaceClient:
         self.ws = ws
         self.url = url
         self._ids = itertools.count(1)
-        self.notifications: list[dict[str, Any]] = []
+        self.notifications: list[rpc.Notification] = []
         self.server_info: dict[str, Any] = {}
+
+    @overload
+    async def request(
+        self, method: str, params: Any = None, *, timeout: float | None = ...
+    ) -> Any: ...
+
+    @overload
+    async def request(
+        self, method: str, params: Any = None, *, timeout: float | None = ..., result: type[T]
+    ) -> T: ...
 
     async def request(
         self,
         method: str,
-        params: dict[str, Any] | None = None,
+        params: Any = None,
         *,
         timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        result: Any = Any,
     ) -> Any:
-        """Send one request and wait for its reply (``timeout`` None: as long as it takes)."""
+        """Send one request and wait for its reply, decoded as ``result`` (plain JSON values
+        by default); ``params`` is a params struct or a dict; ``timeout`` None: no limit.
+        """
         request_id = next(self._ids)
-        frame: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            frame["params"] = params
         try:
-            await self.ws.send(json.dumps(frame))
+            await self.ws.send(rpc.encode_request(request_id, method, params))
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(self.url, str(exc)) from None
         with anyio.move_on_after(timeout):
             while True:
                 message = await self._receive()
-                if message.get("id") != request_id:
-                    if "method" in message and "id" not in message:
-                        self.notifications.append(message)
+                if isinstance(message, rpc.Notification):
+                    self.notifications.append(message)
                     continue
-                error = message.get("error")
-                if isinstance(error, dict):
-                    raise RpcError(method, int(error.get("code", 0)), str(error.get("message")))
-                return message.get("result")
+                if message.id != request_id:
+                    continue
+                if message.error is not None:
+                    raise RpcError(method, message.error.code, message.error.message)
+                try:
+                    return rpc.decode_result(message, result)
+                except msgspec.ValidationError as exc:
+                    raise UserError(f"backend answered {method} with {exc}", 1) from None
         assert timeout is not None
         raise RequestTimeout(self.url, method, timeout)
 
-    async def next_notification(self) -> dict[str, Any]:
+    async def next_notification(self) -> rpc.Notification:
         """The next queued or incoming notification."""
         if self.notifications:
             return self.notifications.pop(0)
         while True:
             message = await self._receive()
-            if "method" in message and "id" not in message:
+            if isinstance(message, rpc.Notification):
                 return message
 
-    async def _receive(self) -> dict[str, Any]:
-        try:
-            raw = await self.ws.recv()
-        except websockets.ConnectionClosed as exc:
-            raise ConnectionLost(self.url, str(exc)) from None
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            return {}
-        return message if isinstance(message, dict) else {}
+    async def _receive(self) -> rpc.Reply | rpc.Notification:
+        while True:
+            try:
+                raw = await self.ws.recv()
+            except websockets.ConnectionClosed as exc:
+                raise ConnectionLost(self.url, str(exc)) from None
+            message = rpc.decode_incoming(raw)
+            if message is not None:
+                return message
 
     async def initialize(self) -> dict[str, Any]:
-        result = await self.request(
-            "workspace.initialize",
-            {"clientInfo": {"name": "workspace-adapter", "version": __version__}},
+        params = rpc.InitializeParams(
+            clientInfo={"name": "workspace-adapter", "version": __version__}
         )
+        result = await self.request("workspace.initialize", params)
         self.server_info = dict(result.get("serverInfo") or {}) if isinstance(result, dict) else {}
         return result if isinstance(result, dict) else {}
 
@@ -194,43 +210,37 @@ async def probe(url: str, token: str | None = None, timeout: float = 2.0) -> dic
 
 async def follow_runs(
     client: WorkspaceClient, run_ids: list[str], on_output: OutputCallback | None = None
-) -> list[dict[str, Any]]:
+) -> list[WireRun]:
     """Wait until every run has ended, streaming output; the client must already subscribe."""
-    finished: dict[str, dict[str, Any]] = {}
+    finished: dict[str, WireRun] = {}
     wanted = set(run_ids)
 
-    def handle(note: dict[str, Any]) -> None:
-        params = note.get("params") or {}
-        if note.get("method") == "flow.run.output":
-            if on_output is not None and params.get("runId") in wanted:
-                on_output(str(params["runId"]), str(params.get("stream")), str(params.get("line")))
-        elif note.get("method") == "flow.run.updated":
-            run = params.get("run") or {}
-            if run.get("id") in wanted and run.get("status") in TERMINAL_RUN_STATES:
-                finished[str(run["id"])] = run
+    def handle(note: rpc.Notification) -> None:
+        try:
+            if note.method == rpc.RUN_OUTPUT:
+                line = rpc.decode_params(note, rpc.RunOutput)
+                if on_output is not None and line.runId in wanted:
+                    on_output(line.runId, line.stream, line.line)
+            elif note.method == rpc.RUN_UPDATED:
+                run = rpc.decode_params(note, rpc.RunUpdated).run
+                if run.id in wanted and run.terminal:
+                    finished[run.id] = run
+        except msgspec.ValidationError:
+            return  # not a notification we can read; the run's final state still comes
 
     # Runs that ended before we subscribed (a duplicate dispatch) send nothing more.
     for run_id in run_ids:
-        got = await client.request("flow.getRun", {"runId": run_id})
-        run = got.get("run") if isinstance(got, dict) else None
-        if isinstance(run, dict) and run.get("status") in TERMINAL_RUN_STATES:
-            finished[run_id] = run
+        got = await client.request(
+            "flow.getRun", rpc.RunIdParams(runId=run_id), result=rpc.RunResult
+        )
+        if got.run.terminal:
+            finished[run_id] = got.run
     # Lines that arrived while we asked are still ours to show, even for a finished run.
     while client.notifications:
         handle(client.notifications.pop(0))
     while len(finished) < len(run_ids):
         handle(await client.next_notification())
     return [finished[r] for r in run_ids]
-
-
-def _outcome(reply: Any, event_id: str) -> DispatchOutcome:
-    reply = reply if isinstance(reply, dict) else {}
-    return DispatchOutcome(
-        status=str(reply.get("status")),
-        event_id=str(reply.get("eventId", event_id)),
-        matched=int(reply.get("matched") or 0),
-        run_ids=[str(r) for r in reply.get("runIds") or []],
-    )
 
 
 async def dispatch_and_follow(
@@ -246,7 +256,7 @@ async def dispatch_and_follow(
     return await _send_and_follow(
         url,
         "flow.dispatch",
-        {"event": event},
+        rpc.DispatchParams(event=event),
         # A missing id is the backend's to refuse (-32602 naming it), not a KeyError here.
         str(event.get("id", "")),
         wait,
@@ -267,14 +277,21 @@ async def replay_and_follow(
 ) -> DispatchOutcome:
     """Replay a stored event; with ``wait``, follow the new runs like a dispatch."""
     return await _send_and_follow(
-        url, "flow.replay", {"eventId": event_id}, event_id, wait, on_output, token, connect_timeout
+        url,
+        "flow.replay",
+        rpc.ReplayParams(eventId=event_id),
+        event_id,
+        wait,
+        on_output,
+        token,
+        connect_timeout,
     )
 
 
 async def _send_and_follow(
     url: str,
     method: str,
-    params: dict[str, Any],
+    params: rpc.DispatchParams | rpc.ReplayParams,
     event_id: str,
     wait: bool,
     on_output: OutputCallback | None,
@@ -285,8 +302,14 @@ async def _send_and_follow(
     try:
         if wait:
             # Before the dispatch, so not one line of a fast run is missed.
-            await client.request("flow.subscribe", {"eventId": event_id})
-        outcome = _outcome(await client.request(method, params), event_id)
+            await client.request("flow.subscribe", rpc.SubscribeParams(eventId=event_id))
+        reply = await client.request(method, params, result=rpc.DispatchResult)
+        outcome = DispatchOutcome(
+            status=reply.status,
+            event_id=reply.eventId or event_id,
+            matched=reply.matched,
+            run_ids=reply.runIds,
+        )
         if wait and outcome.run_ids:
             outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
         return outcome
@@ -294,18 +317,42 @@ async def _send_and_follow(
         await client.close()
 
 
+@overload
 async def call(
     url: str,
     method: str,
-    params: dict[str, Any] | None = None,
+    params: Any = None,
+    *,
+    token: str | None = ...,
+    timeout: float | None = ...,
+) -> Any: ...
+
+
+@overload
+async def call(
+    url: str,
+    method: str,
+    params: Any = None,
+    *,
+    token: str | None = ...,
+    timeout: float | None = ...,
+    result: type[T],
+) -> T: ...
+
+
+async def call(
+    url: str,
+    method: str,
+    params: Any = None,
     *,
     token: str | None = None,
     timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    result: Any = Any,
 ) -> Any:
     """One request on a fresh connection (for the inspection commands)."""
     client = await open_client(url, token)
     try:
-        return await client.request(method, params, timeout=timeout)
+        return await client.request(method, params, timeout=timeout, result=result)
     finally:
         await client.close()
 
@@ -351,11 +398,17 @@ class ReconnectingClient:
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(self.max_backoff, delay * 2)
 
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def request(self, method: str, params: Any = None) -> Any: ...
+
+    @overload
+    async def request(self, method: str, params: Any = None, *, result: type[T]) -> T: ...
+
+    async def request(self, method: str, params: Any = None, *, result: Any = Any) -> Any:
         for retry in (False, True):
             client = await self.connect()
             try:
-                return await client.request(method, params)
+                return await client.request(method, params, result=result)
             except ConnectionLost:
                 self._client = None
                 if retry:

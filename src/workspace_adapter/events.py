@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from workspace_adapter.base.status import RESULT_STATUSES, Status, flow_status
+from workspace_adapter.base.status import RESULT_STATUSES, Status
 from workspace_adapter.base.times import utc_now_iso
 
 
@@ -62,8 +62,3 @@ def normalize_event(raw: object) -> dict[str, Any]:
     if not event.get("receivedAt"):
         event["receivedAt"] = utc_now_iso()
     return event
-
-
-def flow_status_of_run(run: dict[str, Any]) -> Status:
-    """A backend run's flow status: its resultStatus when completed, else failed or canceled."""
-    return flow_status(run.get("status"), run.get("resultStatus"))

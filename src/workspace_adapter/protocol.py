@@ -1,9 +1,11 @@
-"""JSON-RPC 2.0 of the workspace backend (SPEC §6), without a socket in sight.
+"""JSON-RPC 2.0 of the workspace backend, both sides of it, without a socket in sight.
 
-Decodes a frame into a :class:`Request` or an :class:`RpcFault`, validates each method's params
-into a typed struct, encodes replies and notifications, and verifies the HMAC signature of
-``POST /events``. The server module moves bytes and calls these functions; the tests feed them
-plain values.
+For the backend: decodes a frame into a :class:`Request` or an :class:`RpcFault`, validates
+params into a typed struct, encodes replies and notifications, and verifies the HMAC signature
+of ``POST /events``. For a client: encodes requests and decodes what the backend sends back
+(:func:`decode_incoming`) into a :class:`Reply` or a :class:`Notification`. The run as both
+sides see it is one struct, :class:`WireRun`. The server and client modules move bytes and call
+these functions; the tests feed them plain values.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from workspace_adapter import __version__
-from workspace_adapter.base.status import RUN_STATES, Status
+from workspace_adapter.base.status import RUN_STATES, TERMINAL_RUN_STATES, Status, flow_status
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -68,34 +71,88 @@ class Request(msgspec.Struct, frozen=True):
     notification: bool = False
 
 
+# --- the run, as both sides see it -----------------------------------------------------------
+
+
+class WireRun(msgspec.Struct, kw_only=True):
+    """One flow run on the wire: SPEC §6 keys plus codex-flows' compatibility keys.
+
+    Every key is always sent (in this order); a reader takes a run that lacks the
+    compatibility keys too.
+    """
+
+    id: str
+    eventId: str = ""
+    flowName: str = ""
+    stepName: str = ""
+    status: str = "queued"
+    resultStatus: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    exitCode: int | None = None
+    replay: bool = False
+    stdoutTail: str = ""
+    stderrTail: str = ""
+    createdAt: str = ""
+    startedAt: str | None = None
+    completedAt: str | None = None
+    resultJson: str | None = None
+    backend: str = "workspace-adapter"
+    executor: str = "local"
+    eventPath: str | None = None
+    commandJson: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATES
+
+    @property
+    def flow_status(self) -> Status:
+        """Its resultStatus when completed, else failed or canceled (or the state it is in)."""
+        return flow_status(self.status, self.resultStatus)
+
+    @property
+    def message(self) -> str | None:
+        """What the step said about its result, or why the run did not complete."""
+        said = self.result.get("message") if self.result is not None else None
+        return str(self.error or said or "") or None
+
+    @property
+    def artifacts(self) -> dict[str, Any]:
+        found = self.result.get("artifacts") if self.result is not None else None
+        return found if isinstance(found, dict) else {}
+
+
 # --- params of each method -------------------------------------------------------------------
 
 
-class InitializeParams(msgspec.Struct, kw_only=True):
+class InitializeParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     clientInfo: dict[str, Any] | None = None
     capabilities: dict[str, Any] | None = None
 
 
-class DispatchParams(msgspec.Struct, kw_only=True):
+class DispatchParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     event: dict[str, Any]
     wait: bool = False
 
 
-class ReplayParams(msgspec.Struct, kw_only=True):
+class ReplayParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     eventId: NonEmpty
     wait: bool = False
 
 
-class ListEventsParams(msgspec.Struct, kw_only=True):
+class ListEventsParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str | None = None
     limit: Limit = 50
 
 
-class GetEventParams(msgspec.Struct, kw_only=True):
+class GetEventParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     eventId: NonEmpty
 
 
-class ListRunsParams(msgspec.Struct, kw_only=True):
+class ListRunsParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     eventId: str | None = None
     status: Status | None = None
     limit: Limit = 50
@@ -105,34 +162,88 @@ class ListRunsParams(msgspec.Struct, kw_only=True):
             raise ValueError(f"status must be one of {', '.join(sorted(RUN_STATES))}")
 
 
-class RunIdParams(msgspec.Struct, kw_only=True):
+class RunIdParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     runId: NonEmpty
 
 
-class SubscribeParams(msgspec.Struct, kw_only=True):
+class SubscribeParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     eventId: str | None = None
     runId: str | None = None
 
 
-class UnsubscribeParams(msgspec.Struct, kw_only=True):
+class UnsubscribeParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     subscriptionId: str | None = None
     eventId: str | None = None
     runId: str | None = None
 
 
-PARAMS: dict[str, type[msgspec.Struct]] = {
-    "workspace.initialize": InitializeParams,
-    "flow.dispatch": DispatchParams,
-    "flow.replay": ReplayParams,
-    "flow.listEvents": ListEventsParams,
-    "flow.getEvent": GetEventParams,
-    "flow.listRuns": ListRunsParams,
-    "flow.getRun": RunIdParams,
-    "flow.cancelRun": RunIdParams,
-    "flow.subscribe": SubscribeParams,
-    "flow.unsubscribe": UnsubscribeParams,
-}
-WORKSPACE_METHODS: tuple[str, ...] = tuple(sorted(m for m in PARAMS if m.startswith("flow.")))
+# --- results ---------------------------------------------------------------------------------
+
+
+class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The reply to ``flow.dispatch`` and ``flow.replay``; ``runs`` only when waited for."""
+
+    status: str
+    eventId: str
+    runIds: list[str]
+    matched: int
+    idempotent: bool = False
+    runs: list[WireRun] | None = None
+
+
+class RunResult(msgspec.Struct):
+    """The reply to ``flow.getRun`` and ``flow.cancelRun``."""
+
+    run: WireRun
+
+
+class RunsResult(msgspec.Struct):
+    """The reply to ``flow.listRuns``."""
+
+    runs: list[WireRun]
+
+
+class EventResult(msgspec.Struct):
+    """The reply to ``flow.getEvent``: the stored event and its runs."""
+
+    event: dict[str, Any]
+    runs: list[WireRun]
+
+
+class EventsResult(msgspec.Struct):
+    """The reply to ``flow.listEvents``."""
+
+    events: list[dict[str, Any]]
+
+
+class SubscribeResult(msgspec.Struct):
+    subscriptionId: str
+
+
+class UnsubscribeResult(msgspec.Struct):
+    subscriptionId: str | None
+    removed: list[str]
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+RUN_UPDATED = "flow.run.updated"
+RUN_OUTPUT = "flow.run.output"
+
+
+class RunUpdated(msgspec.Struct):
+    """``flow.run.updated``: a run changed state."""
+
+    run: WireRun
+
+
+class RunOutput(msgspec.Struct):
+    """``flow.run.output``: one line a step printed."""
+
+    runId: str
+    stream: str
+    line: str
+
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -166,8 +277,6 @@ def decode_request(frame: str | bytes) -> Request | None:
         raise RpcFault(
             INVALID_REQUEST, "invalid request: method must be a non-empty string", request_id=raw_id
         )
-    if method not in PARAMS:
-        raise RpcFault(METHOD_NOT_FOUND, f"method not found: {method}", request_id=raw_id)
     params = message.get("params", {})
     if params is None:
         params = {}
@@ -178,15 +287,24 @@ def decode_request(frame: str | bytes) -> Request | None:
     return Request(id=request_id, method=method, params=params, notification="id" not in message)
 
 
-def parse_params(method: str, params: dict[str, Any]) -> Any:
-    """The typed params of ``method``; raises a -32602 :class:`RpcFault` naming the field.
+P = TypeVar("P", bound=msgspec.Struct)
 
-    ``flow.dispatch`` also takes a bare event (no ``event`` key), as codex-flows clients send.
+
+def parse_params(params_type: type[P], params: dict[str, Any]) -> P:
+    """``params`` as ``params_type``; raises a -32602 :class:`RpcFault` naming the field.
+
+    :class:`DispatchParams` also takes a bare event (no ``event`` key), as codex-flows clients
+    send.
     """
-    if method == "flow.dispatch" and "event" not in params:
-        params = {"event": params}
+    if params_type is DispatchParams:
+        if "event" not in params:
+            params = {"event": params}
+        # A dispatch is the hot path: a well-formed one skips the generic conversion.
+        event, wait = params["event"], params.get("wait", False)
+        if isinstance(event, dict) and isinstance(wait, bool):
+            return DispatchParams(event=event, wait=wait)  # type: ignore[return-value]
     try:
-        return msgspec.convert(params, PARAMS[method], strict=False)
+        return msgspec.convert(params, params_type, strict=False)
     except msgspec.ValidationError as exc:
         raise _params_fault(str(exc)) from None
 
@@ -204,8 +322,14 @@ def _params_fault(error: str) -> RpcFault:
 # --- encoding --------------------------------------------------------------------------------
 
 
+class _Result(msgspec.Struct):
+    jsonrpc: str
+    id: RequestId
+    result: Any
+
+
 def encode_result(request_id: RequestId, result: Any) -> bytes:
-    return _encoder.encode({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return _encoder.encode(_Result("2.0", request_id, result))
 
 
 def encode_fault(fault: RpcFault) -> bytes:
@@ -215,7 +339,7 @@ def encode_fault(fault: RpcFault) -> bytes:
     return _encoder.encode({"jsonrpc": "2.0", "id": fault.request_id, "error": error})
 
 
-def encode_notification(method: str, params: dict[str, Any]) -> bytes:
+def encode_notification(method: str, params: Any) -> bytes:
     return _encoder.encode({"jsonrpc": "2.0", "method": method, "params": params})
 
 
@@ -228,17 +352,102 @@ def connected_notification(at: str) -> bytes:
     return encode_notification("workspace.event", {"event": {"type": "connected", "at": at}})
 
 
-def initialize_result() -> dict[str, Any]:
+def initialize_result(methods: Iterable[str]) -> dict[str, Any]:
+    """The reply to ``workspace.initialize``; ``methods`` are the ones the backend serves."""
     return {
         "ok": True,
         "serverInfo": {"name": SERVER_NAME, "version": __version__},
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": {
-            "workspaceMethods": list(WORKSPACE_METHODS),
+            "workspaceMethods": sorted(m for m in methods if m.startswith("flow.")),
             "flowInspection": True,
             "runStreaming": True,
         },
     }
+
+
+# --- the client's side ------------------------------------------------------------------------
+
+
+class _Call(msgspec.Struct, omit_defaults=True):
+    jsonrpc: str
+    id: RequestId
+    method: str
+    params: Any = None
+
+
+def encode_request(request_id: RequestId, method: str, params: Any = None) -> bytes:
+    """A request frame; ``params`` is a params struct, a dict, or None for none."""
+    return _encoder.encode(_Call("2.0", request_id, method, params))
+
+
+class ErrorBody(msgspec.Struct):
+    """The ``error`` of a refused request."""
+
+    code: int = 0
+    message: str = ""
+    data: Any = None
+
+
+class Reply(msgspec.Struct):
+    """The backend's answer to the request with ``id``: ``result``, or ``error`` when refused.
+
+    ``result`` stays undecoded until the caller says what it expects (:func:`decode_result`).
+    """
+
+    id: RequestId
+    result: msgspec.Raw
+    error: ErrorBody | None
+
+
+class Notification(msgspec.Struct):
+    """Something the backend says unasked; ``params`` stays undecoded (:func:`decode_params`)."""
+
+    method: str
+    params: msgspec.Raw
+
+
+_EMPTY = msgspec.Raw(b"")
+_NO_PARAMS = msgspec.Raw(b"{}")
+
+
+class _Incoming(msgspec.Struct):
+    id: RequestId = None
+    method: str | None = None
+    params: msgspec.Raw = _EMPTY
+    result: msgspec.Raw = _EMPTY
+    error: ErrorBody | None = None
+
+
+_incoming = msgspec.json.Decoder(_Incoming)
+
+
+def decode_incoming(frame: str | bytes) -> Reply | Notification | None:
+    """A frame the backend sent: a reply, a notification, or None for anything else."""
+    try:
+        message = _incoming.decode(frame)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if message.method is not None:
+        if message.id is not None:
+            return None  # a request to us: clients serve none
+        return Notification(message.method, message.params if len(message.params) else _NO_PARAMS)
+    if not len(message.result) and message.error is None:
+        return None
+    return Reply(message.id, message.result, message.error)
+
+
+T = TypeVar("T")
+
+
+def decode_result(reply: Reply, result_type: type[T]) -> T:
+    """A reply's result as ``result_type``; raises :class:`msgspec.ValidationError`."""
+    return msgspec.json.decode(reply.result if len(reply.result) else b"null", type=result_type)
+
+
+def decode_params(note: Notification, params_type: type[T]) -> T:
+    """A notification's params as ``params_type``; raises :class:`msgspec.ValidationError`."""
+    return msgspec.json.decode(note.params, type=params_type)
 
 
 # --- signatures ------------------------------------------------------------------------------

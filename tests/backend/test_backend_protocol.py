@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
 from workspace_adapter import protocol as rpc
@@ -26,9 +27,10 @@ def test_arrays_and_non_objects_are_invalid_requests(frame: str) -> None:
     assert (fault.code, fault.request_id) == (rpc.INVALID_REQUEST, None)
 
 
-def test_unknown_method_keeps_the_id() -> None:
-    fault = fault_of('{"jsonrpc":"2.0","id":"a","method":"flow.nope"}')
-    assert (fault.code, fault.request_id) == (rpc.METHOD_NOT_FOUND, "a")
+def test_the_method_table_answers_unknown_methods() -> None:
+    # decode_request leaves the method to the backend's table (test_backend_service.py).
+    request = rpc.decode_request('{"jsonrpc":"2.0","id":"a","method":"flow.nope"}')
+    assert request is not None and (request.id, request.method) == ("a", "flow.nope")
 
 
 @pytest.mark.parametrize(
@@ -63,35 +65,40 @@ def test_notification_has_no_id() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "params", "field"),
+    ("params_type", "params", "field"),
     [
-        ("flow.getRun", {}, "runId"),
-        ("flow.getRun", {"runId": 5}, "runId"),
-        ("flow.getRun", {"runId": ""}, "runId"),
-        ("flow.listRuns", {"limit": 0}, "limit"),
-        ("flow.listRuns", {"status": "sleeping"}, "status"),
-        ("flow.replay", {"eventId": "e", "wait": "soon"}, "wait"),
-        ("flow.dispatch", {"event": 3}, "event"),
-        ("flow.listEvents", {"limit": 5000}, "limit"),
+        (rpc.RunIdParams, {}, "runId"),
+        (rpc.RunIdParams, {"runId": 5}, "runId"),
+        (rpc.RunIdParams, {"runId": ""}, "runId"),
+        (rpc.ListRunsParams, {"limit": 0}, "limit"),
+        (rpc.ListRunsParams, {"status": "sleeping"}, "status"),
+        (rpc.ReplayParams, {"eventId": "e", "wait": "soon"}, "wait"),
+        (rpc.DispatchParams, {"event": 3}, "event"),
+        (rpc.DispatchParams, {"event": {"id": "e"}, "wait": "soon"}, "wait"),
+        (rpc.ListEventsParams, {"limit": 5000}, "limit"),
     ],
 )
-def test_bad_params_name_the_field(method: str, params: dict[str, object], field: str) -> None:
+def test_bad_params_name_the_field(
+    params_type: type[msgspec.Struct], params: dict[str, object], field: str
+) -> None:
     with pytest.raises(rpc.RpcFault) as caught:
-        rpc.parse_params(method, params)
+        rpc.parse_params(params_type, params)
     assert caught.value.code == rpc.INVALID_PARAMS
     assert caught.value.data == {"field": field}
     assert field in caught.value.message
 
 
 def test_dispatch_takes_a_wrapped_or_a_bare_event() -> None:
-    wrapped = rpc.parse_params("flow.dispatch", {"event": {"id": "e", "type": "t"}, "wait": True})
-    bare = rpc.parse_params("flow.dispatch", {"id": "e", "type": "t"})
+    wrapped = rpc.parse_params(
+        rpc.DispatchParams, {"event": {"id": "e", "type": "t"}, "wait": True}
+    )
+    bare = rpc.parse_params(rpc.DispatchParams, {"id": "e", "type": "t"})
     assert (wrapped.event["id"], wrapped.wait) == ("e", True)
     assert (bare.event, bare.wait) == ({"id": "e", "type": "t"}, False)
 
 
 def test_query_strings_convert() -> None:
-    params = rpc.parse_params("flow.listRuns", {"limit": "10", "status": "failed"})
+    params = rpc.parse_params(rpc.ListRunsParams, {"limit": "10", "status": "failed"})
     assert (params.limit, params.status) == (10, "failed")
 
 
@@ -116,12 +123,12 @@ def test_encoding() -> None:
 
 
 def test_initialize_result_shape() -> None:
-    result = rpc.initialize_result()
+    result = rpc.initialize_result(["workspace.initialize", "flow.dispatch"])
     assert result["ok"] is True
     assert set(result["serverInfo"]) == {"name", "version"}
     assert result["capabilities"]["flowInspection"] is True
     assert result["capabilities"]["runStreaming"] is True
-    assert "flow.dispatch" in result["capabilities"]["workspaceMethods"]
+    assert result["capabilities"]["workspaceMethods"] == ["flow.dispatch"]
     assert "protocolVersion" in result
 
 
@@ -143,3 +150,80 @@ def test_bearer_tokens() -> None:
     assert rpc.verify_token("t0k", "bearer t0k")  # the scheme is case-insensitive
     assert not rpc.verify_token("t0k", "Basic t0k")
     assert not rpc.verify_token("t0k", "Bearer")
+
+
+# --- the client's side -------------------------------------------------------------------------
+
+
+def test_requests_encode_params_structs_without_defaults() -> None:
+    frame = rpc.encode_request(4, "flow.dispatch", rpc.DispatchParams(event={"id": "e"}))
+    assert json.loads(frame) == {
+        "jsonrpc": "2.0",
+        "id": 4,
+        "method": "flow.dispatch",
+        "params": {"event": {"id": "e"}},
+    }
+    assert json.loads(rpc.encode_request(5, "flow.listRuns")) == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "flow.listRuns",
+    }
+
+
+def test_a_request_round_trips_to_the_backend_side() -> None:
+    frame = rpc.encode_request(9, "flow.getRun", rpc.RunIdParams(runId="run_1"))
+    request = rpc.decode_request(frame)
+    assert request is not None and request.params == {"runId": "run_1"}
+    assert rpc.parse_params(rpc.RunIdParams, request.params).runId == "run_1"
+
+
+def test_replies_decode_into_result_structs() -> None:
+    run = rpc.WireRun(id="run_1", eventId="e", status="completed", resultStatus="changed")
+    reply = rpc.decode_incoming(rpc.encode_result(3, rpc.RunResult(run)))
+    assert isinstance(reply, rpc.Reply) and reply.id == 3 and reply.error is None
+    assert rpc.decode_result(reply, rpc.RunResult).run == run
+    assert rpc.decode_result(reply, dict)["run"]["resultStatus"] == "changed"
+
+
+def test_a_null_result_is_a_reply() -> None:
+    reply = rpc.decode_incoming('{"jsonrpc":"2.0","id":1,"result":null}')
+    assert isinstance(reply, rpc.Reply) and rpc.decode_result(reply, object) is None
+
+
+def test_error_replies_keep_code_and_message() -> None:
+    fault = rpc.RpcFault(rpc.INVALID_PARAMS, "no such run", request_id=2, data={"field": "runId"})
+    reply = rpc.decode_incoming(rpc.encode_fault(fault))
+    assert isinstance(reply, rpc.Reply) and reply.error is not None
+    assert (reply.error.code, reply.error.message, reply.error.data) == (
+        rpc.INVALID_PARAMS,
+        "no such run",
+        {"field": "runId"},
+    )
+
+
+def test_notifications_decode_by_method() -> None:
+    line = rpc.decode_incoming(
+        rpc.encode_notification(rpc.RUN_OUTPUT, rpc.RunOutput("run_1", "stdout", "hi"))
+    )
+    assert isinstance(line, rpc.Notification) and line.method == rpc.RUN_OUTPUT
+    assert rpc.decode_params(line, rpc.RunOutput) == rpc.RunOutput("run_1", "stdout", "hi")
+    connected = rpc.decode_incoming(rpc.connected_notification("2026-01-01T00:00:00.000Z"))
+    assert isinstance(connected, rpc.Notification) and connected.method == "workspace.event"
+
+
+@pytest.mark.parametrize("frame", ["not json", "[]", '{"jsonrpc":"2.0"}', '{"id":1,"method":"x"}'])
+def test_frames_a_client_cannot_use_are_none(frame: str) -> None:
+    assert rpc.decode_incoming(frame) is None
+
+
+def test_wire_run_flow_status() -> None:
+    done = rpc.WireRun(id="r", status="completed", resultStatus="changed")
+    assert (done.flow_status, done.terminal) == ("changed", True)
+    assert rpc.WireRun(id="r", status="failed").flow_status == "failed"
+    assert rpc.WireRun(id="r", status="canceled").flow_status == "canceled"
+    assert not rpc.WireRun(id="r", status="running").terminal
+
+
+def test_wire_run_reads_a_run_without_compatibility_keys() -> None:
+    run = msgspec.json.decode(b'{"id":"r","status":"completed"}', type=rpc.WireRun)
+    assert (run.id, run.stdout, run.resultJson) == ("r", "", None)

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from workspace_adapter.backend.records import DispatchRecord, new_flow_run
@@ -79,7 +80,7 @@ def test_wire_shape_has_result_json(tmp_path: Path) -> None:
         run.id, status="completed", result_status="changed", result={"status": "changed"}
     )
     assert done is not None
-    wire = done.to_wire()
+    wire = msgspec.to_builtins(done.to_wire())
     assert wire["resultJson"] == '{"flow":"flow","step":"step","result":{"status":"changed"}}'
     assert wire["id"].startswith("run_") and len(wire["id"]) == 16
     for key in (

@@ -29,11 +29,12 @@ from support.wire import http, open_rpc
 from workspace_adapter.backend.http import build_routes
 from workspace_adapter.backend.records import new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
-from workspace_adapter.backend.service import BackendService, FlowCatalog
+from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.sqlitefile import StoreUnavailable
+from workspace_adapter.flows.catalog import FlowCatalog
 from workspace_adapter.flows.executor import LocalExecutor
 from workspace_adapter.local.state import StateStore
 from workspace_adapter.local.taskruns import TaskRun, new_task_run

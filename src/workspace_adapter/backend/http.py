@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -140,9 +140,12 @@ def _faults_as_http(handler: Handler) -> Handler:
     return wrapped
 
 
-def _query(request: Request, method: str, names: dict[str, str]) -> Any:
+P = TypeVar("P", bound=msgspec.Struct)
+
+
+def _query(request: Request, params_type: type[P], names: dict[str, str]) -> P:
     params = {key: request.query_params[q] for q, key in names.items() if q in request.query_params}
-    return rpc.parse_params(method, params)
+    return rpc.parse_params(params_type, params)
 
 
 def build_routes(
@@ -186,8 +189,8 @@ def build_routes(
         return json_response(reply, 202)
 
     async def list_events(request: Request) -> Response:
-        params = _query(request, "flow.listEvents", {"type": "type", "limit": "limit"})
-        return json_response({"events": await service.list_events(params.type, params.limit)})
+        params = _query(request, rpc.ListEventsParams, {"type": "type", "limit": "limit"})
+        return json_response(rpc.EventsResult(await service.list_events(params.type, params.limit)))
 
     async def get_event(request: Request) -> Response:
         return json_response(service.get_event(request.path_params["event_id"]))
@@ -198,18 +201,18 @@ def build_routes(
     async def list_runs(request: Request) -> Response:
         params = _query(
             request,
-            "flow.listRuns",
+            rpc.ListRunsParams,
             {"eventId": "eventId", "event_id": "eventId", "status": "status", "limit": "limit"},
         )
         runs = await service.list_runs(params.eventId, params.status, params.limit)
-        return json_response({"runs": runs})
+        return json_response(rpc.RunsResult(runs))
 
     async def get_run(request: Request) -> Response:
         # codex-flows answers with the bare run here (SPEC appendix A).
         return json_response(service.get_run(request.path_params["run_id"]))
 
     async def cancel_run(request: Request) -> Response:
-        return json_response({"run": await service.cancel_run(request.path_params["run_id"])})
+        return json_response(rpc.RunResult(await service.cancel_run(request.path_params["run_id"])))
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -13,6 +13,7 @@ import msgspec
 
 from workspace_adapter.base.status import TERMINAL_RUN_STATES
 from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.protocol import WireRun
 
 # The columns every run query selects, in the order :func:`run_from_row` reads them.
 RUN_COLUMNS = (
@@ -47,7 +48,7 @@ class FlowRun(msgspec.Struct, kw_only=True):
     def terminal(self) -> bool:
         return self.status in TERMINAL_RUN_STATES
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> WireRun:
         """The run as clients see it: SPEC §6 keys plus codex-flows' compatibility keys."""
         result_json = (
             None
@@ -56,30 +57,26 @@ class FlowRun(msgspec.Struct, kw_only=True):
                 {"flow": self.flow_name, "step": self.step_name, "result": self.result}
             ).decode()
         )
-        return {
-            "id": self.id,
-            "eventId": self.event_id,
-            "flowName": self.flow_name,
-            "stepName": self.step_name,
-            "status": self.status,
-            "resultStatus": self.result_status,
-            "result": self.result,
-            "error": self.error,
-            "exitCode": self.exit_code,
-            "replay": self.replay,
-            "stdoutTail": self.stdout_tail,
-            "stderrTail": self.stderr_tail,
-            "createdAt": self.created_at,
-            "startedAt": self.started_at,
-            "completedAt": self.completed_at,
-            "resultJson": result_json,
-            "backend": "workspace-adapter",
-            "executor": "local",
-            "eventPath": None,
-            "commandJson": None,
-            "stdout": self.stdout_tail,
-            "stderr": self.stderr_tail,
-        }
+        return WireRun(
+            id=self.id,
+            eventId=self.event_id,
+            flowName=self.flow_name,
+            stepName=self.step_name,
+            status=self.status,
+            resultStatus=self.result_status,
+            result=self.result,
+            error=self.error,
+            exitCode=self.exit_code,
+            replay=self.replay,
+            stdoutTail=self.stdout_tail,
+            stderrTail=self.stderr_tail,
+            createdAt=self.created_at,
+            startedAt=self.started_at,
+            completedAt=self.completed_at,
+            resultJson=result_json,
+            stdout=self.stdout_tail,
+            stderr=self.stderr_tail,
+        )
 
 
 class DispatchRecord(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,13 +31,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.http import Guard, build_routes, is_loopback
 from workspace_adapter.backend.runqueue import RunQueue
-from workspace_adapter.backend.service import BackendService, FlowCatalog
+from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import SchemaVersionError, unavailable
 from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.flows.catalog import FlowCatalog
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 
 # Requests one connection may have in flight before it hears "overloaded".
@@ -185,8 +186,7 @@ class ClientSession:
             if request is None:
                 return None
             request_id = request.id
-            params = rpc.parse_params(request.method, request.params)
-            result = await self.service.call(request.method, params, self.outbox)
+            result = await self.service.call(request.method, request.params, self.outbox)
             return None if request.notification else rpc.encode_result(request.id, result)
         except rpc.RpcFault as fault:
             if fault.request_id is None:
@@ -281,12 +281,16 @@ def check_options(options: BackendOptions) -> None:
 
 def _use_pidfd_child_watcher() -> None:
     # Python 3.11's default child watcher starts a thread per subprocess to wait for it; a
-    # pidfd lets the event loop itself notice the exit (3.12+ does this on its own).
+    # pidfd lets the event loop itself notice the exit (3.12+ does this on its own). uvloop
+    # watches its children itself.
+    loop = asyncio.get_running_loop()
+    if type(loop).__module__.startswith("uvloop"):
+        return
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
         with contextlib.suppress(OSError, NotImplementedError):
             os.close(os.pidfd_open(os.getpid()))
             watcher = asyncio.PidfdChildWatcher()
-            watcher.attach_loop(asyncio.get_running_loop())
+            watcher.attach_loop(loop)
             asyncio.get_event_loop_policy().set_child_watcher(watcher)
 
 
@@ -308,8 +312,9 @@ class Companion(Protocol):
         """After the backend cancelled its steps: end whatever the companion left running."""
 
 
-# Builds the companion for the URL the daemon listens on (known only once bound: ``--port 0``).
-CompanionFactory = Callable[[str], Companion]
+# Builds the companion for the URL the daemon listens on (known only once bound: ``--port 0``)
+# and the service the daemon runs (``serve`` hands its flow tasks to it in-process).
+CompanionFactory = Callable[[str, BackendService], Companion]
 
 
 async def serve_backend(
@@ -366,7 +371,7 @@ async def serve_backend(
         )
         server = _Server(config)
         try:
-            sidecar = companion(url) if companion is not None else None
+            sidecar = companion(url, service) if companion is not None else None
             alongside = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -432,6 +437,23 @@ async def _stop_on_signal(
         return
 
 
+def run_daemon(main: Callable[[], Awaitable[int]]) -> int:
+    """Run a daemon's main coroutine on uvloop (asyncio's own loop if uvloop is missing).
+
+    uvloop's transports are C: under a dispatch load the stdlib selector loop spent a quarter
+    of the daemon's time moving bytes (bench/profiles/).
+    """
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
+        return anyio.run(main, backend="asyncio")
+    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
 def run_backend(options: BackendOptions) -> int:
     """Synchronous entry point for the CLI."""
-    return anyio.run(serve_backend, options, backend="asyncio")
+
+    async def main() -> int:
+        return await serve_backend(options)
+
+    return run_daemon(main)

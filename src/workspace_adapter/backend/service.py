@@ -1,18 +1,19 @@
 """What each backend method does, for the WebSocket and the HTTP routes alike.
 
-Methods take typed params (see :mod:`workspace_adapter.protocol`) and return plain results, or
-raise :class:`RpcFault`. Nothing here knows about sockets.
+One table, :data:`METHODS`, names every JSON-RPC method with its params struct (see
+:mod:`workspace_adapter.protocol`) and its handler; ``workspace.initialize`` advertises the same
+table. Handlers return plain results or raise :class:`RpcFault`. Nothing here knows about
+sockets.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NamedTuple
 
 import anyio
+import msgspec
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.records import FlowRun, new_flow_run
@@ -27,66 +28,7 @@ from workspace_adapter.backend.subscriptions import (
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import StoreUnavailable
 from workspace_adapter.events import EventError, normalize_event
-from workspace_adapter.flows.package import (
-    FLOW_DIRS,
-    FlowDiscovery,
-    FlowPackage,
-    FlowStep,
-    discover_flows,
-    matching_steps,
-)
-
-# How often a dispatch may look at the flow folders for edits.
-CATALOG_RECHECK_SECONDS = 1.0
-
-
-class FlowCatalog:
-    """The flow packages under a workspace root, reloaded when a ``flow.toml`` changes."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._log = get_logger(component="flows")
-        self._stamp = self._fingerprint()
-        self._checked = time.monotonic()
-        self.discovery = self._discover()
-
-    def _discover(self) -> FlowDiscovery:
-        discovery = discover_flows(self.root)
-        for error in discovery.errors:
-            self._log.warning("flow.invalid", problem=str(error))
-        return discovery
-
-    def _fingerprint(self) -> tuple[tuple[str, int], ...]:
-        stamps: list[tuple[str, int]] = []
-        for sub in FLOW_DIRS:
-            base = self.root / sub
-            if not base.is_dir():
-                continue
-            stamps.append((str(base), base.stat().st_mtime_ns))
-            for folder in base.iterdir():
-                for name in ("flow.toml", "schemas", "."):
-                    try:
-                        stamps.append((str(folder / name), (folder / name).stat().st_mtime_ns))
-                    except OSError:
-                        continue
-        return tuple(sorted(stamps))
-
-    def packages(self) -> list[FlowPackage]:
-        now = time.monotonic()
-        if now - self._checked >= CATALOG_RECHECK_SECONDS:
-            self._checked = now
-            stamp = self._fingerprint()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self.discovery = self._discover()
-        return self.discovery.packages
-
-    def find(self, flow_name: str, step_name: str) -> tuple[FlowPackage, FlowStep] | None:
-        package = next((p for p in self.packages() if p.name == flow_name), None)
-        if package is None:
-            return None
-        step = next((s for s in package.steps if s.name == step_name), None)
-        return None if step is None else (package, step)
+from workspace_adapter.flows.catalog import FlowCatalog
 
 
 def _unknown(field: str, value: str) -> rpc.RpcFault:
@@ -140,42 +82,57 @@ class BackendService:
             )
             raise store_fault(problem) from None
 
-    async def call(self, method: str, params: Any, outbox: Outbox | None = None) -> Any:
-        """Run one decoded JSON-RPC method; ``outbox`` is the caller's, for subscriptions."""
-        if method == "workspace.initialize":
-            return rpc.initialize_result()
-        if method == "flow.dispatch":
-            return await self.dispatch(params.event, wait=params.wait)
-        if method == "flow.replay":
-            return await self.replay(params.eventId, wait=params.wait)
-        if method == "flow.listEvents":
-            return {"events": await self.list_events(params.type, params.limit)}
-        if method == "flow.getEvent":
-            return self.get_event(params.eventId)
-        if method == "flow.listRuns":
-            return {"runs": await self.list_runs(params.eventId, params.status, params.limit)}
-        if method == "flow.getRun":
-            return {"run": self.get_run(params.runId)}
-        if method == "flow.cancelRun":
-            return {"run": await self.cancel_run(params.runId)}
-        if method == "flow.subscribe":
-            if outbox is None:
-                raise rpc.RpcFault(rpc.INVALID_REQUEST, "subscriptions need a WebSocket")
-            try:
-                return {"subscriptionId": self.hub.subscribe(outbox, params.eventId, params.runId)}
-            except TooManySubscriptions:
-                raise rpc.RpcFault(
-                    rpc.OVERLOADED,
-                    f"overloaded: a connection holds at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} "
-                    "subscriptions; unsubscribe first",
-                ) from None
-        if method == "flow.unsubscribe":
-            return self._unsubscribe(params, outbox)
-        raise rpc.RpcFault(rpc.METHOD_NOT_FOUND, f"method not found: {method}")
+    async def call(self, method: str, params: dict[str, Any], outbox: Outbox | None = None) -> Any:
+        """Run one decoded JSON-RPC call; ``outbox`` is the caller's, for subscriptions."""
+        entry = METHODS.get(method)
+        if entry is None:
+            raise rpc.RpcFault(rpc.METHOD_NOT_FOUND, f"method not found: {method}")
+        return await entry.handler(self, rpc.parse_params(entry.params, params), outbox)
+
+    # --- the handlers, as the table calls them -----------------------------------------------
+
+    async def _initialize(self, params: rpc.InitializeParams, outbox: Outbox | None) -> Any:
+        return rpc.initialize_result(METHODS)
+
+    async def _dispatch(self, params: rpc.DispatchParams, outbox: Outbox | None) -> Any:
+        return await self.dispatch(params.event, wait=params.wait)
+
+    async def _replay(self, params: rpc.ReplayParams, outbox: Outbox | None) -> Any:
+        return await self.replay(params.eventId, wait=params.wait)
+
+    async def _list_events(self, params: rpc.ListEventsParams, outbox: Outbox | None) -> Any:
+        return rpc.EventsResult(await self.list_events(params.type, params.limit))
+
+    async def _get_event(self, params: rpc.GetEventParams, outbox: Outbox | None) -> Any:
+        return self.get_event(params.eventId)
+
+    async def _list_runs(self, params: rpc.ListRunsParams, outbox: Outbox | None) -> Any:
+        return rpc.RunsResult(await self.list_runs(params.eventId, params.status, params.limit))
+
+    async def _get_run(self, params: rpc.RunIdParams, outbox: Outbox | None) -> Any:
+        return rpc.RunResult(self.get_run(params.runId))
+
+    async def _cancel_run(self, params: rpc.RunIdParams, outbox: Outbox | None) -> Any:
+        return rpc.RunResult(await self.cancel_run(params.runId))
+
+    async def _subscribe(self, params: rpc.SubscribeParams, outbox: Outbox | None) -> Any:
+        if outbox is None:
+            raise rpc.RpcFault(rpc.INVALID_REQUEST, "subscriptions need a WebSocket")
+        try:
+            return rpc.SubscribeResult(self.hub.subscribe(outbox, params.eventId, params.runId))
+        except TooManySubscriptions:
+            raise rpc.RpcFault(
+                rpc.OVERLOADED,
+                f"overloaded: a connection holds at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} "
+                "subscriptions; unsubscribe first",
+            ) from None
+
+    async def _unsubscribe_call(self, params: rpc.UnsubscribeParams, outbox: Outbox | None) -> Any:
+        return self._unsubscribe(params, outbox)
 
     # --- dispatch and replay -----------------------------------------------------------------
 
-    async def dispatch(self, raw_event: Any, *, wait: bool = False) -> dict[str, Any]:
+    async def dispatch(self, raw_event: Any, *, wait: bool = False) -> rpc.DispatchResult:
         """Validate, store with its matched runs in one transaction, queue the runs."""
         try:
             event = normalize_event(raw_event)
@@ -193,7 +150,7 @@ class BackendService:
             self._log.info("event.dispatched", event_id=event["id"], matched=len(runs))
         return await self._reply(record.status, event["id"], record.run_ids, duplicate, wait)
 
-    async def replay(self, event_id: str, *, wait: bool = False) -> dict[str, Any]:
+    async def replay(self, event_id: str, *, wait: bool = False) -> rpc.DispatchResult:
         """Run a stored event again: new runs whose ids end ``_replay``."""
         event = self.store.get_event(event_id)
         if event is None:
@@ -209,58 +166,59 @@ class BackendService:
         self, event_id: str, event: dict[str, Any], *, replay: bool = False
     ) -> list[FlowRun]:
         """A queued run per matching step, or a retryable fault when the queue has no room."""
-        matches = matching_steps(self.catalog.packages(), event)
-        if not self.queue.has_room(len(matches)):
+        matches = self.catalog.matching(event)
+        if matches and not self.queue.has_room(len(matches)):
             raise rpc.RpcFault(rpc.OVERLOADED, "overloaded: the run queue is full; retry later")
         return [new_flow_run(event_id, p.name, s.name, replay=replay) for p, s in matches]
 
     async def _reply(
         self, status: str, event_id: str, run_ids: list[str], idempotent: bool, wait: bool
-    ) -> dict[str, Any]:
-        reply: dict[str, Any] = {
-            "status": status,
-            "eventId": event_id,
-            "runIds": run_ids,
-            "matched": len(run_ids),
-            "idempotent": idempotent,
-        }
-        if wait:
-            reply["runs"] = [r.to_wire() for r in await self.queue.wait_for(run_ids)]
-        return reply
+    ) -> rpc.DispatchResult:
+        runs = [r.to_wire() for r in await self.queue.wait_for(run_ids)] if wait else None
+        return rpc.DispatchResult(
+            status=status,
+            eventId=event_id,
+            runIds=run_ids,
+            matched=len(run_ids),
+            idempotent=idempotent,
+            runs=runs,
+        )
 
     # --- inspection --------------------------------------------------------------------------
 
     async def list_events(self, event_type: str | None, limit: int) -> list[dict[str, Any]]:
         return await anyio.to_thread.run_sync(self.store.list_events, event_type, limit)
 
-    def get_event(self, event_id: str) -> dict[str, Any]:
+    def get_event(self, event_id: str) -> rpc.EventResult:
         event = self.store.get_event(event_id)
         if event is None:
             raise _unknown("eventId", event_id)
-        return {"event": event, "runs": [r.to_wire() for r in self.store.runs_of_event(event_id)]}
+        return rpc.EventResult(event, [r.to_wire() for r in self.store.runs_of_event(event_id)])
 
     async def list_runs(
         self, event_id: str | None, status: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[rpc.WireRun]:
         runs: list[FlowRun] = await anyio.to_thread.run_sync(
             self.store.list_runs, event_id, status, limit
         )
         return [r.to_wire() for r in runs]
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
+    def get_run(self, run_id: str) -> rpc.WireRun:
         run = self.store.get_run(run_id)
         if run is None:
             raise _unknown("runId", run_id)
         return run.to_wire()
 
-    async def cancel_run(self, run_id: str) -> dict[str, Any]:
+    async def cancel_run(self, run_id: str) -> rpc.WireRun:
         with self._store_writes("cancel", run_id=run_id):
             run = await self.queue.cancel(run_id)
         if run is None:
             raise _unknown("runId", run_id)
         return run.to_wire()
 
-    def _unsubscribe(self, params: rpc.UnsubscribeParams, outbox: Outbox | None) -> dict[str, Any]:
+    def _unsubscribe(
+        self, params: rpc.UnsubscribeParams, outbox: Outbox | None
+    ) -> rpc.UnsubscribeResult:
         if params.subscriptionId is not None:
             sub = next(
                 (s for s in self.hub.subscriptions_of(outbox) if s.id == params.subscriptionId)
@@ -279,4 +237,28 @@ class BackendService:
             ]
         else:
             removed = []
-        return {"subscriptionId": removed[0] if removed else None, "removed": removed}
+        return rpc.UnsubscribeResult(removed[0] if removed else None, removed)
+
+
+Handler = Callable[[BackendService, Any, Outbox | None], Awaitable[Any]]
+
+
+class Method(NamedTuple):
+    """A JSON-RPC method the backend serves: the struct its params decode into, its handler."""
+
+    params: type[msgspec.Struct]
+    handler: Handler
+
+
+METHODS: dict[str, Method] = {
+    "workspace.initialize": Method(rpc.InitializeParams, BackendService._initialize),
+    "flow.dispatch": Method(rpc.DispatchParams, BackendService._dispatch),
+    "flow.replay": Method(rpc.ReplayParams, BackendService._replay),
+    "flow.listEvents": Method(rpc.ListEventsParams, BackendService._list_events),
+    "flow.getEvent": Method(rpc.GetEventParams, BackendService._get_event),
+    "flow.listRuns": Method(rpc.ListRunsParams, BackendService._list_runs),
+    "flow.getRun": Method(rpc.RunIdParams, BackendService._get_run),
+    "flow.cancelRun": Method(rpc.RunIdParams, BackendService._cancel_run),
+    "flow.subscribe": Method(rpc.SubscribeParams, BackendService._subscribe),
+    "flow.unsubscribe": Method(rpc.UnsubscribeParams, BackendService._unsubscribe_call),
+}

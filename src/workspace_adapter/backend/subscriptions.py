@@ -14,9 +14,15 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from workspace_adapter.protocol import encode_notification
+from workspace_adapter.protocol import (
+    RUN_OUTPUT,
+    RUN_UPDATED,
+    RunOutput,
+    RunUpdated,
+    WireRun,
+    encode_notification,
+)
 
 OUTBOX_LIMIT_BYTES = 1024 * 1024
 # Subscriptions one connection may hold; a client subscribing in a loop cannot grow the daemon.
@@ -172,15 +178,13 @@ class SubscriptionHub:
         for outbox in targets:
             outbox.put(frame)
 
-    def run_updated(self, run: dict[str, Any]) -> None:
-        targets = self._targets(run["eventId"], run["id"])
+    def run_updated(self, run: WireRun) -> None:
+        targets = self._targets(run.eventId, run.id)
         if targets:
-            self._publish(targets, encode_notification("flow.run.updated", {"run": run}))
+            self._publish(targets, encode_notification(RUN_UPDATED, RunUpdated(run)))
 
     def run_output(self, event_id: str, run_id: str, stream: str, line: str) -> None:
         targets = self._targets(event_id, run_id)
         if targets:
-            frame = encode_notification(
-                "flow.run.output", {"runId": run_id, "stream": stream, "line": line}
-            )
+            frame = encode_notification(RUN_OUTPUT, RunOutput(run_id, stream, line))
             self._publish(targets, frame)

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from workspace_adapter import events
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import UserError
 
@@ -61,28 +60,31 @@ def _on_output(as_json: bool) -> Callable[[str, str, str], None]:
 
 
 def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -> int:
-    statuses = [events.flow_status_of_run(run) for run in outcome.runs]
+    statuses = [run.flow_status for run in outcome.runs]
     status = status_rule.worst(statuses) if wait and outcome.runs else None
     if as_json:
+        import msgspec
+
         _print_json(
             {
                 "status": outcome.status,
                 "eventId": outcome.event_id,
                 "matched": outcome.matched,
                 "runIds": outcome.run_ids,
-                "runs": outcome.runs,
+                "runs": msgspec.to_builtins(outcome.runs),
                 "flowStatus": status,
             }
         )
     else:
         print(f"{verb} {outcome.event_id}: {outcome.status}, {outcome.matched} run(s)")
-        for run in outcome.runs or [{"id": r} for r in outcome.run_ids]:
-            line = f"  {run['id']}"
-            if "status" in run:
-                line += f"  {run['flowName']}/{run['stepName']}  {events.flow_status_of_run(run)}"
-                if run.get("error"):
-                    line += f"  ({run['error']})"
+        for run in outcome.runs:
+            line = f"  {run.id}  {run.flowName}/{run.stepName}  {run.flow_status}"
+            if run.error:
+                line += f"  ({run.error})"
             print(line)
+        if not outcome.runs:
+            for run_id in outcome.run_ids:
+                print(f"  {run_id}")
     if outcome.matched == 0:
         print("warning: no flow matched this event", file=sys.stderr)
         return 0
@@ -129,6 +131,9 @@ def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool
 def list_runs(
     g: Globals, *, event_id: str | None, status: str | None, limit: int, as_json: bool
 ) -> int:
+    import msgspec
+
+    from workspace_adapter import protocol as rpc
     from workspace_adapter.client import call
 
     params: dict[str, Any] = {"limit": limit}
@@ -136,16 +141,15 @@ def list_runs(
         params["eventId"] = event_id
     if status:
         params["status"] = status
-    result = _run(lambda: call(g.backend_url, "flow.listRuns", params))
-    runs = result.get("runs") or []
+    runs = _run(lambda: call(g.backend_url, "flow.listRuns", params, result=rpc.RunsResult)).runs
     if as_json:
-        _print_json(runs)
+        _print_json(msgspec.to_builtins(runs))
         return 0
     for run in runs:
-        result_status = run.get("resultStatus") or "-"
+        result_status = run.resultStatus or "-"
         print(
-            f"{run.get('id')}  {run.get('status'):<9}  {result_status:<18}  "
-            f"{run.get('flowName')}/{run.get('stepName')}  {run.get('eventId')}"
+            f"{run.id}  {run.status:<9}  {result_status:<18}  "
+            f"{run.flowName}/{run.stepName}  {run.eventId}"
         )
     if not runs:
         print("no runs")
@@ -153,12 +157,15 @@ def list_runs(
 
 
 def cancel(g: Globals, run_id: str, *, as_json: bool = False) -> int:
+    import msgspec
+
+    from workspace_adapter import protocol as rpc
     from workspace_adapter.client import call
 
-    result = _run(lambda: call(g.backend_url, "flow.cancelRun", {"runId": run_id}))
-    run = result.get("run") or {}
+    params = rpc.RunIdParams(runId=run_id)
+    run = _run(lambda: call(g.backend_url, "flow.cancelRun", params, result=rpc.RunResult)).run
     if as_json:
-        _print_json(run)
+        _print_json(msgspec.to_builtins(run))
     else:
-        print(f"{run.get('id', run_id)}: {run.get('status')}")
+        print(f"{run.id}: {run.status}")
     return 0

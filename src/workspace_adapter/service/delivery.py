@@ -20,13 +20,13 @@ from typing import Any, ParamSpec, TextIO, TypeVar
 import anyio.to_thread
 
 from workspace_adapter import client as wsclient
-from workspace_adapter import events
+from workspace_adapter import protocol as rpc
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso, utc_now
-from workspace_adapter.protocol import INVALID_PARAMS, OVERLOADED
+from workspace_adapter.protocol import INVALID_PARAMS, OVERLOADED, DispatchResult, WireRun
 from workspace_adapter.service import notify
 from workspace_adapter.service.records import Records
 from workspace_adapter.service.schema import Attempt
@@ -65,22 +65,20 @@ class _NotSent(Exception):
 
 
 def run_outcome(
-    runs: list[dict[str, Any]],
+    runs: list[WireRun],
 ) -> tuple[Status, dict[str, Status], list[Any], str | None]:
     """(worst flow status, {run id: flow status}, candidate refs, message) of ended runs."""
-    statuses = {str(run.get("id")): events.flow_status_of_run(run) for run in runs}
+    statuses = {run.id: run.flow_status for run in runs}
     refs: list[Any] = []
     messages: list[str] = []
     for run in runs:
-        result = run.get("result")
-        result = result if isinstance(result, dict) else {}
-        artifacts = result.get("artifacts")
-        found = artifacts.get("candidateRefs") if isinstance(artifacts, dict) else None
+        found = run.artifacts.get("candidateRefs")
         if isinstance(found, list):
             refs.extend(found)
-        text = result.get("message") or run.get("error")
+        said = run.result.get("message") if run.result is not None else None
+        text = said or run.error
         if isinstance(text, str) and text and text not in messages:
-            messages.append(text if len(runs) == 1 else f"{run.get('stepName')}: {text}")
+            messages.append(text if len(runs) == 1 else f"{run.stepName}: {text}")
     status = status_rule.worst(list(statuses.values()))
     return status, statuses, refs, "; ".join(messages) or None
 
@@ -123,7 +121,9 @@ class AttemptDelivery:
             return await self._undelivered(attempt, UNREACHABLE, detail=exc.message)
         try:
             try:
-                await session.request("flow.subscribe", {"eventId": attempt.event_id})
+                await session.request(
+                    "flow.subscribe", rpc.SubscribeParams(eventId=attempt.event_id)
+                )
                 method, reply = await self._send(session, attempt)
             except _NotSent as exc:
                 return await self._not_sent(attempt, exc)
@@ -134,17 +134,17 @@ class AttemptDelivery:
                 # Maybe stored, maybe not: sending again is safe, the backend dedups by id.
                 detail = str(exc) or type(exc).__name__
                 return await self._undelivered(attempt, UNREACHABLE, detail=detail)
-            run_ids = [str(r) for r in reply.get("runIds") or []]
+            run_ids = reply.runIds
             await off_loop(
                 self.records.log_dispatch,
                 attempt,
                 method,
-                str(reply.get("status")),
+                reply.status,
                 self.clock(),
                 run_ids=run_ids,
-                matched=int(reply.get("matched") or 0),
+                matched=reply.matched,
             )
-            log.info("attempt.sent", method=method, status=reply.get("status"), run_ids=run_ids)
+            log.info("attempt.sent", method=method, status=reply.status, run_ids=run_ids)
             if not run_ids:
                 event = await off_loop(self.records.event, attempt.event_id) or {}
                 why = f"no flow matched {event.get('type', 'the event')}"
@@ -166,7 +166,9 @@ class AttemptDelivery:
             return attempt
         try:
             try:
-                await session.request("flow.subscribe", {"eventId": attempt.event_id})
+                await session.request(
+                    "flow.subscribe", rpc.SubscribeParams(eventId=attempt.event_id)
+                )
             except (wsclient.ConnectionLost, wsclient.RpcError, TimeoutError):
                 await off_loop(self.records.release, attempt.id)
                 return attempt
@@ -193,20 +195,21 @@ class AttemptDelivery:
 
     async def _send(
         self, session: wsclient.WorkspaceClient, attempt: Attempt
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, DispatchResult]:
         """Send by the attempt's operation; (method used, reply)."""
         method = "flow.replay" if attempt.operation == "replay" else "flow.dispatch"
         if attempt.operation == "retry" and await self._backend_knows(session, attempt.event_id):
             method = "flow.replay"
+        params: rpc.ReplayParams | rpc.DispatchParams
         if method == "flow.replay":
-            params: dict[str, Any] = {"eventId": attempt.event_id}
+            params = rpc.ReplayParams(eventId=attempt.event_id)
         else:
             event = await off_loop(self.records.event, attempt.event_id)
             if event is None:
                 raise _NotSent(f"event {attempt.event_id} is not in the records", retry=False)
-            params = {"event": event}
+            params = rpc.DispatchParams(event=event)
         try:
-            reply = await session.request(method, params)
+            reply = await session.request(method, params, result=DispatchResult)
         except wsclient.RpcError as exc:
             if exc.code == OVERLOADED:
                 raise _NotSent(f"backend overloaded: {exc.message}", retry=True) from None
@@ -218,11 +221,11 @@ class AttemptDelivery:
                     retry=False,
                 ) from None
             raise _NotSent(exc.message, retry=False) from None
-        return method, reply if isinstance(reply, dict) else {}
+        return method, reply
 
     async def _backend_knows(self, session: wsclient.WorkspaceClient, event_id: str) -> bool:
         try:
-            await session.request("flow.getEvent", {"eventId": event_id})
+            await session.request("flow.getEvent", rpc.GetEventParams(eventId=event_id))
         except wsclient.RpcError as exc:
             if exc.code == INVALID_PARAMS:
                 return False
