@@ -19,17 +19,17 @@ def test_common_flags_before_or_after_the_subcommand(tmp_path: Path) -> None:
     before = parser.parse_args(["--workspace-root", str(tmp_path), "--mode", "actions", "tick"])
     after = parser.parse_args(["tick", "--workspace-root", str(tmp_path), "--mode", "actions"])
     for ns in (before, after):
-        g = cli._globals(ns)
+        g = cli.globals_of(ns)
         assert g.workspace_root == tmp_path.resolve()
         assert g.mode == "actions"
 
 
 def test_backend_url_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CODEX_WORKSPACE_BACKEND_WS_URL", "ws://127.0.0.1:9")
-    g = cli._globals(cli.build_parser().parse_args(["tick"]))
+    g = cli.globals_of(cli.build_parser().parse_args(["tick"]))
     assert g.backend_url == "ws://127.0.0.1:9"
     monkeypatch.delenv("CODEX_WORKSPACE_BACKEND_WS_URL")
-    g = cli._globals(cli.build_parser().parse_args(["tick"]))
+    g = cli.globals_of(cli.build_parser().parse_args(["tick"]))
     assert g.backend_url == "ws://127.0.0.1:3586"
 
 

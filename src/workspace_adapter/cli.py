@@ -247,7 +247,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _globals(ns: argparse.Namespace) -> Globals:
+def globals_of(ns: argparse.Namespace) -> Globals:
+    """The common flags of a parsed command line, with their defaults applied."""
     from workspace_adapter.base import paths
     from workspace_adapter.base.globals import Globals
 
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else list(argv)
     ns = build_parser(command_named(args)).parse_args(args)
-    g = _globals(ns)
+    g = globals_of(ns)
     try:
         with error_handler(g.workspace_root):
             return _dispatch(ns, g)

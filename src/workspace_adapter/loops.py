@@ -2,10 +2,15 @@
 
 The backend starts exactly as ``workspace backend`` starts it (same options, store recovery,
 URL printed first): :func:`~workspace_adapter.backend.server.serve_backend` runs it, with the
-loops as its companion (:class:`ServeLoops`). The loops are clients of that backend like any
-other: the scheduler runs ``workspace tick`` against the backend's own URL, aligned to the wall
-clock, in a worker thread (tick is synchronous: SQLite, subprocesses); the watcher runs its
-passes on the event loop. An error in a tick or a pass is logged and the loop goes on.
+loops as its companion (:class:`ServeLoops`). The scheduler runs the core tick
+(:func:`workspace_adapter.local.tick.run_tick`, not the CLI command), aligned to the wall
+clock, in a worker thread (a tick is synchronous: SQLite, subprocesses), and logs each decision
+and each run (``tick.task``, ``tick.run``) instead of printing them; a flow task's event goes
+straight to this process's :class:`~workspace_adapter.backend.service.BackendService`
+(:class:`InProcessDispatcher`), not through a WebSocket back into the same process. Command
+tasks' live output is not copied to the daemon's streams: their records keep its tails
+(``workspace runs``). The watcher runs its passes on the event loop, a client of the backend's
+URL. An error in a tick or a pass is logged and the loop goes on.
 
 SIGINT/SIGTERM stop the loops first, so nothing new starts while the backend winds down: a tick
 that is running gets :data:`TICK_GRACE_SECONDS` to end, then the backend stops accepting and
@@ -24,13 +29,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 
+from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.server import BackendOptions, serve_backend
-from workspace_adapter.base.errors import UserError
+from workspace_adapter.backend.service import BackendService
+from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.local import configfile, taskrun
+from workspace_adapter.local.schedule import Decision
+from workspace_adapter.local.tick import SlotReport, TickListener, run_tick
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
@@ -55,16 +66,99 @@ def seconds_to_next_tick(now: float, interval: float) -> float:
     return interval - (now % interval) + TICK_LAG_SECONDS
 
 
-class SchedulerLoop:
-    """Runs ``workspace tick`` against this process's backend, once per interval."""
+class InProcessDispatcher:
+    """``serve``'s flow dispatcher: the backend service of this very process.
 
-    def __init__(self, g: Globals, interval: float = TICK_INTERVAL_SECONDS) -> None:
+    Called from the tick's worker thread; the service lives on the event loop. With ``wait``
+    the service's dispatch returns once every matched run has ended; their output tails are
+    then handed to ``on_output``, so the task's record keeps them as the CLI's would.
+    """
+
+    def __init__(self, service: BackendService) -> None:
+        self.service = service
+
+    def __call__(
+        self,
+        event: dict[str, Any],
+        *,
+        wait: bool,
+        timeout: float,
+        on_output: taskrun.OutputSink,
+    ) -> taskrun.FlowOutcome:
+        return anyio.from_thread.run(self._dispatch, event, wait, timeout, on_output)
+
+    async def _dispatch(
+        self, event: dict[str, Any], wait: bool, timeout: float, on_output: taskrun.OutputSink
+    ) -> taskrun.FlowOutcome:
+        try:
+            with anyio.fail_after(timeout):
+                reply = await self.service.dispatch(event, wait=wait)
+        except rpc.RpcFault as fault:
+            raise UserError(
+                f"backend refused flow.dispatch: {fault} ({fault.code})", EXIT_FAILED
+            ) from None
+        runs = reply.runs or []
+        for run in runs:
+            for stream, tail in (("stdout", run.stdoutTail), ("stderr", run.stderrTail)):
+                for line in tail.splitlines():
+                    on_output(run.id, stream, line)
+        return taskrun.FlowOutcome(reply.matched, reply.runIds, runs)
+
+
+class TickLog(TickListener):
+    """A tick's decisions and runs as log events: ``tick.task``, then ``tick.run`` per slot.
+
+    Idle and disabled tasks are logged at debug level: a thousand of them tick every minute.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    def decided(self, decision: Decision) -> None:
+        quiet = decision.action in ("idle", "disabled")
+        (self.log.debug if quiet else self.log.info)(
+            "tick.task",
+            task_id=decision.task.id,
+            action=decision.action,
+            due=decision.due,
+            reason=decision.reason,
+            next_slot=decision.next_slot.isoformat() if decision.next_slot else None,
+        )
+
+    def slot_done(self, report: SlotReport) -> None:
+        record = report.record
+        fields: dict[str, Any] = {"task_id": report.task_id, "slot": report.slot}
+        if record is not None:
+            fields |= {"run_id": record.id, "status": str(record.status), "reason": record.reason}
+        if report.outcome == "ran":
+            fields |= {"exit_code": report.exit_code, "message": report.message}
+        quiet = report.outcome == "ran" and report.exit_code == 0
+        (self.log.info if quiet else self.log.warning)(f"tick.{report.outcome}", **fields)
+
+
+class SchedulerLoop:
+    """Runs the core tick for this process's workspace, once per interval.
+
+    ``dispatcher`` takes the flow tasks' events (default: the backend at ``g.backend_url``,
+    over the WebSocket; ``serve`` passes an :class:`InProcessDispatcher`).
+    """
+
+    def __init__(
+        self,
+        g: Globals,
+        interval: float = TICK_INTERVAL_SECONDS,
+        dispatcher: taskrun.FlowDispatcher | None = None,
+    ) -> None:
         self.g = g
         self.interval = interval
+        self.dispatcher = dispatcher
         # Set while no tick runs; the worker thread clears and sets it, the loop reads it.
         self._idle = threading.Event()
         self._idle.set()
         self.log = get_logger(component="serve.tick")
+        self._listener = TickLog(self.log)
+        discard = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  # for the loop's life
+        self._sinks = taskrun.Sinks(discard, discard)
 
     @property
     def idle(self) -> bool:
@@ -80,11 +174,18 @@ class SchedulerLoop:
             await anyio.sleep(seconds_to_next_tick(time.time(), self.interval))
 
     def _tick(self) -> None:
-        from workspace_adapter.commands.tick import tick
-
         try:
-            code = tick(self.g)
-            self.log.debug("tick.done", exit_code=code)
+            # Read each time, so an edit applies without a restart (through the cache).
+            config = configfile.load_cached(self.g.workspace_root)
+            report = run_tick(
+                config,
+                mode=self.g.mode,
+                backend_url=self.g.backend_url,
+                sinks=self._sinks,
+                dispatcher=self.dispatcher,
+                listener=self._listener,
+            )
+            self.log.debug("tick.done", exit_code=report.exit_code, tasks=len(report.tasks))
         except UserError as exc:  # a workspace.toml edited into something invalid, say
             self.log.warning("tick.failed", error=exc.message)
         except Exception:
@@ -187,8 +288,10 @@ async def serve_workspace(
     ``make_watcher`` builds the watcher for the backend's URL; None when there is no source.
     """
 
-    def loops_for(url: str) -> ServeLoops:
-        scheduler = SchedulerLoop(g._replace(backend_url=url), tick_interval)
+    def loops_for(url: str, service: BackendService) -> ServeLoops:
+        scheduler = SchedulerLoop(
+            g._replace(backend_url=url), tick_interval, dispatcher=InProcessDispatcher(service)
+        )
         return ServeLoops(scheduler, make_watcher(url) if make_watcher is not None else None)
 
     code = await serve_backend(options, companion=loops_for)

@@ -87,20 +87,18 @@ def test_a_timeout_kills_the_whole_process_group(
 def test_sigterm_to_run_kills_the_task_group_and_records_it_interrupted(
     make_workspace: MakeWorkspace,
 ) -> None:
-    script = "sleep 60 & echo $! > child.pid; wait"
+    script = "sleep 60 & echo $!; wait"
     g = make_workspace("[workspace]\n" + command_task("slow", ["bash", "-c", script]))
-    pid_file = g.workspace_root / "child.pid"
     command = [sys.executable, "-m", "workspace_adapter", "--workspace-root", str(g.workspace_root)]
     proc = subprocess.Popen(
         [*command, "run", "slow"],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
-    deadline = time.monotonic() + 30
-    while not (pid_file.exists() and pid_file.read_text().strip()):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
+    assert proc.stdout is not None
+    # The task's output is streamed live: its first line says the child is running.
+    child = int(proc.stdout.readline())
     proc.terminate()
     assert proc.wait(30) == 143
     deadline = time.monotonic() + 10

@@ -1,8 +1,11 @@
-"""``workspace serve``: a real process with its backend on a free port, real ticks, real SIGTERM."""
+"""``workspace serve`` (loops.py): a real process with its backend on a free port, real ticks
+(the core tick, logged as ``tick.*`` events), flow tasks handed to the backend in-process, and
+a real SIGTERM."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -11,16 +14,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 from support.backend import WORKSPACE
 from support.flows import write_flow
 
 from workspace_adapter import client
-from workspace_adapter.base.globals import Globals
-from workspace_adapter.commands.tick import tick
+from workspace_adapter.local import configfile, taskrun
 from workspace_adapter.local.state import StateStore
 from workspace_adapter.local.taskruns import TaskRun
+from workspace_adapter.local.tick import run_tick
 from workspace_adapter.loops import seconds_to_next_tick
 
 TICK = "0.2"
@@ -88,6 +90,17 @@ class Serve:
     def stderr(self) -> str:
         return self.err.read_text()
 
+    def events(self, name: str, **fields: object) -> list[dict[str, object]]:
+        """The JSON log lines of event ``name`` whose fields include ``fields``."""
+        found = []
+        for line in self.stderr().splitlines():
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            if entry.get("event") == name and all(entry.get(k) == v for k, v in fields.items()):
+                found.append(entry)
+        return found
+
     def stop(self) -> tuple[int, float]:
         """SIGTERM; (exit code, seconds it took)."""
         started = time.monotonic()
@@ -120,8 +133,13 @@ def start(root: Path) -> Iterator[Callable[[str], Serve]]:
 
 def baseline_in_the_past(root: Path, minutes: int = 10) -> None:
     """Record every task's baseline as a tick ``minutes`` ago would (no backend needed)."""
-    g = Globals(workspace_root=root, backend_url="ws://127.0.0.1:9", mode="local", log_level="")
-    tick(g, now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes))
+    run_tick(
+        configfile.load(root),
+        mode="local",
+        backend_url="ws://127.0.0.1:9",
+        sinks=taskrun.Sinks.for_json(True),
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes),
+    )
 
 
 def runs(root: Path, task_id: str) -> list[TaskRun]:
@@ -129,15 +147,14 @@ def runs(root: Path, task_id: str) -> list[TaskRun]:
     return store.runs(task_id) if store.exists() else []
 
 
-def test_serve_answers_ticks_against_its_own_backend_and_stops_on_sigterm(
-    root: Path, start: Callable[[str], Serve], capsys: pytest.CaptureFixture[str]
+async def test_serve_answers_ticks_against_its_own_backend_and_stops_on_sigterm(
+    root: Path, start: Callable[[str], Serve]
 ) -> None:
     (root / "workspace.toml").write_text(textwrap.dedent(TASKS))
     baseline_in_the_past(root)
-    capsys.readouterr()
     serve = start(TASKS)
 
-    info = anyio.run(client.probe, serve.url)
+    info = await client.probe(serve.url)
     assert info["name"]
 
     def ended(task_id: str) -> bool:
@@ -151,7 +168,10 @@ def test_serve_answers_ticks_against_its_own_backend_and_stops_on_sigterm(
     # Dispatched to serve's own backend: the run ids are that backend's, and it ran the step.
     assert flow_run.status == "completed" and flow_run.run_ids, flow_run
     assert "hello" in (flow_run.stdout_tail or "")
-    assert "every: due: " in serve.stdout()
+    # Logged, not printed: the daemon's stdout holds its URL line only.
+    assert serve.events("tick.task", task_id="every", action="run", due=True)
+    assert serve.events("tick.ran", task_id="greet", status="completed", exit_code=0)
+    assert serve.stdout().splitlines() == [f"workspace backend listening on {serve.url}"]
     assert '"watching": false' in serve.stderr()
 
     code, seconds = serve.stop()
@@ -164,7 +184,7 @@ def test_a_failing_tick_is_logged_and_the_loop_goes_on(
     root: Path, start: Callable[[str], Serve]
 ) -> None:
     serve = start(TASKS)
-    wait_for("the baselines", lambda: "first tick for this task" in serve.stdout())
+    wait_for("the baselines", lambda: serve.events("tick.task", action="baseline"))
     (root / "workspace.toml").write_text("[workspace\n")  # what a bad edit leaves behind
     wait_for("a failed tick", lambda: '"tick.failed"' in serve.stderr())
     assert serve.proc.poll() is None
@@ -173,7 +193,9 @@ def test_a_failing_tick_is_logged_and_the_loop_goes_on(
         + '[[workspace.tasks]]\nid = "late"\nkind = "command"\ncommand = ["true"]\n'
         + 'schedule = "* * * * *"\n'
     )
-    wait_for("a tick after the fix", lambda: "late: not due: first tick" in serve.stdout())
+    wait_for(
+        "a tick after the fix", lambda: serve.events("tick.task", task_id="late", action="baseline")
+    )
     assert serve.stop()[0] == 0
 
 
