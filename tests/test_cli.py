@@ -171,3 +171,42 @@ def test_run_and_tick_load_only_the_standard_library_while_the_config_is_unchang
     )
     assert done.returncode == 2
     assert done.stderr.endswith("workspace.tasks[0].command: expected array, got int\n")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "harness"],
+        ["run", "harness", "--json", "--no-wait"],
+        ["--workspace-root", "/w", "run", "--json", "harness", "--mode=actions"],
+        ["--backend-url=ws://h:1", "tick", "--dry-run", "--log-level", "debug", "--json"],
+        ["tick", "--workspace-root=", "--json", "--json"],
+    ],
+)
+def test_the_quick_parse_reads_plain_run_and_tick_as_argparse_does(argv: list[str]) -> None:
+    quick = cli.quick_parse(argv)
+    assert quick is not None
+    full = vars(cli.build_parser(cli.command_named(argv)).parse_args(argv))
+    assert vars(quick) == full
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["run"],
+        ["run", "a", "b"],
+        ["run", "a", "--event", "e.json"],
+        ["run", "a", "--js"],  # an abbreviation: argparse's to accept
+        ["tick", "extra"],
+        ["--json", "tick"],
+        ["tick", "--mode", "other"],
+        ["tick", "--mode", "local", "--mode", "actions"],
+        ["tick", "--workspace-root"],
+        ["tick", "--workspace-root", "--json"],
+        ["tick", "-h"],
+        ["doctor"],
+    ],
+)
+def test_anything_else_goes_to_the_full_parser(argv: list[str]) -> None:
+    assert cli.quick_parse(argv) is None

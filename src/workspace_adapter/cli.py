@@ -2,21 +2,30 @@
 
 Each command lives in ``workspace_adapter.commands.<name>`` as a function that takes parsed
 values and returns an exit code. Modules are imported only when their command runs, so a
-quick command does not pay for the daemon's imports.
+quick command does not pay for the daemon's imports. The plain forms of ``run`` and ``tick``
+are read by :func:`quick_parse` without argparse (which, with the help formatter it builds for
+every argument, costs about as much as either command's whole budget); anything else, help and
+errors included, goes through the full parser.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from workspace_adapter.base.globals import Globals
+
+    Parsed = argparse.Namespace | SimpleNamespace
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
+    import argparse
+
     # Defaults live on the top-level parser only, so a flag given after the subcommand is
     # not overwritten by the subparser's default (and vice versa).
     default = None if top else argparse.SUPPRESS
@@ -115,6 +124,8 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
+    import argparse
+
     _backend_args(p)
     # Hidden: tests tick every fraction of a second instead of every minute.
     p.add_argument("--tick-interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
@@ -173,6 +184,8 @@ def _attempts_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prune_args(p: argparse.ArgumentParser) -> None:
+    import argparse
+
     p.add_argument("--older-than", default="30d", metavar="AGE", help="e.g. 12h, 30d (default 30d)")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -232,6 +245,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     Building all of them costs more than a quick ``workspace run`` may spend (SPEC §11), so
     :func:`main` builds the one the command line names, and every one for help or an error.
     """
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="workspace", description="Keep a fork rebased on its upstream's releases."
     )
@@ -247,7 +262,70 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def globals_of(ns: argparse.Namespace) -> Globals:
+# The common flags' choices, for the quick parse (argparse checks them on the full one).
+_CHOICES: dict[str, tuple[str, ...] | None] = {
+    "--workspace-root": None,
+    "--backend-url": None,
+    "--mode": ("local", "actions"),
+    "--log-level": ("debug", "info", "warning", "error"),
+}
+# The switches of the commands the quick parse reads, and their attribute names.
+_SWITCHES = {
+    "run": {"--no-wait": "no_wait", "--json": "json"},
+    "tick": {"--dry-run": "dry_run", "--json": "json"},
+}
+
+
+def quick_parse(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``argv`` parsed as argparse would, when it is a plain ``run`` or ``tick``; else None.
+
+    Plain: common flags (``--flag value`` or ``--flag=value``, each at most once, anywhere),
+    the command, its switches, and for ``run`` one task id. Anything else (help, ``--event``,
+    an abbreviation, a repeated or unknown flag, a value that looks like a flag) is None, and
+    the full parser decides, with its messages.
+    """
+    common: dict[str, str] = {}
+    command: str | None = None
+    positionals: list[str] = []
+    switches: set[str] = set()
+    tokens = iter(argv)
+    for token in tokens:
+        name, has_value, value = token.partition("=")
+        if name in _CHOICES:
+            if not has_value:
+                value = next(tokens, "-")
+            allowed = _CHOICES[name]
+            if name in common or value.startswith("-") or (allowed and value not in allowed):
+                return None
+            common[name] = value
+        elif token.startswith("-"):
+            if command is None or token not in _SWITCHES[command]:
+                return None
+            switches.add(_SWITCHES[command][token])
+        elif command is None:
+            if token not in _SWITCHES:
+                return None
+            command = token
+        else:
+            positionals.append(token)
+    if command is None or len(positionals) != (1 if command == "run" else 0):
+        return None
+    ns = SimpleNamespace(
+        command=command,
+        workspace_root=common.get("--workspace-root"),
+        backend_url=common.get("--backend-url"),
+        mode=common.get("--mode"),
+        log_level=common.get("--log-level"),
+        json="json" in switches,
+    )
+    if command == "run":
+        ns.task_id, ns.event, ns.no_wait = positionals[0], None, "no_wait" in switches
+    else:
+        ns.dry_run = "dry_run" in switches
+    return ns
+
+
+def globals_of(ns: Parsed) -> Globals:
     """The common flags of a parsed command line, with their defaults applied."""
     from workspace_adapter.base import paths
     from workspace_adapter.base.globals import Globals
@@ -260,7 +338,7 @@ def globals_of(ns: argparse.Namespace) -> Globals:
     )
 
 
-def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
+def _dispatch(ns: Parsed, g: Globals) -> int:
     command: str = ns.command
     if command == "run":
         from workspace_adapter.commands import run
@@ -335,7 +413,7 @@ def _dispatch(ns: argparse.Namespace, g: Globals) -> int:
     raise AssertionError(f"unwired command {command}")
 
 
-def _backend_flags(ns: argparse.Namespace) -> dict[str, Any]:
+def _backend_flags(ns: Parsed) -> dict[str, Any]:
     return {
         "host": ns.host,
         "port": ns.port,
@@ -349,7 +427,7 @@ def _backend_flags(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _attempts(ns: argparse.Namespace, g: Globals) -> int:
+def _attempts(ns: Parsed, g: Globals) -> int:
     from workspace_adapter.base.errors import EXIT_BAD_INPUT, UserError
     from workspace_adapter.commands import attempts
 
@@ -369,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workspace_adapter.base.errors import error_handler
 
     args = sys.argv[1:] if argv is None else list(argv)
-    ns = build_parser(command_named(args)).parse_args(args)
+    ns = quick_parse(args) or build_parser(command_named(args)).parse_args(args)
     g = globals_of(ns)
     try:
         with error_handler(g.workspace_root):

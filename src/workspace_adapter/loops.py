@@ -290,7 +290,7 @@ async def serve_workspace(
 
     def loops_for(url: str, service: BackendService) -> ServeLoops:
         scheduler = SchedulerLoop(
-            g._replace(backend_url=url), tick_interval, dispatcher=InProcessDispatcher(service)
+            g.replace(backend_url=url), tick_interval, dispatcher=InProcessDispatcher(service)
         )
         return ServeLoops(scheduler, make_watcher(url) if make_watcher is not None else None)
 

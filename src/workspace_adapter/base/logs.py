@@ -11,6 +11,20 @@ import structlog
 _configured = False
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured.
+
+    A logger bound to the stream of the moment outlives it when the stream is replaced (a test
+    harness capturing output, a daemonising wrapper), and then fails on a closed file.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "warning", json_lines: bool | None = None) -> None:
     """Send logs to stderr; JSON lines unless stderr is a terminal (or ``json_lines`` says)."""
     global _configured
@@ -31,7 +45,7 @@ def configure(level: str = "warning", json_lines: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     _configured = True

@@ -19,7 +19,6 @@ Exit codes follow SPEC §2: 0 completed/changed/skipped, 1 failed/canceled, 2 ba
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +80,8 @@ def report(execution: taskrun.Execution, as_json: bool) -> None:
     if execution.message:
         print(execution.message, file=sys.stderr)
     if as_json:
+        import json
+
         sys.stdout.write(
             json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
         )

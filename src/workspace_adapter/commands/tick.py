@@ -25,16 +25,15 @@ was not reachable), 3 (a run needs a person).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from typing import TYPE_CHECKING
 
-from workspace_adapter.commands.run import summary
-from workspace_adapter.local import configfile, schedule, taskrun
+from workspace_adapter.local import configfile
 from workspace_adapter.local.tick import SlotReport, TickListener, run_tick
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
+    from workspace_adapter.local import schedule, taskrun
 
 
 def tick(
@@ -42,16 +41,23 @@ def tick(
 ) -> int:
     """Plan and (unless ``dry_run``) carry out one tick at ``now`` (default: the clock)."""
     config = configfile.load_cached(g.workspace_root, write=not dry_run)
+    sinks: taskrun.Sinks | None = None  # None: the terminal
+    if as_json:
+        from workspace_adapter.local import taskrun
+
+        sinks = taskrun.Sinks.for_json(as_json)
     report = run_tick(
         config,
         mode=g.mode,
         backend_url=g.backend_url,
-        sinks=taskrun.Sinks.for_json(as_json),
+        sinks=sinks,
         now=now,
         dry_run=dry_run,
         listener=_Printer(as_json),
     )
     if as_json:
+        import json
+
         sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False, separators=(",", ":")))
         sys.stdout.write("\n")
     elif not report.tasks:
@@ -81,6 +87,8 @@ class _Printer(TickListener):
                 f"  {report.task_id}: skipped ({report.record.reason}), slot {report.slot} recorded"
             )
             return
+        from workspace_adapter.commands.run import summary
+
         if report.message:
             print(f"  {report.message}", file=sys.stderr)
         self._say(f"  {summary(report.record)}")

@@ -1,25 +1,23 @@
 """workspace.toml as loaded: the values of tasks, sources and notify, and the config error.
 
-The values are plain named tuples of the standard library, not msgspec structs: ``workspace
-run`` and ``tick`` read them from the validated-config cache without importing msgspec
-(docs/decisions/0001-stdlib-only-cli-fast-path.md). The schema that checks a file and owns its
-error messages (``file:line: key.path: problem``) is :mod:`workspace_adapter.local.configcheck`;
-:mod:`workspace_adapter.local.configfile` reads the file and keeps the cache.
+The values are plain slotted classes (:class:`~workspace_adapter.base.values.Value`), not
+msgspec structs: ``workspace run`` and ``tick`` read them from the validated-config cache
+without importing msgspec (docs/decisions/0001-stdlib-only-cli-fast-path.md). The schema that
+checks a file and owns its error messages (``file:line: key.path: problem``) is
+:mod:`workspace_adapter.local.configcheck`; :mod:`workspace_adapter.local.configfile` reads the
+file and keeps the cache.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, UserError
+from workspace_adapter.base.values import Value
 
-TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-DURATION_RE = re.compile(r"(\d+)([smh])")
-_DURATION_PARTS = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_TIMEOUT = "30m"
 MAX_CATCHUP_SLOTS = 10
@@ -27,69 +25,152 @@ MAX_CATCHUP_SLOTS = 10
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-class EventTemplate(NamedTuple):
+class EventTemplate(Value):
     """A flow task's static event table; ``id`` is always generated (SPEC §5)."""
 
-    type: str | None = None
-    source: str | None = None
-    payload: Mapping[str, Any] = _EMPTY
+    __slots__ = ("payload", "source", "type")
+
+    def __init__(
+        self,
+        *,
+        type: str | None = None,
+        source: str | None = None,
+        payload: Mapping[str, Any] = _EMPTY,
+    ) -> None:
+        self.type = type
+        self.source = source
+        self.payload = payload
 
 
-class TaskConfig(NamedTuple):
-    """One ``[[workspace.tasks]]`` entry (SPEC §3)."""
+class TaskConfig(Value):
+    """One ``[[workspace.tasks]]`` entry (SPEC §3); ``line`` is where it starts in the file."""
 
-    id: str
-    kind: Literal["command", "flow"]
-    description: str | None = None
-    enabled: bool = True
-    schedule: str | None = None
-    catchup: Literal["none", "latest", "all"] = "latest"
-    timeout: str = DEFAULT_TIMEOUT
-    # command tasks
-    command: list[str] | None = None
-    env: Mapping[str, str] = _EMPTY
-    # flow tasks
-    flow: str | None = None
-    wait: bool = True
-    event: EventTemplate | None = None
-    line: int = 0  # where the entry starts in the file; filled by the loader, not by users
+    __slots__ = (
+        "catchup",
+        "command",
+        "description",
+        "enabled",
+        "env",
+        "event",
+        "flow",
+        "id",
+        "kind",
+        "line",
+        "schedule",
+        "timeout",
+        "wait",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        kind: Literal["command", "flow"],
+        description: str | None = None,
+        enabled: bool = True,
+        schedule: str | None = None,
+        catchup: Literal["none", "latest", "all"] = "latest",
+        timeout: str = DEFAULT_TIMEOUT,
+        command: list[str] | None = None,  # command tasks
+        env: Mapping[str, str] = _EMPTY,
+        flow: str | None = None,  # flow tasks
+        wait: bool = True,
+        event: EventTemplate | None = None,
+        line: int = 0,
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.description = description
+        self.enabled = enabled
+        self.schedule = schedule
+        self.catchup = catchup
+        self.timeout = timeout
+        self.command = command
+        self.env = env
+        self.flow = flow
+        self.wait = wait
+        self.event = event
+        self.line = line
 
     @property
     def timeout_seconds(self) -> int:
         return duration_seconds(self.timeout)
 
 
-class SourceConfig(NamedTuple):
+class SourceConfig(Value):
     """One ``[[workspace.sources]]`` entry: an upstream release source (SPEC §9)."""
 
-    id: str
-    kind: Literal["git-tags", "feed"]
-    url: str
-    repo: str
-    tag_pattern: str | None = None
-    interval: str = "5m"
-    prime_only: bool = True
-    event_type: str = "upstream.release"
-    payload: Mapping[str, Any] = _EMPTY
-    line: int = 0
+    __slots__ = (
+        "event_type",
+        "id",
+        "interval",
+        "kind",
+        "line",
+        "payload",
+        "prime_only",
+        "repo",
+        "tag_pattern",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        kind: Literal["git-tags", "feed"],
+        url: str,
+        repo: str,
+        tag_pattern: str | None = None,
+        interval: str = "5m",
+        prime_only: bool = True,
+        event_type: str = "upstream.release",
+        payload: Mapping[str, Any] = _EMPTY,
+        line: int = 0,
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.url = url
+        self.repo = repo
+        self.tag_pattern = tag_pattern
+        self.interval = interval
+        self.prime_only = prime_only
+        self.event_type = event_type
+        self.payload = payload
+        self.line = line
 
 
-class NotifyConfig(NamedTuple):
+class NotifyConfig(Value):
     """``[workspace.notify]``: a command run when an attempt needs a person (SPEC §9)."""
 
-    command: list[str] | None = None
+    __slots__ = ("command",)
+
+    def __init__(self, *, command: list[str] | None = None) -> None:
+        self.command = command
 
 
-class WorkspaceConfig(NamedTuple):
+class WorkspaceConfig(Value):
     """A loaded, validated workspace.toml."""
 
-    path: Path
-    root: Path
-    name: str
-    timezone: str
-    tasks: list[TaskConfig]
-    sources: list[SourceConfig]
-    notify: NotifyConfig | None = None
+    __slots__ = ("name", "notify", "path", "root", "sources", "tasks", "timezone")
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        root: Path,
+        name: str,
+        timezone: str,
+        tasks: list[TaskConfig],
+        sources: list[SourceConfig],
+        notify: NotifyConfig | None = None,
+    ) -> None:
+        self.path = path
+        self.root = root
+        self.name = name
+        self.timezone = timezone
+        self.tasks = tasks
+        self.sources = sources
+        self.notify = notify
 
     def task(self, task_id: str) -> TaskConfig:
         """The task with ``task_id``; exit 2 listing the known ids otherwise."""
@@ -106,7 +187,7 @@ class WorkspaceConfig(NamedTuple):
         return display_path(self.path)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON values (the validated-config cache); :meth:`from_json` reads them back."""
+        """Plain values (the validated-config cache); :meth:`from_json` reads them back."""
         return {
             "path": str(self.path),
             "root": str(self.root),
@@ -114,16 +195,16 @@ class WorkspaceConfig(NamedTuple):
             "timezone": self.timezone,
             "tasks": [
                 {
-                    **t._asdict(),
+                    **t.as_dict(),
                     "env": dict(t.env),
                     "event": None
                     if t.event is None
-                    else {**t.event._asdict(), "payload": dict(t.event.payload)},
+                    else {**t.event.as_dict(), "payload": dict(t.event.payload)},
                 }
                 for t in self.tasks
             ],
-            "sources": [{**s._asdict(), "payload": dict(s.payload)} for s in self.sources],
-            "notify": None if self.notify is None else self.notify._asdict(),
+            "sources": [{**s.as_dict(), "payload": dict(s.payload)} for s in self.sources],
+            "notify": None if self.notify is None else self.notify.as_dict(),
         }
 
     @classmethod
@@ -155,13 +236,13 @@ class ConfigError(UserError):
 def duration_seconds(text: str) -> int:
     """Seconds in a ``^\\d+[smhd]$`` duration; ValueError for anything else.
 
-    Config values are ``[smh]`` only (:data:`DURATION_RE`, checked by the schema); ``d`` is for
-    ``prune --older-than``.
+    Config values are ``[smh]`` only (checked by the schema); ``d`` is for
+    ``prune --older-than``. No regular expression: this runs on every ``workspace run``.
     """
-    match = _DURATION_PARTS.fullmatch(text)
-    if match is None:
+    number, unit = text[:-1], text[-1:]
+    if not number.isdecimal() or unit not in _UNIT_SECONDS:
         raise ValueError(f"bad duration {text!r}")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return int(number) * _UNIT_SECONDS[unit]
 
 
 def display_path(path: Path) -> str:

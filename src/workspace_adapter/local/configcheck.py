@@ -21,8 +21,6 @@ import msgspec
 from workspace_adapter.base.tomlpos import TomlPositions
 from workspace_adapter.local.config import (
     DEFAULT_TIMEOUT,
-    DURATION_RE,
-    TASK_ID_RE,
     EventTemplate,
     NotifyConfig,
     SourceConfig,
@@ -30,6 +28,9 @@ from workspace_adapter.local.config import (
     WorkspaceConfig,
     duration_seconds,
 )
+
+TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+DURATION_RE = re.compile(r"(\d+)([smh])")
 
 
 class EventSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -1,10 +1,10 @@
 """Reading workspace.toml: find the file, parse the TOML, check it against the schema.
 
 :func:`load` always checks the whole file. :func:`load_cached` is for the commands that start
-often (``run``, ``tick``, ``serve``'s ticks): it keeps the checked config as JSON in
-``.workspace/config-cache.json`` keyed by the file's path, inode, size and mtime (and by the
-schema's own source files), and reads that back with the standard library alone while the file
-is unchanged, so msgspec is never imported on that path
+often (``run``, ``tick``, ``serve``'s ticks): it keeps the checked config in
+``.workspace/config-cache.marshal`` keyed by the file's path, inode, size and mtime (and by the
+schema's own source files and the interpreter), and reads that back with :mod:`marshal` (built
+in: no import at all) while the file is unchanged, so msgspec is never imported on that path
 (docs/decisions/0001-stdlib-only-cli-fast-path.md). A cache written within
 :data:`RACY_SECONDS` of the file's last change could miss an edit made in the same timestamp
 tick, so it also keeps the text, and is trusted only while the text is the same (git's
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
+import marshal
 import os
 import re
+import sys
 import time
 import tomllib
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import Any
 from workspace_adapter.base import paths
 from workspace_adapter.local.config import ConfigError, WorkspaceConfig, display_path
 
-CACHE_NAME = "config-cache.json"
+CACHE_NAME = "config-cache.marshal"
 CACHE_FORMAT = 1
 RACY_SECONDS = 2.0
 # A change to the schema changes what a valid file loads as: its sources are part of the key.
@@ -93,7 +94,8 @@ def cache_path(root: Path) -> Path:
 
 
 def _key(path: Path, st: os.stat_result) -> list[Any]:
-    key: list[Any] = [CACHE_FORMAT, str(path), st.st_ino, st.st_size, st.st_mtime_ns]
+    key: list[Any] = [CACHE_FORMAT, sys.implementation.cache_tag, marshal.version]
+    key += [str(path), st.st_ino, st.st_size, st.st_mtime_ns]
     for source in _SCHEMA_SOURCES:
         with contextlib.suppress(OSError):
             schema = source.stat()
@@ -147,8 +149,8 @@ def open_cached(root: Path) -> tuple[WorkspaceConfig, Callable[[], None]]:
 
 def _read_cache(root: Path, key: list[Any]) -> dict[str, Any] | None:
     try:
-        data = json.loads(cache_path(root).read_bytes())
-    except (OSError, ValueError):
+        data = marshal.loads(cache_path(root).read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
         return None
     if not isinstance(data, dict) or data.get("key") != key:
         return None
@@ -160,16 +162,16 @@ def _write_cache(root: Path, data: dict[str, Any]) -> None:
     target = cache_path(root)
     tmp = target.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
     try:
-        encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return  # a TOML date in a payload has no JSON form: such a config is checked each time
+        encoded = marshal.dumps(data)
+    except ValueError:
+        return  # a TOML date in a payload cannot be marshalled: such a config is checked each time
     try:
         target.parent.mkdir(exist_ok=True)
         ignore = target.parent / ".gitignore"
         if not ignore.exists():
             # Keeps .workspace/ out of git even when the repository forgot to ignore it.
             ignore.write_text("*\n", encoding="utf-8")
-        tmp.write_text(encoded, encoding="utf-8")
+        tmp.write_bytes(encoded)
         os.replace(tmp, target)
     except OSError:
         with contextlib.suppress(OSError):

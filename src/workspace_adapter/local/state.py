@@ -11,7 +11,6 @@ marked ``failed``, reason ``interrupted``, whenever the store is opened for writ
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -77,12 +76,26 @@ ClaimOutcome = Literal["claimed", "overlap", "taken"]
 
 def _row_to_record(row: tuple[object, ...]) -> TaskRun:
     values = list(row)
-    values[_RUN_IDS] = json.loads(str(values[_RUN_IDS]) or "[]")
+    values[_RUN_IDS] = _decode_run_ids(str(values[_RUN_IDS]))
     return TaskRun.from_values(tuple(values))
 
 
+# A command task has no run ids: its run never needs the json module (an import on every start).
 def _encode_run_ids(run_ids: list[str]) -> str:
+    if not run_ids:
+        return "[]"
+    import json
+
     return json.dumps(run_ids, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode_run_ids(text: str) -> list[str]:
+    if text in ("", "[]"):
+        return []
+    import json
+
+    run_ids: list[str] = json.loads(text)
+    return run_ids
 
 
 def _record_values(record: TaskRun) -> tuple[object, ...]:

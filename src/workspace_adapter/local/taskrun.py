@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -20,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol, TextIO
+from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, UserError
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.base.values import Value
 from workspace_adapter.local.config import TaskConfig, WorkspaceConfig
 from workspace_adapter.local.state import TAIL_BYTES, StateStore
 from workspace_adapter.local.taskruns import TaskRun
@@ -42,23 +44,32 @@ PIPE_DRAIN_SECONDS = 2.0
 _TRUE = ("1", "true", "yes", "on")
 
 
-class Sinks(NamedTuple):
+class Sinks(Value):
     """Where a task's live output goes: the terminal, or stderr only under ``--json``."""
 
-    stdout: TextIO
-    stderr: TextIO
+    __slots__ = ("stderr", "stdout")
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __iter__(self) -> Iterator[TextIO]:
+        return iter((self.stdout, self.stderr))
 
     @classmethod
     def for_json(cls, as_json: bool) -> Sinks:
         return cls(sys.stderr if as_json else sys.stdout, sys.stderr)
 
 
-class Execution(NamedTuple):
+class Execution(Value):
     """A finished run and the exit code it maps to (SPEC §2); ``message`` goes to stderr."""
 
-    record: TaskRun
-    exit_code: int
-    message: str | None = None
+    __slots__ = ("exit_code", "message", "record")
+
+    def __init__(self, record: TaskRun, exit_code: int, message: str | None = None) -> None:
+        self.record = record
+        self.exit_code = exit_code
+        self.message = message
 
 
 class _Tail:
@@ -152,6 +163,27 @@ def command_env(config: WorkspaceConfig, task: TaskConfig, mode: str) -> dict[st
     return env
 
 
+def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """``proc.wait(timeout)``, woken by the exit itself rather than by polling.
+
+    Popen's wait with a timeout checks, sleeps, and doubles the sleep up to 50 ms, so a task
+    that ends in 3 ms may be noticed 4 ms later and one that ends in 30 ms up to 30 ms later.
+    A pidfd becomes readable the moment the process exits (Linux 5.3+; elsewhere: Popen's).
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return proc.wait(timeout)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(pidfd)
+    return proc.wait()
+
+
 def run_command(
     argv: list[str],
     *,
@@ -188,7 +220,7 @@ def run_command(
             pump = threading.Thread(target=_pump, args=(pipe, sink, tail), daemon=True)
             pumps.append(pump)
             pump.start()
-        proc.wait(timeout)
+        wait_for_exit(proc, timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc, kill_grace)
         reason = f"timed out after {timeout_text or f'{timeout:g}s'}; process group killed"
@@ -278,13 +310,16 @@ OutputSink = Callable[[str, str, str], None]
 """Called with (run id, stream, line) for each line a followed run writes."""
 
 
-class FlowOutcome(NamedTuple):
+class FlowOutcome(Value):
     """What a dispatch ended with: how many runs matched, their ids and, when followed, the
     final runs as the backend sent them."""
 
-    matched: int
-    run_ids: list[str]
-    runs: list[WireRun]
+    __slots__ = ("matched", "run_ids", "runs")
+
+    def __init__(self, matched: int, run_ids: list[str], runs: list[WireRun]) -> None:
+        self.matched = matched
+        self.run_ids = run_ids
+        self.runs = runs
 
 
 class FlowDispatcher(Protocol):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso
+from workspace_adapter.base.values import Value
 
 # The record's fields in the order of its JSON document and of the state's columns.
 FIELDS = (
@@ -96,17 +97,26 @@ class TaskRun:
         return f"TaskRun({inner})"
 
 
-class SlotState(NamedTuple):
+class SlotState(Value):
     """A scheduled task's last slot and, cached, the first slot after it.
 
     ``next_slot`` is only valid for the ``schedule`` and ``timezone`` it was computed with; it
     lets a tick decide "not due" with a string comparison instead of evaluating cron.
     """
 
-    last_slot: str
-    next_slot: str | None = None
-    schedule: str | None = None
-    timezone: str | None = None
+    __slots__ = ("last_slot", "next_slot", "schedule", "timezone")
+
+    def __init__(
+        self,
+        last_slot: str,
+        next_slot: str | None = None,
+        schedule: str | None = None,
+        timezone: str | None = None,
+    ) -> None:
+        self.last_slot = last_slot
+        self.next_slot = next_slot
+        self.schedule = schedule
+        self.timezone = timezone
 
 
 def new_task_run_id(task_id: str, started: dt.datetime) -> str:

@@ -15,14 +15,16 @@ the plan saw, so two ticks started together run a task once: the loser finds the
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
-from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso
-from workspace_adapter.local import schedule, taskrun
-from workspace_adapter.local.config import WorkspaceConfig
-from workspace_adapter.local.state import StateStore
-from workspace_adapter.local.taskruns import SlotState, TaskRun, new_task_run
+from workspace_adapter.base.values import Value
+
+if TYPE_CHECKING:
+    from workspace_adapter.local import schedule, taskrun
+    from workspace_adapter.local.config import WorkspaceConfig
+    from workspace_adapter.local.state import StateStore
+    from workspace_adapter.local.taskruns import TaskRun
 
 # The tick's exit code: the first of these any run had, else 0.
 _EXIT_PRIORITY = (1, 4, 3, 2)
@@ -30,7 +32,7 @@ _EXIT_PRIORITY = (1, 4, 3, 2)
 SlotOutcome = Literal["ran", "skipped", "taken"]
 
 
-class SlotReport(NamedTuple):
+class SlotReport(Value):
     """One slot a tick claimed (or found taken) and what became of it.
 
     ``ran``: the task ran (``record`` holds how it ended, ``exit_code`` its code, ``message``
@@ -38,23 +40,37 @@ class SlotReport(NamedTuple):
     (``catchup = "none"``, or ``overlap``). ``taken``: another tick claimed it first.
     """
 
-    task_id: str
-    slot: str
-    outcome: SlotOutcome
-    record: TaskRun | None = None
-    exit_code: int = 0
-    message: str | None = None
+    __slots__ = ("exit_code", "message", "outcome", "record", "slot", "task_id")
+
+    def __init__(
+        self,
+        task_id: str,
+        slot: str,
+        outcome: SlotOutcome,
+        record: TaskRun | None = None,
+        exit_code: int = 0,
+        message: str | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.slot = slot
+        self.outcome = outcome
+        self.record = record
+        self.exit_code = exit_code
+        self.message = message
 
 
-class TaskReport(NamedTuple):
+class TaskReport(Value):
     """One scheduled task's decision and what the tick did about it.
 
     ``action`` is the decision's, or ``taken`` when another tick got there first.
     """
 
-    decision: schedule.Decision
-    action: str
-    slots: list[SlotReport]
+    __slots__ = ("action", "decision", "slots")
+
+    def __init__(self, decision: schedule.Decision, action: str, slots: list[SlotReport]) -> None:
+        self.decision = decision
+        self.action = action
+        self.slots = slots
 
     @property
     def task_id(self) -> str:
@@ -81,13 +97,18 @@ class TaskReport(NamedTuple):
         }
 
 
-class TickReport(NamedTuple):
+class TickReport(Value):
     """Everything one tick decided and did."""
 
-    now: dt.datetime
-    timezone: str
-    dry_run: bool
-    tasks: list[TaskReport]
+    __slots__ = ("dry_run", "now", "tasks", "timezone")
+
+    def __init__(
+        self, now: dt.datetime, timezone: str, dry_run: bool, tasks: list[TaskReport]
+    ) -> None:
+        self.now = now
+        self.timezone = timezone
+        self.dry_run = dry_run
+        self.tasks = tasks
 
     @property
     def exit_code(self) -> int:
@@ -119,7 +140,7 @@ def run_tick(
     *,
     mode: str,
     backend_url: str,
-    sinks: taskrun.Sinks,
+    sinks: taskrun.Sinks | None = None,
     dispatcher: taskrun.FlowDispatcher | None = None,
     now: dt.datetime | None = None,
     dry_run: bool = False,
@@ -127,16 +148,21 @@ def run_tick(
 ) -> TickReport:
     """Plan and (unless ``dry_run``) carry out one tick at ``now`` (default: the clock).
 
-    Command tasks stream their output to ``sinks``; flow tasks go to ``dispatcher`` (default:
-    the backend at ``backend_url``, over the wire).
+    Command tasks stream their output to ``sinks`` (default: this process's stdout and
+    stderr); flow tasks go to ``dispatcher`` (default: the backend at ``backend_url``, over the
+    wire). A workspace with no schedule is answered without opening (or importing) the state.
     """
     now = now or dt.datetime.now(dt.UTC)
+    if not any(task.schedule for task in config.tasks):
+        return TickReport(now, config.timezone, dry_run, [])
+    from workspace_adapter.local import schedule
+    from workspace_adapter.local.state import StateStore
+
     listener = listener or TickListener()
     store = StateStore.for_workspace(config.root, mode, readonly=dry_run)
-    has_schedules = any(task.schedule for task in config.tasks)
-    if has_schedules and not dry_run:
+    if not dry_run:
         store.open()  # creates the state, and fails runs left by dead processes
-    if has_schedules and store.exists():
+    if store.exists():
         states, running = store.slot_states(), store.running_tasks()
     else:
         states, running = {}, set()
@@ -177,7 +203,7 @@ class _Carrier:
         config: WorkspaceConfig,
         mode: str,
         backend_url: str,
-        sinks: taskrun.Sinks,
+        sinks: taskrun.Sinks | None,
         dispatcher: taskrun.FlowDispatcher | None,
         listener: TickListener,
     ) -> None:
@@ -190,6 +216,10 @@ class _Carrier:
         self.listener = listener
 
     def carry_out(self, decision: schedule.Decision) -> TaskReport:
+        from workspace_adapter.base.status import Status
+        from workspace_adapter.local import taskrun
+        from workspace_adapter.local.taskruns import SlotState, new_task_run
+
         task = decision.task
         assert decision.slot_state is not None
         expected = decision.last_slot
@@ -225,7 +255,7 @@ class _Carrier:
                     record,
                     mode=self.mode,
                     backend_url=self.backend_url,
-                    sinks=self.sinks,
+                    sinks=self.sinks or taskrun.Sinks.for_json(False),
                     dispatcher=self.dispatcher,
                 )
                 report = SlotReport(
