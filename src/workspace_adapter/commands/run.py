@@ -51,26 +51,31 @@ def run(
         override = taskrun.read_event_file(event_file)
     save_config()
     store = StateStore.for_workspace(config.root, g.mode).open()
-    sinks = taskrun.Sinks.for_json(as_json)
-    record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC))
-    if not task.enabled:
-        record.status, record.reason = Status.SKIPPED, "disabled"
-        record.finished_at = record.started_at
-        store.insert(record)
-        execution = taskrun.Execution(record, 0, f"warning: {task.id}: skipped: task is disabled")
-    else:
-        store.insert(record)
-        execution = taskrun.execute(
-            store,
-            config,
-            task,
-            record,
-            mode=g.mode,
-            backend_url=g.backend_url,
-            sinks=sinks,
-            override=override,
-            wait=None if wait else False,
-        )
+    try:
+        sinks = taskrun.Sinks.for_json(as_json)
+        record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC))
+        if not task.enabled:
+            record.status, record.reason = Status.SKIPPED, "disabled"
+            record.finished_at = record.started_at
+            store.insert(record)
+            execution = taskrun.Execution(
+                record, 0, f"warning: {task.id}: skipped: task is disabled"
+            )
+        else:
+            store.insert(record)
+            execution = taskrun.execute(
+                store,
+                config,
+                task,
+                record,
+                mode=g.mode,
+                backend_url=g.backend_url,
+                sinks=sinks,
+                override=override,
+                wait=None if wait else False,
+            )
+    finally:
+        store.close()  # here, not at interpreter exit, which cli.main may skip
     report(execution, as_json)
     return execution.exit_code
 

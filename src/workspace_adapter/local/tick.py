@@ -160,38 +160,45 @@ def run_tick(
 
     listener = listener or TickListener()
     store = StateStore.for_workspace(config.root, mode, readonly=dry_run)
-    if not dry_run:
-        store.open()  # creates the state, and fails runs left by dead processes
-    if store.exists():
-        states, running = store.slot_states(), store.running_tasks()
-    else:
-        states, running = {}, set()
-    decisions = schedule.plan_tick(config, states, running, now)
-    recorded: set[str] = set()
-    if not dry_run and decisions:
-        store.cache_next_slots(
-            [(d.task.id, d.slot_state) for d in decisions if d.action == "idle" and d.slot_state]
-        )
-        # Every first sight in one transaction: a first tick over 10,000 tasks commits once.
-        recorded = store.record_baselines(
-            [
-                (d.task.id, d.slot_state)
-                for d in decisions
-                if d.action == "baseline" and d.slot_state
-            ]
-        )
-    carrier = _Carrier(store, config, mode, backend_url, sinks, dispatcher, listener)
-    reports: list[TaskReport] = []
-    for decision in decisions:
-        listener.decided(decision)
-        if dry_run or not decision.due:
-            action: str = decision.action
-            if not dry_run and action == "baseline" and decision.task.id not in recorded:
-                action = "taken"
-            reports.append(TaskReport(decision, action, []))
+    try:
+        if not dry_run:
+            store.open()  # creates the state, and fails runs left by dead processes
+        if store.exists():
+            states, running = store.slot_states(), store.running_tasks()
         else:
-            reports.append(carrier.carry_out(decision))
-    return TickReport(now, config.timezone, dry_run, reports)
+            states, running = {}, set()
+        decisions = schedule.plan_tick(config, states, running, now)
+        recorded: set[str] = set()
+        if not dry_run and decisions:
+            store.cache_next_slots(
+                [
+                    (d.task.id, d.slot_state)
+                    for d in decisions
+                    if d.action == "idle" and d.slot_state
+                ]
+            )
+            # Every first sight in one transaction: a first tick over 10,000 tasks commits once.
+            recorded = store.record_baselines(
+                [
+                    (d.task.id, d.slot_state)
+                    for d in decisions
+                    if d.action == "baseline" and d.slot_state
+                ]
+            )
+        carrier = _Carrier(store, config, mode, backend_url, sinks, dispatcher, listener)
+        reports: list[TaskReport] = []
+        for decision in decisions:
+            listener.decided(decision)
+            if dry_run or not decision.due:
+                action: str = decision.action
+                if not dry_run and action == "baseline" and decision.task.id not in recorded:
+                    action = "taken"
+                reports.append(TaskReport(decision, action, []))
+            else:
+                reports.append(carrier.carry_out(decision))
+        return TickReport(now, config.timezone, dry_run, reports)
+    finally:
+        store.close()
 
 
 class _Carrier:
