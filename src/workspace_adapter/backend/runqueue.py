@@ -124,6 +124,8 @@ class RunQueue:
         return len(self._active)
 
     def submit(self, runs: list[FlowRun]) -> None:
+        if not runs:
+            return  # an event no flow wants: nothing to wake the loop for
         for run in runs:
             self._done.setdefault(run.id, anyio.Event())
             self._pending.append(run)

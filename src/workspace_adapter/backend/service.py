@@ -74,13 +74,16 @@ class BackendService:
         try:
             yield
         except StoreUnavailable as problem:
-            self._log.warning(
-                f"{action}.store_unavailable",
-                **context,
-                reason=problem.reason,
-                problem=str(problem.__cause__ or problem),
-            )
-            raise store_fault(problem) from None
+            raise self._store_fault(action, problem, **context) from None
+
+    def _store_fault(self, action: str, problem: StoreUnavailable, **context: str) -> rpc.RpcFault:
+        self._log.warning(
+            f"{action}.store_unavailable",
+            **context,
+            reason=problem.reason,
+            problem=str(problem.__cause__ or problem),
+        )
+        return store_fault(problem)
 
     async def call(self, method: str, params: dict[str, Any], outbox: Outbox | None = None) -> Any:
         """Run one decoded JSON-RPC call; ``outbox`` is the caller's, for subscriptions."""
@@ -142,8 +145,11 @@ class BackendService:
                 rpc.INVALID_PARAMS, f"invalid params: {exc}", data={"field": field}
             ) from None
         runs = self._new_runs(event["id"], event)
-        with self._store_writes("dispatch", event_id=event["id"]):
+        # Not _store_writes: a generator context manager is a measurable part of a dispatch.
+        try:
             record = await self.store.writer.dispatch(event, runs)
+        except StoreUnavailable as problem:
+            raise self._store_fault("dispatch", problem, event_id=event["id"]) from None
         duplicate = record.status == "duplicate"
         if not duplicate:
             self.queue.submit(record.runs)
