@@ -180,15 +180,18 @@ class UnsubscribeParams(msgspec.Struct, kw_only=True, omit_defaults=True):
 # --- results ---------------------------------------------------------------------------------
 
 
-class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The reply to ``flow.dispatch`` and ``flow.replay``; ``runs`` only when waited for."""
+class DispatchResult(msgspec.Struct, kw_only=True):
+    """The reply to ``flow.dispatch`` and ``flow.replay``; ``runs`` only when waited for.
+
+    ``idempotent`` is always sent; a reply without it (codex-flows) reads as False.
+    """
 
     status: str
     eventId: str
     runIds: list[str]
     matched: int
     idempotent: bool = False
-    runs: list[WireRun] | None = None
+    runs: list[WireRun] | msgspec.UnsetType = msgspec.UNSET
 
 
 class RunResult(msgspec.Struct):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from support.backend import Backend
@@ -74,15 +73,7 @@ def same_shape(ours: object, theirs: object) -> None:
 
 
 async def test_appendix_frames(backend: Backend) -> None:
-    trivial = backend.root / "flows" / "trivial"
-    trivial.mkdir(exist_ok=True)
-    (trivial / "flow.toml").write_text(
-        'name = "trivial"\n[[steps]]\nname = "noop"\nrunner = "command"\n'
-        "command = ['printf', 'FLOW_RESULT {\"status\":\"completed\"}\\n']\n"
-        '[steps.trigger]\ntype = "load.trivial"\n'
-    )
-    # The catalog notices edited flow folders at most once a second.
-    await asyncio.sleep(1.1)
+    # The daemon serves support.flows' "trivial" flow, the one of the appendix's session.
     async with connect(backend.url, compression=None) as ws:
         await ws.send(INITIALIZE)
         first = json.loads(await ws.recv())

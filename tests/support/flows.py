@@ -7,6 +7,16 @@ import textwrap
 from pathlib import Path
 
 FLOWS: dict[str, str] = {
+    # The flow of SPEC appendix A's codex-flows session (tests/backend/test_backend_compat.py).
+    "trivial": """
+        name = "trivial"
+        [[steps]]
+        name = "noop"
+        runner = "command"
+        command = ['printf', 'FLOW_RESULT {"status":"completed"}\\n']
+        [steps.trigger]
+        type = "load.trivial"
+    """,
     "demo": """
         name = "demo"
         version = "1.0.0"

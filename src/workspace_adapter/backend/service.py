@@ -180,7 +180,9 @@ class BackendService:
     async def _reply(
         self, status: str, event_id: str, run_ids: list[str], idempotent: bool, wait: bool
     ) -> rpc.DispatchResult:
-        runs = [r.to_wire() for r in await self.queue.wait_for(run_ids)] if wait else None
+        runs: list[rpc.WireRun] | msgspec.UnsetType = msgspec.UNSET
+        if wait:
+            runs = [r.to_wire() for r in await self.queue.wait_for(run_ids)]
         return rpc.DispatchResult(
             status=status,
             eventId=event_id,
