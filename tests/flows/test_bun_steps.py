@@ -163,10 +163,8 @@ async def test_a_code_mode_step_loads_but_is_refused_when_run(
     monkeypatch.delenv("CODEX_FLOWS_MODE", raising=False)
     outcome, _ = await run(package, tmp_path)
     assert outcome.flow_status == "failed"
-    assert "code-mode steps are disabled; set CODEX_FLOWS_ENABLE_CODE_MODE=1" in (
-        outcome.error or ""
-    )
+    assert outcome.error == "Code Mode flow step bunflow/s requires CODEX_FLOWS_ENABLE_CODE_MODE=1"
     monkeypatch.setenv("CODEX_FLOWS_MODE", "code-mode")
     outcome, _ = await run(package, tmp_path)
     assert outcome.flow_status == "failed"
-    assert "code mode needs a Codex app-server" in (outcome.error or "")
+    assert "bunflow/s needs a Codex app-server to run in" in (outcome.error or "")

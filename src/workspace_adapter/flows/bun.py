@@ -35,19 +35,20 @@ def bun_argv(bun: str, script: Path) -> list[str]:
     return [bun, str(script)]
 
 
-def code_mode_refusal(environ: Mapping[str, str] | None = None) -> str:
-    """Why a ``code-mode`` step does not run here, as its ``failed`` reason."""
+def code_mode_refusal(flow: str, step: str, environ: Mapping[str, str] | None = None) -> str:
+    """Why the ``code-mode`` step ``flow/step`` does not run here, as its ``failed`` reason.
+
+    Disabled (the default), the message is codex-flows' own; enabled, it says what is missing.
+    """
     env = os.environ if environ is None else environ
     enabled = (
         env.get("CODEX_FLOWS_ENABLE_CODE_MODE", "").strip().lower() in _TRUE
         or env.get("CODEX_FLOWS_MODE", "").strip() == "code-mode"
     )
     if not enabled:
-        return (
-            "code-mode steps are disabled; set CODEX_FLOWS_ENABLE_CODE_MODE=1 (or "
-            "CODEX_FLOWS_MODE=code-mode) to enable them"
-        )
+        return f"Code Mode flow step {flow}/{step} requires CODEX_FLOWS_ENABLE_CODE_MODE=1"
     return (
-        "code mode needs a Codex app-server to run the step in, and this backend does not "
-        "start one; run this flow with codex-flows, or rewrite the step for the bun runner"
+        f"Code Mode flow step {flow}/{step} needs a Codex app-server to run in, and this "
+        "backend does not start one; run the flow with codex-flows, or rewrite the step for "
+        "the bun runner"
     )

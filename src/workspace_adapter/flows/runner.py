@@ -156,7 +156,7 @@ def _argv(invocation: StepInvocation, env: Mapping[str, str]) -> list[str]:
         assert step.script is not None  # the manifest requires a script for bun steps
         return bun_argv(bun, step.script)
     if step.runner == "code-mode":
-        raise _StartError(code_mode_refusal())
+        raise _StartError(code_mode_refusal(invocation.package.name, step.name))
     return list(step.command or ())
 
 
