@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -23,14 +24,15 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def test_run_harness_flow_streams_the_step_and_ends_completed(
+async def test_run_harness_flow_streams_the_step_and_ends_completed(
     workspace_root: Path, tmp_path: Path
 ) -> None:
     shutil.copy(REPO_ROOT / "workspace.toml", workspace_root / "workspace.toml")
     daemon = Backend(workspace_root, tmp_path / "data").start()
     try:
         env = {**os.environ, "CODEX_FLOW_FETCH": "0", "CODEX_FLOW_PUSH": "0"}
-        done = subprocess.run(
+        done = await asyncio.to_thread(
+            subprocess.run,
             [str(WORKSPACE), "--backend-url", daemon.url, "run", "harness-flow"],
             cwd=workspace_root,
             env=env,
@@ -45,7 +47,8 @@ def test_run_harness_flow_streams_the_step_and_ends_completed(
         assert "patch-moi-harness/maintain: completed" in done.stdout
         assert "ref     local refs/heads/main" in done.stdout
 
-        runs = subprocess.run(
+        runs = await asyncio.to_thread(
+            subprocess.run,
             [str(WORKSPACE), "runs", "harness-flow", "--json"],
             cwd=workspace_root,
             capture_output=True,
@@ -64,7 +67,7 @@ def test_run_harness_flow_streams_the_step_and_ends_completed(
             finally:
                 await rpc.ws.close()
 
-        run = anyio.run(backend_view)
+        run = await backend_view()
         assert run["resultStatus"] == "completed"
         result = run["result"]
         assert isinstance(result, dict)

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +87,10 @@ async def test_a_client_that_never_reads_its_replies_is_dropped(daemon: Backend)
                 peak = max(peak, daemon.rss_kib())
     except websockets.ConnectionClosed:
         pass
-    await asyncio.sleep(0.3)
+    # Others are still served while the greedy client's frames pile up (not behind them).
+    async with asyncio.timeout(5):
+        assert "runs" in await rpc.call("flow.listRuns", {"limit": 1})
     peak = max(peak, daemon.rss_kib())
-    # Others are still served promptly while the greedy client's frames pile up.
-    started = time.monotonic()
-    assert "runs" in await rpc.call("flow.listRuns", {"limit": 1})
-    assert time.monotonic() - started < 1.0
     assert peak - before < 32 * 1024, (before, peak)
     # When the greedy client finally reads: its replies waited for room (a reply is never
     # dropped for being large) and what came past the in-flight cap was refused as overloaded;
