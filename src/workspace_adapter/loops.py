@@ -22,13 +22,11 @@ allows.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,6 +37,7 @@ from workspace_adapter.backend.server import BackendOptions, serve_backend
 from workspace_adapter.backend.service import BackendService
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.processes import signal_child_groups
 from workspace_adapter.local import configfile, taskrun
 from workspace_adapter.local.schedule import Decision
 from workspace_adapter.local.tick import SlotReport, TickListener, run_tick
@@ -219,18 +218,7 @@ def end_task_processes(sig: signal.Signals = signal.SIGTERM) -> list[int]:
     tick (each leads its own session, so its whole group goes). Linux: children are found in
     ``/proc``; elsewhere nothing is signalled and the grace periods still bound the wait.
     """
-    me, own_group = os.getpid(), os.getpgid(0)
-    groups: list[int] = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) != me:
-                continue
-            group = int(fields[2])
-            if group != own_group and group not in groups:
-                os.killpg(group, sig)
-                groups.append(group)
-    return groups
+    return signal_child_groups(sig)
 
 
 WatcherFactory = Callable[[str], "Watcher"]

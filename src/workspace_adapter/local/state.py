@@ -34,7 +34,6 @@ from workspace_adapter.local.taskruns import FIELDS, SlotState, TaskRun
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
-TAIL_BYTES = 64 * 1024
 
 _SCHEMA = """
 CREATE TABLE runs (

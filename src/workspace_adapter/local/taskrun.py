@@ -25,11 +25,13 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, UserError
+from workspace_adapter.base.processes import spawn, stop_group
 from workspace_adapter.base.status import Status
+from workspace_adapter.base.tails import OutputTail
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.base.values import Value
 from workspace_adapter.local.config import TaskConfig, WorkspaceConfig
-from workspace_adapter.local.state import TAIL_BYTES, StateStore
+from workspace_adapter.local.state import StateStore
 from workspace_adapter.local.taskruns import TaskRun
 
 if TYPE_CHECKING:
@@ -72,21 +74,6 @@ class Execution(Value):
         self.message = message
 
 
-class _Tail:
-    """The last :data:`TAIL_BYTES` of a stream, without keeping the whole stream."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > 2 * TAIL_BYTES:
-            del self.data[:-TAIL_BYTES]
-
-    def text(self) -> str:
-        return bytes(self.data[-TAIL_BYTES:]).decode("utf-8", errors="replace")
-
-
 _sink_lock = threading.Lock()
 
 
@@ -96,7 +83,7 @@ def _write(sink: TextIO, text: str) -> None:
         sink.flush()
 
 
-def _pump(pipe: IO[bytes], sink: TextIO, tail: _Tail) -> None:
+def _pump(pipe: IO[bytes], sink: TextIO, tail: OutputTail) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     reader: Any = pipe
     while chunk := reader.read1(65536):
@@ -112,17 +99,6 @@ def _join_all(threads: list[threading.Thread], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the whole group, give it ``grace`` seconds, then SIGKILL whatever is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 @contextlib.contextmanager
@@ -196,14 +172,13 @@ def run_command(
 ) -> tuple[Status, str | None, int | None, str, str]:
     """Run ``argv``; (status, reason, exit code, stdout tail, stderr tail)."""
     try:
-        proc = subprocess.Popen(
+        proc, group = spawn(
             argv,
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
         )
     except FileNotFoundError:
         return Status.FAILED, f"program not found: {argv[0]} (not on PATH)", None, "", ""
@@ -211,7 +186,7 @@ def run_command(
         return Status.FAILED, f"program not executable: {argv[0]}", None, "", ""
     except OSError as exc:
         return Status.FAILED, f"could not start {argv[0]}: {exc.strerror or exc}", None, "", ""
-    tails = (_Tail(), _Tail())
+    tails = (OutputTail(), OutputTail())
     pumps: list[threading.Thread] = []
     reason: str | None = None
     try:  # from here on, any way out (a signal too) ends the task's group
@@ -222,15 +197,15 @@ def run_command(
             pump.start()
         wait_for_exit(proc, timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc, kill_grace)
+        stop_group(proc, group, kill_grace)
         reason = f"timed out after {timeout_text or f'{timeout:g}s'}; process group killed"
     except BaseException:
-        _kill_group(proc, kill_grace)
+        stop_group(proc, group, kill_grace)
         raise
     _join_all(pumps, 0.5)
     if any(pump.is_alive() for pump in pumps):
         # A background child still holds the pipes; the task is over, so end its group.
-        _kill_group(proc, 0)
+        stop_group(proc, group, 0)
         _join_all(pumps, PIPE_DRAIN_SECONDS)
         if any(pump.is_alive() for pump in pumps):
             # A process that left the group (setsid, a daemon) still holds the pipes; waiting
@@ -370,7 +345,7 @@ def _run_flow(
     """Dispatch the task's event and fill ``record``; returns an exit code override or None."""
     event = build_event(config, task, record, override)
     record.event_id = event["id"]
-    tails = {"stdout": _Tail(), "stderr": _Tail()}
+    tails = {"stdout": OutputTail(), "stderr": OutputTail()}
 
     def on_output(run_id: str, stream: str, line: str) -> None:
         if stream == "stdout" and line.startswith("FLOW_RESULT "):
