@@ -31,6 +31,10 @@ from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.catalog import FlowCatalog
 
 
+def _nothing() -> None:
+    pass
+
+
 def _unknown(field: str, value: str) -> rpc.RpcFault:
     return rpc.bad_params(field, f"no such {field.removesuffix('Id')}: {value}")
 
@@ -61,8 +65,11 @@ class BackendService:
         catalog: FlowCatalog,
         queue: RunQueue,
         hub: SubscriptionHub,
+        on_write: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        # Told after each committed dispatch or replay (the daemon's WAL checkpoints).
+        self._on_write = on_write or _nothing
         self.catalog = catalog
         self.queue = queue
         self.hub = hub
@@ -150,6 +157,7 @@ class BackendService:
             record = await self.store.writer.dispatch(event, runs)
         except StoreUnavailable as problem:
             raise self._store_fault("dispatch", problem, event_id=event["id"]) from None
+        self._on_write()
         duplicate = record.status == "duplicate"
         if not duplicate:
             self.queue.submit(record.runs)
@@ -164,6 +172,7 @@ class BackendService:
         runs = self._new_runs(event_id, event, replay=True)
         with self._store_writes("replay", event_id=event_id):
             await self.store.writer.add_runs(runs)
+        self._on_write()
         self.queue.submit(runs)
         self._log.info("event.replayed", event_id=event_id, matched=len(runs))
         return await self._reply("accepted", event_id, [r.id for r in runs], False, wait)
