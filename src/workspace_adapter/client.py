@@ -1,7 +1,9 @@
 """The WebSocket adapter: talks JSON-RPC 2.0 to a workspace backend (SPEC §6).
 
-One connection per CLI invocation: ``initialize``, ``subscribe`` to the event *before*
-``dispatch``, then follow ``flow.run.updated`` / ``flow.run.output`` until every run ends.
+One connection per CLI invocation: ``initialize``, then, where the backend offers
+``flow.subscribe`` (its ``capabilities.workspaceMethods``), subscribe to the event *before*
+``dispatch`` and follow ``flow.run.updated`` / ``flow.run.output`` until every run ends; a
+backend without it (codex-flows' workspace backend) is polled with ``flow.getRun`` instead.
 Frames are encoded and decoded by :mod:`workspace_adapter.protocol`; runs arrive as its
 :class:`~workspace_adapter.protocol.WireRun`.
 :class:`ReconnectingClient` is the long-lived variant for a daemon (``workspace serve``): it
@@ -28,6 +30,9 @@ from workspace_adapter.protocol import WireRun
 
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
 DEFAULT_REQUEST_TIMEOUT = 30.0
+POLL_FIRST_SECONDS = 0.05
+POLL_MAX_SECONDS = 1.0
+"""Polling ``flow.getRun`` (no ``flow.subscribe``): 50 ms, doubling up to 1 s between rounds."""
 
 OutputCallback = Callable[[str, str, str], None]
 """Called with (run id, stream, line) for each line a step prints."""
@@ -44,6 +49,15 @@ class DispatchOutcome(msgspec.Struct, kw_only=True):
     run_ids: list[str]
     runs: list[WireRun] = msgspec.field(default_factory=list)
 
+    @property
+    def duplicate(self) -> bool:
+        """The backend already had this event; ``run_ids`` are its existing runs.
+
+        codex-flows answers a duplicate with ``matched: 0``, so only ``run_ids`` say whether
+        any flow wanted the event.
+        """
+        return self.status == "duplicate"
+
 
 class RpcError(UserError):
     """The backend answered a request with a JSON-RPC error."""
@@ -51,6 +65,15 @@ class RpcError(UserError):
     def __init__(self, method: str, code: int, message: str) -> None:
         super().__init__(f"backend refused {method}: {message} ({code})", 1)
         self.code = code
+
+
+class MethodNotOffered(UserError):
+    """The backend does not serve a method this command needs (exit code 2)."""
+
+    def __init__(self, url: str, method: str, doing: str = "") -> None:
+        why = f"the backend at {url} does not offer {method}"
+        super().__init__(f"{doing}: {why}" if doing else why, 2)
+        self.method = method
 
 
 class ConnectionLost(UserError):
@@ -85,6 +108,12 @@ class WorkspaceClient:
         self._ids = itertools.count(1)
         self.notifications: list[rpc.Notification] = []
         self.server_info: dict[str, Any] = {}
+        self.methods: frozenset[str] | None = None
+        """``capabilities.workspaceMethods`` of the initialize reply; None when not listed."""
+
+    def offers(self, method: str) -> bool:
+        """Whether the backend serves ``method`` (assumed when it lists no methods)."""
+        return self.methods is None or method in self.methods
 
     @overload
     async def request(
@@ -153,8 +182,15 @@ class WorkspaceClient:
             clientInfo={"name": "workspace-adapter", "version": __version__}
         )
         result = await self.request("workspace.initialize", params)
-        self.server_info = dict(result.get("serverInfo") or {}) if isinstance(result, dict) else {}
-        return result if isinstance(result, dict) else {}
+        if not isinstance(result, dict):
+            return {}
+        info = result.get("serverInfo")
+        self.server_info = dict(info) if isinstance(info, dict) else {}
+        capabilities = result.get("capabilities")
+        methods = capabilities.get("workspaceMethods") if isinstance(capabilities, dict) else None
+        if isinstance(methods, list):
+            self.methods = frozenset(m for m in methods if isinstance(m, str))
+        return result
 
     async def close(self) -> None:
         await self.ws.close()
@@ -208,10 +244,24 @@ async def probe(url: str, token: str | None = None, timeout: float = 2.0) -> dic
         await client.close()
 
 
+async def subscribe(client: WorkspaceClient, event_id: str) -> bool:
+    """Subscribe to ``event_id``'s runs where the backend offers it; False when it does not."""
+    if not client.offers("flow.subscribe"):
+        return False
+    await client.request("flow.subscribe", rpc.SubscribeParams(eventId=event_id))
+    return True
+
+
 async def follow_runs(
     client: WorkspaceClient, run_ids: list[str], on_output: OutputCallback | None = None
 ) -> list[WireRun]:
-    """Wait until every run has ended, streaming output; the client must already subscribe."""
+    """Wait until every run has ended, streaming output.
+
+    With ``flow.subscribe`` the client must already be subscribed (:func:`subscribe`);
+    without it the runs are polled (:func:`poll_runs`).
+    """
+    if not client.offers("flow.subscribe"):
+        return await poll_runs(client, run_ids, on_output)
     finished: dict[str, WireRun] = {}
     wanted = set(run_ids)
 
@@ -241,6 +291,41 @@ async def follow_runs(
     while len(finished) < len(run_ids):
         handle(await client.next_notification())
     return [finished[r] for r in run_ids]
+
+
+async def poll_runs(
+    client: WorkspaceClient,
+    run_ids: list[str],
+    on_output: OutputCallback | None = None,
+    *,
+    first: float = POLL_FIRST_SECONDS,
+    longest: float = POLL_MAX_SECONDS,
+) -> list[WireRun]:
+    """Ask ``flow.getRun`` for each unfinished run until all have ended.
+
+    Rounds are ``first`` seconds apart, doubling up to ``longest``. Such a backend streams no
+    output: a run's ``stderr`` is handed to ``on_output`` once it has ended (its ``stdout`` is
+    the runner's result JSON, read through the run itself).
+    """
+    finished: dict[str, WireRun] = {}
+    delay = first
+    while True:
+        for run_id in run_ids:
+            if run_id in finished:
+                continue
+            got = await client.request(
+                "flow.getRun", rpc.RunIdParams(runId=run_id), result=rpc.RunResult
+            )
+            if got.run.terminal:
+                finished[run_id] = got.run
+                if on_output is not None:
+                    for line in got.run.stderr.splitlines():
+                        on_output(run_id, "stderr", line)
+        client.notifications.clear()  # workspace.event and the like: nothing to follow
+        if len(finished) == len(run_ids):
+            return [finished[r] for r in run_ids]
+        await anyio.sleep(delay)
+        delay = min(longest, delay * 2)
 
 
 async def dispatch_and_follow(
@@ -302,7 +387,7 @@ async def _send_and_follow(
     try:
         if wait:
             # Before the dispatch, so not one line of a fast run is missed.
-            await client.request("flow.subscribe", rpc.SubscribeParams(eventId=event_id))
+            await subscribe(client, event_id)
         reply = await client.request(method, params, result=rpc.DispatchResult)
         outcome = DispatchOutcome(
             status=reply.status,
@@ -313,6 +398,25 @@ async def _send_and_follow(
         if wait and outcome.run_ids:
             outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
         return outcome
+    finally:
+        await client.close()
+
+
+async def cancel_run(url: str, run_id: str, *, token: str | None = None) -> WireRun:
+    """Cancel a run; :class:`MethodNotOffered` when the backend has no ``flow.cancelRun``."""
+    method = "flow.cancelRun"
+    client = await open_client(url, token)
+    try:
+        doing = f"cannot cancel {run_id}"
+        if not client.offers(method):
+            raise MethodNotOffered(url, method, doing)
+        try:
+            got = await client.request(method, rpc.RunIdParams(runId=run_id), result=rpc.RunResult)
+        except RpcError as exc:
+            if exc.code == rpc.METHOD_NOT_FOUND:
+                raise MethodNotOffered(url, method, doing) from None
+            raise
+        return got.run
     finally:
         await client.close()
 

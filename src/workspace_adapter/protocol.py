@@ -109,20 +109,53 @@ class WireRun(msgspec.Struct, kw_only=True):
         return self.status in TERMINAL_RUN_STATES
 
     @property
+    def flow_result(self) -> dict[str, Any] | None:
+        """The step's FlowResult: ``result``, or the ``result`` inside ``resultJson``.
+
+        codex-flows sends only ``resultJson``, a JSON string ``{"flow","step","result"}``.
+        """
+        if self.result is not None:
+            return self.result
+        return result_of_result_json(self.resultJson)
+
+    @property
+    def result_status(self) -> str | None:
+        """The status the step reported: ``resultStatus``, else the one in ``resultJson``."""
+        if self.resultStatus is not None:
+            return self.resultStatus
+        found = self.flow_result
+        said = found.get("status") if found is not None else None
+        return said if isinstance(said, str) else None
+
+    @property
     def flow_status(self) -> Status:
-        """Its resultStatus when completed, else failed or canceled (or the state it is in)."""
-        return flow_status(self.status, self.resultStatus)
+        """Its result status when completed, else failed or canceled (or the state it is in)."""
+        return flow_status(self.status, self.result_status)
 
     @property
     def message(self) -> str | None:
         """What the step said about its result, or why the run did not complete."""
-        said = self.result.get("message") if self.result is not None else None
+        found = self.flow_result
+        said = found.get("message") if found is not None else None
         return str(self.error or said or "") or None
 
     @property
     def artifacts(self) -> dict[str, Any]:
-        found = self.result.get("artifacts") if self.result is not None else None
-        return found if isinstance(found, dict) else {}
+        found = self.flow_result
+        artifacts = found.get("artifacts") if found is not None else None
+        return artifacts if isinstance(artifacts, dict) else {}
+
+
+def result_of_result_json(text: str | None) -> dict[str, Any] | None:
+    """The ``result`` object of a codex-flows ``resultJson`` string; None when there is none."""
+    if not text:
+        return None
+    try:
+        decoded = _decoder.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    found = decoded.get("result") if isinstance(decoded, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 # --- params of each method -------------------------------------------------------------------

@@ -76,7 +76,7 @@ def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -
             }
         )
     else:
-        print(f"{verb} {outcome.event_id}: {outcome.status}, {outcome.matched} run(s)")
+        print(f"{verb} {outcome.event_id}: {outcome.status}, {len(outcome.run_ids)} run(s)")
         for run in outcome.runs:
             line = f"  {run.id}  {run.flowName}/{run.stepName}  {run.flow_status}"
             if run.error:
@@ -85,7 +85,8 @@ def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -
         if not outcome.runs:
             for run_id in outcome.run_ids:
                 print(f"  {run_id}")
-    if outcome.matched == 0:
+    if not outcome.run_ids:
+        # Not ``matched``: codex-flows answers a duplicate with 0 and the existing run ids.
         print("warning: no flow matched this event", file=sys.stderr)
         return 0
     return status_rule.exit_code(status) if status is not None else 0
@@ -146,7 +147,7 @@ def list_runs(
         _print_json(msgspec.to_builtins(runs))
         return 0
     for run in runs:
-        result_status = run.resultStatus or "-"
+        result_status = run.result_status or "-"
         print(
             f"{run.id}  {run.status:<9}  {result_status:<18}  "
             f"{run.flowName}/{run.stepName}  {run.eventId}"
@@ -159,11 +160,9 @@ def list_runs(
 def cancel(g: Globals, run_id: str, *, as_json: bool = False) -> int:
     import msgspec
 
-    from workspace_adapter import protocol as rpc
-    from workspace_adapter.client import call
+    from workspace_adapter.client import cancel_run
 
-    params = rpc.RunIdParams(runId=run_id)
-    run = _run(lambda: call(g.backend_url, "flow.cancelRun", params, result=rpc.RunResult)).run
+    run = _run(lambda: cancel_run(g.backend_url, run_id))
     if as_json:
         _print_json(msgspec.to_builtins(run))
     else:

@@ -286,15 +286,22 @@ OutputSink = Callable[[str, str, str], None]
 
 
 class FlowOutcome(Value):
-    """What a dispatch ended with: how many runs matched, their ids and, when followed, the
-    final runs as the backend sent them."""
+    """What a dispatch ended with: how many runs matched, their ids, when followed the final
+    runs as the backend sent them, and the reply's status (``accepted``, ``duplicate``).
 
-    __slots__ = ("matched", "run_ids", "runs")
+    A ``duplicate`` reply names the event's existing runs in ``run_ids``; its ``matched`` may
+    be 0 (codex-flows), so ``run_ids``, not ``matched``, say whether any flow took the event.
+    """
 
-    def __init__(self, matched: int, run_ids: list[str], runs: list[WireRun]) -> None:
+    __slots__ = ("matched", "run_ids", "runs", "status")
+
+    def __init__(
+        self, matched: int, run_ids: list[str], runs: list[WireRun], status: str = "accepted"
+    ) -> None:
         self.matched = matched
         self.run_ids = run_ids
         self.runs = runs
+        self.status = status
 
 
 class FlowDispatcher(Protocol):
@@ -329,7 +336,7 @@ class WebSocketDispatcher:
                 )
 
         outcome = anyio.run(follow)
-        return FlowOutcome(outcome.matched, outcome.run_ids, outcome.runs)
+        return FlowOutcome(outcome.matched, outcome.run_ids, outcome.runs, outcome.status)
 
 
 def _run_flow(
@@ -367,11 +374,12 @@ def _run_flow(
         record.reason = f"timed out after {task.timeout} following the flow runs"
     else:
         record.run_ids = outcome.run_ids
-        if outcome.matched == 0:
+        if not outcome.run_ids:
             record.status = Status.SKIPPED
             record.reason = f"no flow matched event type {event['type']!r}"
         elif not wait:
-            record.status, record.reason = Status.COMPLETED, "dispatched"
+            record.status = Status.COMPLETED
+            record.reason = "already dispatched" if outcome.status == "duplicate" else "dispatched"
         else:
             _print_run_summaries(outcome.runs, sinks.stdout)
             statuses = [run.flow_status for run in outcome.runs]
@@ -387,7 +395,8 @@ def _print_run_summaries(runs: list[WireRun], sink: TextIO) -> None:
 
     for run in runs:
         lines = [f"{run.flowName}/{run.stepName}: {paint(run.flow_status, sink)} [{run.id}]"]
-        said = run.result.get("message") if run.result is not None else None
+        found = run.flow_result
+        said = found.get("message") if found is not None else None
         if said:
             lines.append(f"  {said}")
         if run.error:

@@ -26,7 +26,13 @@ from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso, utc_now
-from workspace_adapter.protocol import INVALID_PARAMS, OVERLOADED, DispatchResult, WireRun
+from workspace_adapter.protocol import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    OVERLOADED,
+    DispatchResult,
+    WireRun,
+)
 from workspace_adapter.service import notify
 from workspace_adapter.service.records import Records
 from workspace_adapter.service.schema import Attempt
@@ -55,6 +61,13 @@ def redelivery_delay(deliveries: int) -> float:
     return min(REDELIVERY_MAX_SECONDS, REDELIVERY_FIRST_SECONDS * (1 << doublings))
 
 
+def _unknown_event(exc: wsclient.RpcError) -> bool:
+    """The backend does not know the event: our -32602, or codex-flows' -32603 saying so."""
+    return exc.code == INVALID_PARAMS or (
+        exc.code == INTERNAL_ERROR and "Unknown event: " in exc.message
+    )
+
+
 class _NotSent(Exception):
     """The backend did not take the attempt; ``message`` says why, ``retry`` if it may later."""
 
@@ -75,7 +88,8 @@ def run_outcome(
         found = run.artifacts.get("candidateRefs")
         if isinstance(found, list):
             refs.extend(found)
-        said = run.result.get("message") if run.result is not None else None
+        found = run.flow_result
+        said = found.get("message") if found is not None else None
         text = said or run.error
         if isinstance(text, str) and text and text not in messages:
             messages.append(text if len(runs) == 1 else f"{run.stepName}: {text}")
@@ -121,9 +135,7 @@ class AttemptDelivery:
             return await self._undelivered(attempt, UNREACHABLE, detail=exc.message)
         try:
             try:
-                await session.request(
-                    "flow.subscribe", rpc.SubscribeParams(eventId=attempt.event_id)
-                )
+                await wsclient.subscribe(session, attempt.event_id)
                 method, reply = await self._send(session, attempt)
             except _NotSent as exc:
                 return await self._not_sent(attempt, exc)
@@ -166,9 +178,7 @@ class AttemptDelivery:
             return attempt
         try:
             try:
-                await session.request(
-                    "flow.subscribe", rpc.SubscribeParams(eventId=attempt.event_id)
-                )
+                await wsclient.subscribe(session, attempt.event_id)
             except (wsclient.ConnectionLost, wsclient.RpcError, TimeoutError):
                 await off_loop(self.records.release, attempt.id)
                 return attempt
@@ -213,7 +223,7 @@ class AttemptDelivery:
         except wsclient.RpcError as exc:
             if exc.code == OVERLOADED:
                 raise _NotSent(f"backend overloaded: {exc.message}", retry=True) from None
-            if method == "flow.replay" and exc.code == INVALID_PARAMS:
+            if method == "flow.replay" and _unknown_event(exc):
                 raise _NotSent(
                     f"the backend does not know event {attempt.event_id}; "
                     f"`workspace attempts retry {attempt.retry_of or attempt.id}` dispatches "
@@ -227,7 +237,7 @@ class AttemptDelivery:
         try:
             await session.request("flow.getEvent", rpc.GetEventParams(eventId=event_id))
         except wsclient.RpcError as exc:
-            if exc.code == INVALID_PARAMS:
+            if _unknown_event(exc):
                 return False
             raise _NotSent(exc.message, retry=exc.code == OVERLOADED) from None
         return True
