@@ -26,6 +26,7 @@ from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
 from support.wire import http, open_rpc
 
+from workspace_adapter.backend import mutations
 from workspace_adapter.backend.http import build_routes
 from workspace_adapter.backend.records import new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
@@ -264,9 +265,7 @@ async def test_post_events_against_a_locked_store_is_a_503_with_retry_after(
 
 def fill_backend_store(store: BackendStore) -> tuple[str, sqlite3.OperationalError]:
     """Dispatch big events until the store's disk is full; the id that failed, and why."""
-    # The pragma is per connection: it must run on the store's writer.
-    pages = store.transaction(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
-    store.transaction(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 4}"))
+    store.limit_pages(store.page_count() + 4)
     for i in range(50):
         try:
             store.dispatch(
@@ -287,7 +286,7 @@ def test_the_backend_store_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Pa
     assert integrity(store.path) == "ok"
     assert all(store.get_event(f"kept-{i}") is not None for i in range(5))
     # Space returns: the same id is accepted (not a duplicate), and runs go on.
-    store.transaction(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
+    store.limit_pages(None)
     run = new_flow_run(failed, "demo", "hello")
     assert store.dispatch(event(failed, size=16_384), [run]).status == "accepted"
     assert store.mark_running(run.id) is not None
@@ -308,13 +307,15 @@ def test_the_backend_store_reports_a_full_disk_as_such(tmp_path: Path) -> None:
 
 async def test_a_full_disk_sinks_only_the_write_that_did_not_fit(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
-    pages = store.transaction(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
-    store.transaction(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 8}"))
+    store.limit_pages(store.page_count() + 8)
     small = [event(f"small-{i}") for i in range(20)]
+    # While another process holds the lock, no write can commit at once: they all queue for
+    # the writer thread, and share group commits with the one that does not fit.
+    holder = await asyncio.to_thread(LockHolder, store.path, 0.5)
     writes = [store.writer.dispatch(e, [new_flow_run(e["id"], "demo", "hello")]) for e in small]
-    # Queued together, so they share a group commit with the one that does not fit.
     big = store.writer.dispatch(event("big", size=200_000), [new_flow_run("big", "demo", "hello")])
     results = await asyncio.gather(*writes, big, return_exceptions=True)
+    await asyncio.to_thread(holder.wait)
     assert [getattr(r, "status", r) for r in results[:-1]] == ["accepted"] * 20
     assert isinstance(results[-1], StoreUnavailable), results[-1]
     assert str(results[-1]) == "store is full (SQLITE_FULL): free disk space"
@@ -375,3 +376,22 @@ def test_the_local_state_reports_a_full_disk_as_such(tmp_path: Path) -> None:
     assert error.message == f"state store {store.path} is full (SQLITE_FULL): free disk space"
     assert isinstance(error.__cause__, sqlite3.OperationalError)
     assert error.__cause__.sqlite_errorname == "SQLITE_FULL"
+
+
+async def test_commit_now_never_waits_for_the_lock(tmp_path: Path) -> None:
+    store = BackendStore(tmp_path)
+    first = new_flow_run("free", "demo", "hello")
+    done, record = store.commit_now(lambda db: mutations.store_event(db, event("free"), [first]))
+    assert done and record.status == "accepted"
+    holder = await asyncio.to_thread(LockHolder, store.path, 1.0)
+    held = new_flow_run("held", "demo", "hello")
+    done, record = store.commit_now(lambda db: mutations.store_event(db, event("held"), [held]))
+    # Refused while the other process still holds the lock: it did not wait for it.
+    assert (done, record) == (False, None)
+    assert holder.proc.poll() is None
+    # The same write through the writer is queued and committed once the lock is free.
+    queued = await store.writer.dispatch(event("held"), [held])
+    assert queued.status == "accepted"
+    await asyncio.to_thread(holder.wait)
+    assert store.get_event("free") is not None and store.get_event("held") is not None
+    store.close()

@@ -30,6 +30,8 @@ class BatchCommitter(Protocol):
 
     def commit_batch(self, batch: list[QueuedWrite]) -> None: ...
 
+    def commit_now(self, op: WriteOp) -> tuple[bool, Any]: ...
+
 
 class QueuedWrite:
     """One write waiting for (or done with) its group commit."""
@@ -75,16 +77,34 @@ class StoreWriter:
         )
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Writes queued and not yet answered; counted on the loop's thread only.
+        self._pending = 0
 
     async def write(self, op: WriteOp) -> Any:
         """Run ``op`` in the next group commit; its result once committed."""
+        if self._pending == 0:
+            # Nothing queued before it: commit at once if the lock is free (a short
+            # transaction, no waiting), which spares an idle daemon the thread hand-off.
+            try:
+                done, result = self.store.commit_now(op)
+            except sqlite3.Error as exc:
+                problem = unavailable(exc)
+                if problem is not None:
+                    raise problem from exc
+                raise
+            if done:
+                return result
         write = QueuedWrite(op)
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._thread is None:
             self._start()
-        self._requests.put((write, committed))
-        with anyio.CancelScope(shield=True):
-            await committed
+        self._pending += 1
+        try:
+            self._requests.put((write, committed))
+            with anyio.CancelScope(shield=True):
+                await committed
+        finally:
+            self._pending -= 1
         if write.error is not None:
             if isinstance(write.error, sqlite3.Error):
                 problem = unavailable(write.error)

@@ -31,7 +31,7 @@ from workspace_adapter.backend.records import (
     json_decoder,
     run_from_row,
 )
-from workspace_adapter.base.sqlitefile import check_version, transaction
+from workspace_adapter.base.sqlitefile import check_version, classify, transaction
 
 # Importable from here as before the store was split in three.
 
@@ -101,6 +101,9 @@ class BackendStore:
         self._migrate()
         self._point_reader = _connect(self.path, readonly=True)
         self._reader = _connect(self.path, readonly=True)
+        # The loop's own writer: it never waits for the lock (busy_timeout 0), see commit_now.
+        self._now_db = _connect(self.path)
+        self._now_db.execute("PRAGMA busy_timeout = 0")
         # The list reader is used from worker threads, one at a time.
         self._reader_lock = threading.Lock()
         self.writer = StoreWriter(self)
@@ -109,6 +112,7 @@ class BackendStore:
         self.writer.stop()
         self._reader.close()
         self._point_reader.close()
+        self._now_db.close()
         self._db.close()
 
     def _migrate(self) -> None:
@@ -129,6 +133,43 @@ class BackendStore:
         """Run ``op`` on the writer connection in one ``BEGIN IMMEDIATE`` transaction."""
         with transaction(self._db):
             return op(self._db)
+
+    def limit_pages(self, pages: int | None) -> None:
+        """Refuse to grow the file past ``pages`` pages (None: no limit), on every writer.
+
+        A write that would need more fails with SQLITE_FULL and stores nothing, exactly as on a
+        full disk: an operator's cap on the store's size, and the fault tests' full disk.
+        """
+        limit = 1_073_741_823 if pages is None else pages
+        for db in (self._db, self._now_db):
+            db.execute(f"PRAGMA max_page_count = {int(limit)}")
+
+    def page_count(self) -> int:
+        """How many pages the file holds now."""
+        return int(self._db.execute("PRAGMA page_count").fetchone()[0])
+
+    def commit_now(self, op: WriteOp) -> tuple[bool, Any]:
+        """Commit ``op`` at once when the write lock is free, never waiting for it.
+
+        ``(True, result)`` once committed; ``(False, None)`` when another writer holds the lock
+        (another process, or the writer thread mid-batch): the caller queues the write then.
+        A short transaction on the caller's thread, so an idle daemon answers a dispatch without
+        a thread hand-off; any other error is raised, nothing of ``op`` stored.
+        """
+        db = self._now_db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if classify(exc) == "busy":
+                return False, None
+            raise
+        try:
+            result = op(db)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return True, result
 
     def commit_batch(self, batch: list[QueuedWrite]) -> None:
         """Commit ``batch`` in one transaction and give each write its answer (worker thread).
