@@ -33,7 +33,7 @@ import anyio
 import anyio.from_thread
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.server import BackendOptions, serve_backend
+from workspace_adapter.backend.server import BackendOptions, run_daemon, serve_backend
 from workspace_adapter.backend.service import BackendService
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.logs import get_logger
@@ -301,4 +301,4 @@ def run_serve(
             options, g, tick_interval=tick_interval, make_watcher=make_watcher
         )
 
-    return anyio.run(main, backend="asyncio")
+    return run_daemon(main)
