@@ -121,6 +121,15 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env-allow", action="append", default=[], metavar="NAME", help="pass NAME to steps"
     )
+    p.add_argument(
+        "--app-server-url",
+        metavar="URL",
+        help="Codex app-server (ws://…) behind appServer.* (default: "
+        "$CODEX_WORKSPACE_BACKEND_APP_SERVER_URL, then $CODEX_WORKSPACE_APP_SERVER_WS_URL)",
+    )
+    p.add_argument(
+        "--local-app-server", action="store_true", help="refused: start one and pass its URL"
+    )
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -424,6 +433,8 @@ def _backend_flags(ns: Parsed) -> dict[str, Any]:
         "allow_origin": ns.allow_origin,
         "concurrency": ns.concurrency,
         "env_allow": ns.env_allow,
+        "app_server_url": ns.app_server_url,
+        "local_app_server": ns.local_app_server,
     }
 
 

@@ -62,3 +62,48 @@ def normalize_event(raw: object) -> dict[str, Any]:
     if not event.get("receivedAt"):
         event["receivedAt"] = utc_now_iso()
     return event
+
+
+# The keys of a stored event record, in codex-flows' order; extras live only in ``raw``.
+_RECORD_KEYS = ("id", "type", "source", "occurredAt", "receivedAt", "payload", "raw", "createdAt")
+
+
+def event_record(event: dict[str, Any], created_at: str) -> dict[str, Any]:
+    """The record a backend stores and shows for a normalized ``event``, as codex-flows does.
+
+    ``{id, type, source?, occurredAt?, receivedAt, payload, raw, createdAt}``: ``raw`` is the
+    event as received (every original key, ``receivedAt`` filled in), ``createdAt`` when the
+    backend stored it; ``source`` and ``occurredAt`` only when they are strings.
+    """
+    record: dict[str, Any] = {"id": event["id"], "type": event["type"]}
+    for key in ("source", "occurredAt"):
+        if isinstance(event.get(key), str):
+            record[key] = event[key]
+    record["receivedAt"] = event["receivedAt"]
+    payload = event.get("payload")
+    record["payload"] = payload if isinstance(payload, dict) else {}
+    record["raw"] = event
+    record["createdAt"] = created_at
+    return record
+
+
+def is_event_record(body: dict[str, Any]) -> bool:
+    return (
+        isinstance(body.get("raw"), dict)
+        and isinstance(body.get("createdAt"), str)
+        and set(body) <= set(_RECORD_KEYS)
+    )
+
+
+def as_event_record(body: dict[str, Any]) -> dict[str, Any]:
+    """A stored body as a record; a body stored as the bare event (older stores) is wrapped,
+    its ``receivedAt`` standing in for ``createdAt``."""
+    if is_event_record(body):
+        return body
+    return event_record(body, str(body.get("receivedAt") or ""))
+
+
+def event_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The event a stored body holds: a record's ``raw``, or the bare event itself."""
+    raw = body.get("raw")
+    return raw if is_event_record(body) and isinstance(raw, dict) else body

@@ -55,6 +55,8 @@ class RpcFault(Exception):
         self.message = message
         self.request_id = request_id
         self.data = data
+        # True for a notification's fault: logged, never answered.
+        self.silent = False
 
 
 def bad_params(field: str, problem: str) -> RpcFault:
@@ -233,9 +235,10 @@ class RunResult(msgspec.Struct):
     run: WireRun
 
 
-class RunsResult(msgspec.Struct):
-    """The reply to ``flow.listRuns``."""
+class RunsResult(msgspec.Struct, kw_only=True):
+    """The reply to ``flow.listRuns``; ``eventId`` echoes the filter when one was given."""
 
+    eventId: str | msgspec.UnsetType = msgspec.UNSET
     runs: list[WireRun]
 
 
@@ -306,21 +309,22 @@ def decode_request(frame: str | bytes) -> Request | None:
     request_id: RequestId = raw_id
     if "method" not in message and ("result" in message or "error" in message):
         return None
-    if message.get("jsonrpc", "2.0") != "2.0":
-        raise RpcFault(INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"', request_id=raw_id)
     method = message.get("method")
-    if not isinstance(method, str) or not method:
-        raise RpcFault(
-            INVALID_REQUEST, "invalid request: method must be a non-empty string", request_id=raw_id
-        )
-    params = message.get("params", {})
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
+    notification = "id" not in message and isinstance(method, str) and bool(method)
+    if message.get("jsonrpc", "2.0") != "2.0":
+        fault = RpcFault(INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"')
+    elif not isinstance(method, str) or not method:
+        fault = RpcFault(INVALID_REQUEST, "invalid request: method must be a non-empty string")
+    else:
+        params = message.get("params", {})
+        if params is None:
+            params = {}
+        if isinstance(params, dict):
+            return Request(id=request_id, method=method, params=params, notification=notification)
         fault = bad_params("params", "must be an object")
-        fault.request_id = raw_id
-        raise fault
-    return Request(id=request_id, method=method, params=params, notification="id" not in message)
+    fault.request_id = raw_id
+    fault.silent = notification
+    raise fault
 
 
 P = TypeVar("P", bound=msgspec.Struct)
@@ -385,21 +389,34 @@ def encode_json(value: Any) -> bytes:
 
 def connected_notification(at: str) -> bytes:
     """What every new connection hears first, as codex-flows sends it."""
-    return encode_notification("workspace.event", {"event": {"type": "connected", "at": at}})
+    return workspace_event("connected", at)
 
 
-def initialize_result(methods: Iterable[str]) -> dict[str, Any]:
-    """The reply to ``workspace.initialize``; ``methods`` are the ones the backend serves."""
+def initialize_result(methods: Iterable[str], *, app_server: bool = False) -> dict[str, Any]:
+    """The reply to ``workspace.initialize``, in codex-flows' keys plus ours.
+
+    ``methods`` are the ones the backend serves (``workspaceMethods`` lists the ``flow.*`` ones,
+    sorted, as codex-flows does); ``appServerPassThrough`` is True only when an app-server URL
+    is configured, so a client knows whether ``appServer.*`` can work at all.
+    """
     return {
         "ok": True,
         "serverInfo": {"name": SERVER_NAME, "version": __version__},
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": {
+            "appServerPassThrough": app_server,
             "workspaceMethods": sorted(m for m in methods if m.startswith("flow.")),
             "flowInspection": True,
             "runStreaming": True,
         },
     }
+
+
+def workspace_event(event_type: str, at: str, **fields: Any) -> bytes:
+    """A ``workspace.event`` notification, as codex-flows words its events."""
+    return encode_notification(
+        "workspace.event", {"event": {"type": event_type, "at": at, **fields}}
+    )
 
 
 # --- the client's side ------------------------------------------------------------------------
@@ -484,6 +501,161 @@ def decode_result(reply: Reply, result_type: type[T]) -> T:
 def decode_params(note: Notification, params_type: type[T]) -> T:
     """A notification's params as ``params_type``; raises :class:`msgspec.ValidationError`."""
     return msgspec.json.decode(note.params, type=params_type)
+
+
+# --- the app-server pass-through ---------------------------------------------------------------
+
+APP_SERVER_METHODS = (
+    "appServer.call",
+    "appServer.notify",
+    "appServer.respond",
+    "appServer.respondError",
+)
+APP_SERVER_CLIENT_INFO = {
+    "name": SERVER_NAME,
+    "title": "Workspace Adapter Backend",
+    "version": __version__,
+}
+
+
+class AppServerCall(msgspec.Struct, frozen=True):
+    """``appServer.call`` or ``appServer.notify``: a method of the app-server and its params."""
+
+    method: str
+    params: Any = None
+    has_params: bool = False
+
+
+class AppServerReply(msgspec.Struct, frozen=True):
+    """``appServer.respond`` / ``appServer.respondError``: a client's answer to an app-server
+    request; ``error`` is None for a result."""
+
+    id: int | str
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+def _app_server_fault(method: str, field: str, problem: str) -> RpcFault:
+    # codex-flows' message first ("Invalid appServer.call params"), then which field and why.
+    return RpcFault(
+        INVALID_PARAMS, f"Invalid {method} params: {field}: {problem}", data={"field": field}
+    )
+
+
+def parse_app_server_call(method: str, params: dict[str, Any]) -> AppServerCall:
+    """The params of ``appServer.call`` / ``appServer.notify``, checked as codex-flows does."""
+    target = params.get("method")
+    if not isinstance(target, str) or not target.strip():
+        raise _app_server_fault(method, "method", "must be a non-empty string")
+    return AppServerCall(target, params.get("params"), "params" in params)
+
+
+def parse_app_server_reply(method: str, params: dict[str, Any]) -> AppServerReply:
+    """The params of ``appServer.respond`` / ``appServer.respondError``, checked as codex-flows
+    does: an ``id`` that is a string or number, then ``result``, or ``code`` and ``message``."""
+    request_id = params.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | float | str):
+        raise _app_server_fault(method, "id", "must be a string or number")
+    if isinstance(request_id, float):
+        if not request_id.is_integer():
+            raise _app_server_fault(method, "id", "must be a string or integer")
+        request_id = int(request_id)
+    if method == "appServer.respond":
+        if "result" not in params:
+            raise _app_server_fault(method, "result", "is required")
+        return AppServerReply(request_id, result=params["result"])
+    code = params.get("code")
+    if isinstance(code, bool) or not isinstance(code, int | float):
+        raise _app_server_fault(method, "code", "must be a number")
+    message = params.get("message")
+    if not isinstance(message, str) or not message:
+        raise _app_server_fault(method, "message", "must be a non-empty string")
+    error: dict[str, Any] = {"code": code, "message": message}
+    if params.get("data") is not None:
+        error["data"] = params["data"]
+    return AppServerReply(request_id, error=error)
+
+
+def app_server_initialize(request_id: int) -> bytes:
+    """The ``initialize`` request a backend sends first on every app-server connection."""
+    return encode_request(
+        request_id,
+        "initialize",
+        {"clientInfo": APP_SERVER_CLIENT_INFO, "capabilities": {"experimentalApi": True}},
+    )
+
+
+def app_server_initialized() -> bytes:
+    """The ``initialized`` notification that follows the answer to ``initialize``."""
+    return _encoder.encode({"jsonrpc": "2.0", "method": "initialized"})
+
+
+def app_server_notification(call: AppServerCall) -> bytes:
+    frame: dict[str, Any] = {"jsonrpc": "2.0", "method": call.method}
+    if call.has_params:
+        frame["params"] = call.params
+    return _encoder.encode(frame)
+
+
+def app_server_request(request_id: int, call: AppServerCall) -> bytes:
+    frame: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": call.method}
+    if call.has_params:
+        frame["params"] = call.params
+    return _encoder.encode(frame)
+
+
+def app_server_response(reply: AppServerReply) -> bytes:
+    if reply.error is None:
+        return _encoder.encode({"jsonrpc": "2.0", "id": reply.id, "result": reply.result})
+    return _encoder.encode({"jsonrpc": "2.0", "id": reply.id, "error": reply.error})
+
+
+class AppServerMessage(msgspec.Struct, frozen=True):
+    """One frame the app-server sent: ``kind`` is ``reply``, ``request`` or ``notification``;
+    ``message`` is the frame as received, passed on verbatim."""
+
+    kind: str
+    message: dict[str, Any]
+
+    @property
+    def id(self) -> Any:
+        return self.message.get("id")
+
+
+def decode_app_server_message(frame: str | bytes) -> AppServerMessage | None:
+    """Classify a frame from the app-server; None for anything that is no JSON-RPC message."""
+    try:
+        message = _decoder.decode(frame)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    if isinstance(message.get("method"), str):
+        kind = "request" if "id" in message else "notification"
+        return AppServerMessage(kind, message)
+    if "id" in message and ("result" in message or "error" in message):
+        return AppServerMessage("reply", message)
+    return None
+
+
+def app_server_error_fault(error: Any) -> RpcFault:
+    """Our error reply for an error the app-server answered a call with, naming it."""
+    body = error if isinstance(error, dict) else {"message": str(error)}
+    code, message = body.get("code"), body.get("message") or "app-server error"
+    return RpcFault(
+        INTERNAL_ERROR,
+        f"app-server error: {message}",
+        data={"reason": "app_server_error", "appServerError": body, "appServerCode": code},
+    )
+
+
+def app_server_unreachable(url: str, why: str) -> RpcFault:
+    """The error reply for a pass-through call while the app-server is not connected."""
+    return RpcFault(
+        INTERNAL_ERROR,
+        f"app-server unreachable: codex app-server websocket error: {url} ({why})",
+        data={"reason": "app_server_unreachable", "url": url},
+    )
 
 
 # --- signatures ------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ def test_signed_post_is_accepted(backend: Backend) -> None:
     run_id = body["runIds"][0]
     deadline = time.monotonic() + 10
     while True:
-        status, run = http("GET", f"{backend.http}/runs/{run_id}")
+        status, shown = http("GET", f"{backend.http}/runs/{run_id}")
         assert status == 200
+        run = shown["run"]
         if run["status"] == "completed" or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -79,7 +80,8 @@ def test_bad_input_is_400_never_500(backend: Backend) -> None:
     status, body = http("GET", backend.http + "/runs?status=sleeping")
     assert status == 400 and body["field"] == "status"
     assert http("GET", backend.http + "/runs/run_missing")[0] == 404
-    assert http("POST", backend.http + "/events/missing/replay")[0] == 404
+    assert signed_post(backend, "/events/missing/replay", b"")[0] == 404
+    assert http("POST", backend.http + "/events/missing/replay")[0] == 401  # unsigned
 
 
 def test_replay_and_cancel_routes(backend: Backend) -> None:
@@ -89,7 +91,7 @@ def test_replay_and_cancel_routes(backend: Backend) -> None:
     run_id = body["runIds"][0]
     status, canceled = http("POST", f"{backend.http}/runs/{run_id}/cancel")
     assert status == 200 and canceled["run"]["status"] == "canceled"
-    status, replay = http("POST", f"{backend.http}/events/{event_id}/replay")
+    status, replay = signed_post(backend, f"/events/{event_id}/replay", b"")
     assert status == 202 and replay["runIds"][0].endswith("_replay")
     status, canceled = http("POST", f"{backend.http}/runs/{replay['runIds'][0]}/cancel")
     assert status == 200 and canceled["run"]["status"] == "canceled"

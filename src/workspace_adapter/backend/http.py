@@ -1,7 +1,9 @@
 """The backend's HTTP routes (SPEC §6) and the guard in front of every request.
 
 Routes translate between HTTP and :class:`BackendService`: a bad body or query is a 400 with a
-JSON error naming the field, an unknown id a 404, never a 500 for input.
+JSON error naming the field, an unknown id a 404 in codex-flows' words (``{"error": "run not
+found"}``), never a 500 for input. Replies have codex-flows' shapes (docs/api.md); any other
+path that is no WebSocket upgrade gets codex-flows' 426.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from workspace_adapter.backend.service import BackendService
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 EVENT_POSTS = frozenset({"/events", "/flow-events"})
+INVALID_SIGNATURE = "invalid signature"
+UPGRADE_REQUIRED = "workspace backend: WebSocket JSON-RPC on any path, HTTP routes in docs/api.md\n"
 # A posted event is one FlowEvent: as large as a WebSocket frame may be, no larger.
 MAX_BODY_BYTES = rpc.MAX_FRAME_BYTES
 
@@ -134,8 +138,10 @@ def _faults_as_http(handler: Handler) -> Handler:
             if fault.code == rpc.OVERLOADED:
                 # Retryable: the run queue is full, or the store is locked or full.
                 return error_response(503, fault.message, retry_after=data.get("retryAfter", 1))
-            missing = fault.code == rpc.INVALID_PARAMS and "no such" in fault.message
-            return error_response(404 if missing else 400, fault.message, field)
+            if fault.code == rpc.INVALID_PARAMS and "no such" in fault.message:
+                thing = "run" if field == "runId" else "event"
+                return error_response(404, f"{thing} not found")
+            return error_response(400, fault.message, field)
 
     return wrapped
 
@@ -161,8 +167,12 @@ def build_routes(
         return json_response({"ok": True})
 
     async def readyz(request: Request) -> Response:
+        # Ready means ready for flows; an app-server that is down is reported, not fatal.
         ok = ready()
-        return json_response({"ok": ok}, 200 if ok else 503)
+        body: dict[str, Any] = {"ok": ok}
+        if service.app_server is not None:
+            body["appServer"] = service.app_server.status()
+        return json_response(body, 200 if ok else 503)
 
     def authorized(request: Request, body: bytes) -> bool:
         """With a secret: a valid signature under either header name, or else the token."""
@@ -178,7 +188,7 @@ def build_routes(
         except BodyTooLarge:
             return error_response(413, f"body is larger than {MAX_BODY_BYTES} bytes")
         if secret is not None and not authorized(request, body):
-            return error_response(401, "missing or bad signature (x-flow-signature-256)")
+            return error_response(401, INVALID_SIGNATURE)
         try:
             event = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
@@ -196,7 +206,24 @@ def build_routes(
         return json_response(service.get_event(request.path_params["event_id"]))
 
     async def replay_event(request: Request) -> Response:
-        return json_response(await service.replay(request.path_params["event_id"]), 202)
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return error_response(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        if secret is not None and not authorized(request, body):
+            return error_response(401, INVALID_SIGNATURE)
+        wait = False
+        if body.strip():  # optional: {"wait": true} waits for the runs, as in codex-flows
+            try:
+                options = msgspec.json.decode(body)
+            except msgspec.DecodeError as exc:
+                return error_response(400, f"body is not valid JSON: {exc}")
+            wait_given = options.get("wait", False) if isinstance(options, dict) else None
+            if not isinstance(wait_given, bool):
+                return error_response(400, 'body must be {"wait": true|false}', "wait")
+            wait = wait_given
+        reply = await service.replay(request.path_params["event_id"], wait=wait)
+        return json_response(reply, 202)
 
     async def list_runs(request: Request) -> Response:
         params = _query(
@@ -205,11 +232,14 @@ def build_routes(
             {"eventId": "eventId", "event_id": "eventId", "status": "status", "limit": "limit"},
         )
         runs = await service.list_runs(params.eventId, params.status, params.limit)
-        return json_response(rpc.RunsResult(runs))
+        return json_response(service.runs_result(params.eventId, runs))
 
     async def get_run(request: Request) -> Response:
-        # codex-flows answers with the bare run here (SPEC appendix A).
-        return json_response(service.get_run(request.path_params["run_id"]))
+        # {"run": …}, as codex-flows answers here and as flow.getRun answers.
+        return json_response(rpc.RunResult(service.get_run(request.path_params["run_id"])))
+
+    async def upgrade_required(request: Request) -> Response:
+        return Response(UPGRADE_REQUIRED, status_code=426, media_type="text/plain")
 
     async def cancel_run(request: Request) -> Response:
         return json_response(rpc.RunResult(await service.cancel_run(request.path_params["run_id"])))
@@ -230,4 +260,6 @@ def build_routes(
             ),
             Route(f"{base}/{{event_id:path}}", _faults_as_http(get_event), methods=["GET"]),
         ]
+    # Last: what no route above takes fully. A known path with another method stays a 405.
+    routes.append(Route("/{path:path}", upgrade_required, methods=["GET", "HEAD"]))
     return routes

@@ -20,6 +20,7 @@ from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import StoreUnavailable
+from workspace_adapter.events import event_of
 from workspace_adapter.flows.executor import StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome
@@ -198,7 +199,8 @@ class RunQueue:
                 return
             if run is None:
                 return
-            event = self.store.get_event(queued.event_id)
+            stored = self.store.get_event(queued.event_id)
+            event = None if stored is None else event_of(stored)
             if event is None:
                 await self._finish(run_id, status="failed", error="its event is not in the store")
                 return

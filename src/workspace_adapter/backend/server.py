@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from workspace_adapter import protocol as rpc
+from workspace_adapter.backend.appserver import AppServerLink
 from workspace_adapter.backend.http import Guard, build_routes, is_loopback
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.service import BackendService
@@ -110,6 +111,8 @@ class BackendOptions(msgspec.Struct, kw_only=True):
     allowed_origins: tuple[str, ...] = ()
     concurrency: int = 2
     env_allow: tuple[str, ...] = ()
+    # The Codex app-server behind appServer.* (ws://…); None: those methods are unknown.
+    app_server_url: str | None = None
 
 
 class ClientSession:
@@ -143,6 +146,7 @@ class ClientSession:
 
     async def serve(self) -> None:
         self.outbox.put(rpc.connected_notification(utc_now_iso()))
+        self.service.hub.attach(self.outbox)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, tg.cancel_scope)
@@ -231,7 +235,8 @@ class ClientSession:
         try:
             request = rpc.decode_request(frame)
         except rpc.RpcFault as fault:
-            self.outbox.put(rpc.encode_fault(fault))
+            if not fault.silent:
+                self.outbox.put(rpc.encode_fault(fault))
             return
         if request is not None and not request.notification:
             busy = rpc.RpcFault(
@@ -259,11 +264,12 @@ class ClientSession:
         """The encoded reply to one frame; None for a notification, a client's reply, or a
         request cancelled because the connection closed."""
         request_id: rpc.RequestId = None
+        notification = False
         try:
             request = rpc.decode_request(frame)
             if request is None:
                 return None
-            request_id = request.id
+            request_id, notification = request.id, request.notification
             if request.params.get("wait") is True:
                 with anyio.CancelScope() as scope:
                     self._scopes.add(scope)
@@ -279,11 +285,17 @@ class ClientSession:
                 result = await self.service.call(request.method, request.params, self.outbox)
             return None if request.notification else rpc.encode_result(request.id, result)
         except rpc.RpcFault as fault:
+            if fault.silent or notification:
+                # A notification is never answered, whatever went wrong (JSON-RPC 2.0 §4.1).
+                self._log.info("rpc.notification_refused", code=fault.code, problem=fault.message)
+                return None
             if fault.request_id is None:
                 fault.request_id = request_id
             return rpc.encode_fault(fault)
         except Exception:
             self._log.exception("rpc.internal_error", request_id=request_id)
+            if notification:
+                return None
             internal = rpc.RpcFault(rpc.INTERNAL_ERROR, "internal error", request_id=request_id)
             return rpc.encode_fault(internal)
 
@@ -448,8 +460,16 @@ async def serve_backend(
             env_allow=options.env_allow,
         )
         checkpoints = WalCheckpointer(store.path)
+        app_server = (
+            AppServerLink(options.app_server_url, hub.broadcast) if options.app_server_url else None
+        )
         service = BackendService(
-            store=store, catalog=catalog, queue=queue, hub=hub, on_write=checkpoints.wrote
+            store=store,
+            catalog=catalog,
+            queue=queue,
+            hub=hub,
+            on_write=checkpoints.wrote,
+            app_server=app_server,
         )
         app = build_app(service, options, ready=lambda: queue.accepting)
         config = uvicorn.Config(
@@ -472,6 +492,9 @@ async def serve_backend(
                         hub.run_updated(run.to_wire())
                     await tg.start(queue.serve)
                     queue.submit(queued)
+                    if app_server is not None:
+                        # In the background: an app-server that is down does not stop flows.
+                        tg.start_soon(app_server.run)
                     log.info(
                         "backend.started",
                         url=url,

@@ -16,6 +16,7 @@ import anyio
 import msgspec
 
 from workspace_adapter import protocol as rpc
+from workspace_adapter.backend.appserver import AppServerLink
 from workspace_adapter.backend.records import FlowRun, new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.store import BackendStore
@@ -27,7 +28,14 @@ from workspace_adapter.backend.subscriptions import (
 )
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import StoreUnavailable
-from workspace_adapter.events import EventError, normalize_event
+from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.events import (
+    EventError,
+    as_event_record,
+    event_of,
+    event_record,
+    normalize_event,
+)
 from workspace_adapter.flows.catalog import FlowCatalog
 
 
@@ -66,8 +74,11 @@ class BackendService:
         queue: RunQueue,
         hub: SubscriptionHub,
         on_write: Callable[[], None] | None = None,
+        app_server: AppServerLink | None = None,
     ) -> None:
         self.store = store
+        # The app-server behind appServer.*; None when no URL was given (they are then unknown).
+        self.app_server = app_server
         # Told after each committed dispatch or replay (the daemon's WAL checkpoints).
         self._on_write = on_write or _nothing
         self.catalog = catalog
@@ -95,14 +106,16 @@ class BackendService:
     async def call(self, method: str, params: dict[str, Any], outbox: Outbox | None = None) -> Any:
         """Run one decoded JSON-RPC call; ``outbox`` is the caller's, for subscriptions."""
         entry = METHODS.get(method)
-        if entry is None:
+        if entry is None or (entry.params is None and self.app_server is None):
             raise rpc.RpcFault(rpc.METHOD_NOT_FOUND, f"method not found: {method}")
+        if entry.params is None:  # the app-server's: checked as codex-flows checks them
+            return await entry.handler(self, (method, params), outbox)
         return await entry.handler(self, rpc.parse_params(entry.params, params), outbox)
 
     # --- the handlers, as the table calls them -----------------------------------------------
 
     async def _initialize(self, params: rpc.InitializeParams, outbox: Outbox | None) -> Any:
-        return rpc.initialize_result(METHODS)
+        return rpc.initialize_result(METHODS, app_server=self.app_server is not None)
 
     async def _dispatch(self, params: rpc.DispatchParams, outbox: Outbox | None) -> Any:
         return await self.dispatch(params.event, wait=params.wait)
@@ -117,7 +130,9 @@ class BackendService:
         return self.get_event(params.eventId)
 
     async def _list_runs(self, params: rpc.ListRunsParams, outbox: Outbox | None) -> Any:
-        return rpc.RunsResult(await self.list_runs(params.eventId, params.status, params.limit))
+        return self.runs_result(
+            params.eventId, await self.list_runs(params.eventId, params.status, params.limit)
+        )
 
     async def _get_run(self, params: rpc.RunIdParams, outbox: Outbox | None) -> Any:
         return rpc.RunResult(self.get_run(params.runId))
@@ -140,6 +155,26 @@ class BackendService:
     async def _unsubscribe_call(self, params: rpc.UnsubscribeParams, outbox: Outbox | None) -> Any:
         return self._unsubscribe(params, outbox)
 
+    # --- the app-server pass-through ---------------------------------------------------------
+
+    async def _app_server_call(
+        self, call: tuple[str, dict[str, Any]], outbox: Outbox | None
+    ) -> Any:
+        assert self.app_server is not None
+        return await self.app_server.call(rpc.parse_app_server_call(*call))
+
+    async def _app_server_notify(
+        self, call: tuple[str, dict[str, Any]], outbox: Outbox | None
+    ) -> Any:
+        assert self.app_server is not None
+        return await self.app_server.notify(rpc.parse_app_server_call(*call))
+
+    async def _app_server_respond(
+        self, call: tuple[str, dict[str, Any]], outbox: Outbox | None
+    ) -> Any:
+        assert self.app_server is not None
+        return await self.app_server.respond(rpc.parse_app_server_reply(*call))
+
     # --- dispatch and replay -----------------------------------------------------------------
 
     async def dispatch(self, raw_event: Any, *, wait: bool = False) -> rpc.DispatchResult:
@@ -154,7 +189,7 @@ class BackendService:
         runs = self._new_runs(event["id"], event)
         # Not _store_writes: a generator context manager is a measurable part of a dispatch.
         try:
-            record = await self.store.writer.dispatch(event, runs)
+            record = await self.store.writer.dispatch(event_record(event, utc_now_iso()), runs)
         except StoreUnavailable as problem:
             raise self._store_fault("dispatch", problem, event_id=event["id"]) from None
         self._on_write()
@@ -166,10 +201,10 @@ class BackendService:
 
     async def replay(self, event_id: str, *, wait: bool = False) -> rpc.DispatchResult:
         """Run a stored event again: new runs whose ids end ``_replay``."""
-        event = self.store.get_event(event_id)
-        if event is None:
+        stored = self.store.get_event(event_id)
+        if stored is None:
             raise _unknown("eventId", event_id)
-        runs = self._new_runs(event_id, event, replay=True)
+        runs = self._new_runs(event_id, event_of(stored), replay=True)
         with self._store_writes("replay", event_id=event_id):
             await self.store.writer.add_runs(runs)
         self._on_write()
@@ -196,7 +231,8 @@ class BackendService:
             status=status,
             eventId=event_id,
             runIds=run_ids,
-            matched=len(run_ids),
+            # codex-flows counts what this dispatch matched: nothing, for a duplicate.
+            matched=0 if idempotent else len(run_ids),
             idempotent=idempotent,
             runs=runs,
         )
@@ -204,13 +240,22 @@ class BackendService:
     # --- inspection --------------------------------------------------------------------------
 
     async def list_events(self, event_type: str | None, limit: int) -> list[dict[str, Any]]:
-        return await anyio.to_thread.run_sync(self.store.list_events, event_type, limit)
+        found = await anyio.to_thread.run_sync(self.store.list_events, event_type, limit)
+        return [as_event_record(e) for e in found]
 
     def get_event(self, event_id: str) -> rpc.EventResult:
-        event = self.store.get_event(event_id)
-        if event is None:
+        stored = self.store.get_event(event_id)
+        if stored is None:
             raise _unknown("eventId", event_id)
-        return rpc.EventResult(event, [r.to_wire() for r in self.store.runs_of_event(event_id)])
+        runs = [r.to_wire() for r in self.store.runs_of_event(event_id)]
+        return rpc.EventResult(as_event_record(stored), runs)
+
+    @staticmethod
+    def runs_result(event_id: str | None, runs: list[rpc.WireRun]) -> rpc.RunsResult:
+        """``{runs}``, with ``eventId`` echoed first when the runs were filtered by it."""
+        if event_id is None:
+            return rpc.RunsResult(runs=runs)
+        return rpc.RunsResult(eventId=event_id, runs=runs)
 
     async def list_runs(
         self, event_id: str | None, status: str | None, limit: int
@@ -261,9 +306,13 @@ Handler = Callable[[BackendService, Any, Outbox | None], Awaitable[Any]]
 
 
 class Method(NamedTuple):
-    """A JSON-RPC method the backend serves: the struct its params decode into, its handler."""
+    """A JSON-RPC method the backend serves: the struct its params decode into, its handler.
 
-    params: type[msgspec.Struct]
+    ``params`` None: an ``appServer.*`` method, served only with an app-server configured;
+    its handler gets ``(method, params)`` as sent.
+    """
+
+    params: type[msgspec.Struct] | None
     handler: Handler
 
 
@@ -278,4 +327,8 @@ METHODS: dict[str, Method] = {
     "flow.cancelRun": Method(rpc.RunIdParams, BackendService._cancel_run),
     "flow.subscribe": Method(rpc.SubscribeParams, BackendService._subscribe),
     "flow.unsubscribe": Method(rpc.UnsubscribeParams, BackendService._unsubscribe_call),
+    "appServer.call": Method(None, BackendService._app_server_call),
+    "appServer.notify": Method(None, BackendService._app_server_notify),
+    "appServer.respond": Method(None, BackendService._app_server_respond),
+    "appServer.respondError": Method(None, BackendService._app_server_respond),
 }

@@ -118,6 +118,8 @@ class SubscriptionHub:
         self._by_event: dict[str, dict[str, Subscription]] = {}
         self._by_run: dict[str, dict[str, Subscription]] = {}
         self._of: dict[Outbox, dict[str, Subscription]] = {}
+        # Every open connection, subscribed or not: broadcasts (the app-server's) reach them all.
+        self._connected: dict[Outbox, None] = {}
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -157,10 +159,23 @@ class SubscriptionHub:
     def subscriptions_of(self, outbox: Outbox) -> list[Subscription]:
         return list(self._of.get(outbox, {}).values())
 
+    def attach(self, outbox: Outbox) -> None:
+        """A connection opened: it hears every broadcast until :meth:`drop`."""
+        self._connected[outbox] = None
+
     def drop(self, outbox: Outbox) -> None:
-        """Forget every subscription of a connection that went away."""
+        """Forget a connection that went away, and every subscription it had."""
+        self._connected.pop(outbox, None)
         for sub in self.subscriptions_of(outbox):
             self.unsubscribe(sub.id)
+
+    def broadcast(self, frame: bytes) -> None:
+        """Queue ``frame`` for every open connection (a slow one overflows, as for runs)."""
+        self._publish(list(self._connected), frame)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connected)
 
     def _targets(self, event_id: str, run_id: str) -> list[Outbox]:
         seen: dict[int, Outbox] = {}

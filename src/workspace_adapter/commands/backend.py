@@ -37,6 +37,8 @@ class BackendFlags(TypedDict):
     allow_origin: list[str]
     concurrency: int
     env_allow: list[str]
+    app_server_url: str | None
+    local_app_server: bool
 
 
 def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> BackendOptions:
@@ -60,6 +62,7 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
             raise UserError(f"CODEX_WORKSPACE_BACKEND_PORT is not a number: {env_port!r}") from None
     if port is not None and not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
+    app_server_url = _app_server_url(flags)
     return BackendOptions(
         host=flags["host"] or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST") or "127.0.0.1",
         port=3586 if port is None else port,
@@ -70,7 +73,26 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
         allowed_origins=tuple(flags["allow_origin"]),
         concurrency=flags["concurrency"],
         env_allow=tuple(flags["env_allow"]),
+        app_server_url=app_server_url,
     )
+
+
+def _app_server_url(flags: BackendFlags) -> str | None:
+    """``--app-server-url``, then the two variables codex-flows reads, in its order."""
+    if flags.get("local_app_server"):
+        raise UserError(
+            "--local-app-server is not supported: start `codex app-server --listen ws://…` "
+            "yourself and pass --app-server-url"
+        )
+    url = (
+        flags.get("app_server_url")
+        or os.environ.get("CODEX_WORKSPACE_BACKEND_APP_SERVER_URL")
+        or os.environ.get("CODEX_WORKSPACE_APP_SERVER_WS_URL")
+        or None
+    )
+    if url is not None and not url.startswith(("ws://", "wss://")):
+        raise UserError(f"--app-server-url must be a ws:// or wss:// URL, got {url!r}")
+    return url
 
 
 def backend(*, log_level: str, workspace_root: Path, **flags: Unpack[BackendFlags]) -> int:
