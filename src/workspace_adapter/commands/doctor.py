@@ -42,14 +42,14 @@ HARNESS_FLOW = "patch-moi-harness"
 DEFAULT_FORK = "harness/fork"
 DEFAULT_REMOTES = ("origin", "upstream", "jojo")
 
-Status = Literal["ok", "warn", "fail"]
+CheckStatus = Literal["ok", "warn", "fail"]
 
 
 class Check(msgspec.Struct, kw_only=True):
     """One line of the report."""
 
     check: str
-    status: Status
+    status: CheckStatus
     message: str
 
 
@@ -57,7 +57,7 @@ class _Report:
     def __init__(self) -> None:
         self.checks: list[Check] = []
 
-    def add(self, check: str, status: Status, message: str) -> None:
+    def add(self, check: str, status: CheckStatus, message: str) -> None:
         self.checks.append(Check(check=check, status=status, message=message))
 
 

@@ -58,7 +58,7 @@ import msgspec
 
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
 from workspace_adapter.base.sqlitefile import SchemaVersionError, classify, describe
-from workspace_adapter.base.times import iso
+from workspace_adapter.base.times import iso, utc_now
 from workspace_adapter.local.config import duration_seconds
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def prune(
 
     age = parse_age(older_than)
     try:
-        cutoff = iso(dt.datetime.now(dt.UTC) - age)
+        cutoff = iso(utc_now() - age)
     except OverflowError:
         raise UserError(f"--older-than: {older_than!r} is too long ago", EXIT_BAD_INPUT) from None
     backend_dir = backend_data_dir(g.workspace_root, data_dir)

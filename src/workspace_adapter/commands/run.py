@@ -18,13 +18,12 @@ Exit codes follow SPEC §2: 0 completed/changed/skipped, 1 failed/canceled, 2 ba
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from typing import TYPE_CHECKING, Any
 
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.status import Status
-from workspace_adapter.base.times import parse_iso
+from workspace_adapter.base.times import parse_iso, utc_now
 from workspace_adapter.local import configfile, taskrun
 from workspace_adapter.local.state import StateStore
 from workspace_adapter.local.taskruns import TaskRun, new_task_run
@@ -53,7 +52,7 @@ def run(
     store = StateStore.for_workspace(config.root, g.mode).open()
     try:
         sinks = taskrun.Sinks.for_json(as_json)
-        record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC))
+        record = new_task_run(task.id, task.kind, utc_now())
         if not task.enabled:
             record.status, record.reason = Status.SKIPPED, "disabled"
             record.finished_at = record.started_at

@@ -99,6 +99,8 @@ class _Printer(TickListener):
 
 def line(decision: schedule.Decision) -> str:
     """``task: due|not due: why; next slot <when, in the workspace's zone>``."""
-    upcoming = decision.next_slot.strftime("%Y-%m-%d %H:%M %Z") if decision.next_slot else "none"
+    from workspace_adapter.local.schedule import local_time
+
+    upcoming = local_time(decision.next_slot) if decision.next_slot else "none"
     state = "due" if decision.due else "not due"
     return f"{decision.task.id}: {state}: {decision.reason}; next slot {upcoming}"

@@ -90,7 +90,8 @@ def slots_since(
     return found[::-1], False
 
 
-def _fmt(moment: dt.datetime) -> str:
+def local_time(moment: dt.datetime) -> str:
+    """A slot as people read it: minutes, in the zone ``moment`` carries."""
     return moment.strftime("%Y-%m-%d %H:%M %Z")
 
 
@@ -115,7 +116,7 @@ def plan_task(
         return Decision(
             task=task,
             action="baseline",
-            reason=f"first tick for this task: baseline {_fmt((latest or [local_now])[0])} "
+            reason=f"first tick for this task: baseline {local_time((latest or [local_now])[0])} "
             "recorded, nothing runs until the next slot",
             next_slot=upcoming,
             slot_state=SlotState(
@@ -139,7 +140,7 @@ def plan_task(
         return Decision(
             task=task,
             action="idle",
-            reason=f"no slot since the last one ({_fmt(last)})",
+            reason=f"no slot since the last one ({local_time(last)})",
             last_slot=state.last_slot,
             next_slot=upcoming_at,
             slot_state=refreshed,
@@ -151,7 +152,7 @@ def plan_task(
         return Decision(
             task=task,
             action="idle",
-            reason=f"no slot since the last one ({_fmt(last)})",
+            reason=f"no slot since the last one ({local_time(last)})",
             last_slot=state.last_slot,
             next_slot=upcoming,
             slot_state=SlotState(
@@ -161,7 +162,7 @@ def plan_task(
                 timezone=tz_name,
             ),
         )
-    missed = f"{len(slots)}{'+' if more else ''} slot(s) since {_fmt(last)}"
+    missed = f"{len(slots)}{'+' if more else ''} slot(s) since {local_time(last)}"
     newest = slots[-1]
     after = SlotState(
         last_slot=iso(newest),
@@ -192,7 +193,7 @@ def plan_task(
     if task.catchup == "latest":
         return Decision(
             action="run",
-            reason=f"{missed}; catchup latest: runs once for {_fmt(newest)}",
+            reason=f"{missed}; catchup latest: runs once for {local_time(newest)}",
             slots=[iso(newest)],
             **common,  # type: ignore[arg-type]
         )

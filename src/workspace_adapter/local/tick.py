@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Literal
 
-from workspace_adapter.base.times import iso
+from workspace_adapter.base.times import iso, utc_now
 from workspace_adapter.base.values import Value
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def run_tick(
     stderr); flow tasks go to ``dispatcher`` (default: the backend at ``backend_url``, over the
     wire). A workspace with no schedule is answered without opening (or importing) the state.
     """
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     if not any(task.schedule for task in config.tasks):
         return TickReport(now, config.timezone, dry_run, [])
     from workspace_adapter.local import schedule
@@ -241,7 +241,7 @@ class _Carrier:
                 schedule=decision.slot_state.schedule,
                 timezone=decision.slot_state.timezone,
             )
-            record = new_task_run(task.id, task.kind, dt.datetime.now(dt.UTC), slot=slot)
+            record = new_task_run(task.id, task.kind, utc_now(), slot=slot)
             if decision.action == "skip":
                 record.status, record.reason = Status.SKIPPED, "catchup none"
                 record.finished_at = record.started_at
