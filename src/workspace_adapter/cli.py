@@ -159,10 +159,12 @@ def _events_args(p: argparse.ArgumentParser) -> None:
 
 
 def _flow_runs_args(p: argparse.ArgumentParser) -> None:
+    from workspace_adapter.base.status import RUN_STATES
+
     p.add_argument("--event-id", metavar="ID", help="only the runs of this event")
     p.add_argument(
         "--status",
-        choices=("queued", "running", "completed", "failed", "canceled"),
+        choices=sorted(RUN_STATES),
         help="only runs in this status",
     )
     p.add_argument("--limit", type=int, default=20, help="at most N entries (default 20)")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from workspace_adapter.base import paths
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
 from workspace_adapter.base.gitenv import no_git_env
 from workspace_adapter.base.processes import process_alive
@@ -255,7 +256,7 @@ def _check_state(
                 f"{task_id}: left running by a process that is gone (started {started}); "
                 "the next run or tick marks it failed, interrupted",
             )
-        elif status in ("failed", "canceled", "blocked", "needs_intervention"):
+        elif status_rule.exit_code(status) != 0:  # failed, canceled, or needs a person
             report.add("last-run", "warn", f"{task_id}: {status}{why} at {started}")
         else:
             report.add("last-run", "ok", f"{task_id}: {status}{why} at {started}")
