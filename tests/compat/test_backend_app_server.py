@@ -17,6 +17,8 @@ from support.backend import WORKSPACE, dead_url, running_backend
 from support.flows import write_flows
 from support.wire import Rpc, http, open_rpc
 
+from workspace_adapter.commands import doctor
+
 PROBES = fixture("protocol_probes.json")["probes"]
 RECORDED = fixture("appserver_frames.json")["frames"]
 
@@ -152,6 +154,11 @@ async def test_an_unreachable_app_server_does_not_stop_the_backend(tmp_path: Pat
         rpc = await open_rpc(backend.url)
         error = (await ask(rpc, "appServer_call_ok"))["error"]
         assert "unreachable" in error["message"] and url in error["message"]
+        # workspace doctor says so.
+        report = doctor._Report()
+        doctor._check_app_server(report, backend.url)
+        [check] = [c for c in report.checks if c.check == "app-server"]
+        assert check.status == "warn" and url in check.message
         # Flows go on.
         done = await rpc.call("flow.dispatch", {"event": {"id": "e-down", "type": "demo.event"}})
         assert done["status"] == "accepted"

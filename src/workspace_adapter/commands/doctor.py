@@ -10,8 +10,9 @@ be read. ``--json`` prints::
      "checks": [{"check": "tools", "status": "fail", "message": "npm not found on PATH"}, ...]}
 
 ``status`` is ``ok``, ``warn`` (worth knowing, not a failure) or ``fail``; ``check`` is one of
-config, task, flows, tools, fork, gitignore, state, last-run, backend. An unreachable backend
-fails when a flow task needs it and is a warning otherwise.
+config, task, flows, tools, fork, gitignore, state, last-run, backend, app-server. An unreachable
+backend fails when a flow task needs it and is a warning otherwise; ``app-server`` appears only
+for a backend started with ``--app-server-url`` and warns while that app-server is unreachable.
 """
 
 from __future__ import annotations
@@ -275,3 +276,31 @@ def _check_backend(report: _Report, url: str, needed: bool) -> None:
         return
     name, version = info.get("name", "unknown"), info.get("version", "?")
     report.add("backend", "ok", f"{name} {version} at {url}")
+    _check_app_server(report, url)
+
+
+def _check_app_server(report: _Report, url: str) -> None:
+    """The backend's app-server link, from its ``/readyz``: only when it has an app-server."""
+    import json
+    import urllib.request
+
+    ready_url = "http" + url.removeprefix("ws").rstrip("/") + "/readyz"
+    try:
+        with urllib.request.urlopen(ready_url, timeout=3) as response:
+            ready = json.loads(response.read())
+    except (OSError, ValueError):
+        return  # an older backend, or HTTP blocked: the backend check already spoke
+    app_server = ready.get("appServer") if isinstance(ready, dict) else None
+    if not isinstance(app_server, dict):
+        return
+    where = app_server.get("url", "?")
+    if app_server.get("connected"):
+        report.add("app-server", "ok", f"the backend is connected to {where}")
+    else:
+        why = app_server.get("error") or "not connected"
+        report.add(
+            "app-server",
+            "warn",
+            f"the backend cannot reach the app-server at {where}: {why}; appServer.* calls "
+            "fail until it is back (flows are not affected)",
+        )
