@@ -25,7 +25,12 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import __version__
 from workspace_adapter import protocol as rpc
-from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendUnreachable, UserError
+from workspace_adapter.base.errors import (
+    EXIT_BACKEND_UNREACHABLE,
+    BackendRefused,
+    BackendUnreachable,
+    UserError,
+)
 from workspace_adapter.protocol import WireRun
 
 TOKEN_ENV = "CODEX_WORKSPACE_BACKEND_TOKEN"
@@ -196,13 +201,18 @@ class WorkspaceClient:
         await self.ws.close()
 
 
+def _token(token: str | None) -> str | None:
+    return token or os.environ.get(TOKEN_ENV) or None
+
+
 def _headers(token: str | None) -> dict[str, str] | None:
-    token = token or os.environ.get(TOKEN_ENV) or None
+    token = _token(token)
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
 async def open_client(url: str, token: str | None = None, timeout: float = 5.0) -> WorkspaceClient:
-    """Connect and initialize; :class:`BackendUnreachable` when nothing answers.
+    """Connect and initialize; :class:`BackendUnreachable` when nothing answers,
+    :class:`BackendRefused` when it answers 401 or 403 (a missing or wrong token).
 
     ``token`` defaults to ``$CODEX_WORKSPACE_BACKEND_TOKEN``.
     """
@@ -218,9 +228,8 @@ async def open_client(url: str, token: str | None = None, timeout: float = 5.0) 
     except websockets.InvalidStatus as exc:
         status = exc.response.status_code
         if status in (401, 403):
-            raise UserError(
-                f"backend at {url} refused the connection ({status}); set {TOKEN_ENV} to its token",
-                EXIT_BACKEND_UNREACHABLE,
+            raise BackendRefused(
+                url, status, token_env=TOKEN_ENV, token_sent=_token(token) is not None
             ) from None
         raise BackendUnreachable(url) from None
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI):

@@ -40,6 +40,36 @@ class BackendUnreachable(UserError):
         self.url = url
 
 
+_STATUS_WORDS = {401: "unauthorized", 403: "forbidden"}
+
+
+class BackendRefused(UserError):
+    """The backend answered, and refused us: HTTP 401 or 403 on the WebSocket upgrade.
+
+    Exit code 4 like an unreachable backend (the work cannot reach it), but the line names the
+    status and what fixes it, never "start it": it is running. ``token_env`` is the variable
+    the client sends its bearer token from; ``token_sent`` whether one was sent.
+    """
+
+    def __init__(self, url: str, status: int, *, token_env: str, token_sent: bool) -> None:
+        said = f"{status} {_STATUS_WORDS.get(status, 'refused')}"
+        cause = f"{said} from {url}"
+        if status == 403:
+            fix = (
+                f"the backend refuses this client; check {token_env} (the bearer token sent) "
+                "and the backend's --allow-origin"
+            )
+        elif token_sent:
+            fix = f"the backend does not accept the token in {token_env}; set it to its token"
+        else:
+            fix = f"the backend needs a token; set {token_env} to it (its --token-file)"
+        super().__init__(f"{cause}: {fix}", EXIT_BACKEND_UNREACHABLE)
+        self.url = url
+        self.status = status
+        self.reason = f"backend refused: {said}"
+        """Short, for a run record's ``reason``."""
+
+
 def write_crash_log(root: Path, exc: BaseException, kind: str) -> str:
     """Write ``exc``'s traceback to ``root/.workspace/logs/<kind>-*.log``; the clause naming it.
 

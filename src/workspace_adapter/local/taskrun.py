@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 
 from workspace_adapter.base import status as status_rule
-from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, UserError
+from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendRefused, UserError
 from workspace_adapter.base.processes import spawn, stop_group
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.tails import OutputTail
@@ -348,8 +348,12 @@ def _run_flow(
     sinks: Sinks,
     override: Mapping[str, Any] | None,
     wait: bool,
-) -> int | None:
-    """Dispatch the task's event and fill ``record``; returns an exit code override or None."""
+) -> tuple[int | None, str | None]:
+    """Dispatch the task's event and fill ``record``.
+
+    Returns an exit code override or None, and the line to print when the backend refused us
+    (401/403) or None.
+    """
     event = build_event(config, task, record, override)
     record.event_id = event["id"]
     tails = {"stdout": OutputTail(), "stderr": OutputTail()}
@@ -362,11 +366,15 @@ def _run_flow(
         _write(sinks.stderr if stream == "stderr" else sinks.stdout, text)
 
     override_code: int | None = None
+    refusal: str | None = None
     try:
         outcome = dispatcher(event, wait=wait, timeout=task.timeout_seconds, on_output=on_output)
-    except UserError as exc:  # BackendUnreachable, an RPC error, a dropped connection
+    except UserError as exc:  # BackendUnreachable, BackendRefused, an RPC error, a lost link
         record.status, record.reason = Status.FAILED, exc.message
-        if exc.exit_code == EXIT_BACKEND_UNREACHABLE:
+        if isinstance(exc, BackendRefused):
+            record.reason = exc.reason  # running, but it wants a token: never "not reachable"
+            refusal = exc.message
+        elif exc.exit_code == EXIT_BACKEND_UNREACHABLE:
             record.reason = "backend not reachable"
         override_code = exc.exit_code if exc.exit_code != 2 else 1
     except TimeoutError:
@@ -386,7 +394,7 @@ def _run_flow(
             record.status = status_rule.worst(statuses)
             record.reason = _runs_reason(outcome.runs, record.status)
     record.stdout_tail, record.stderr_tail = tails["stdout"].text(), tails["stderr"].text()
-    return override_code
+    return override_code, refusal
 
 
 def _print_run_summaries(runs: list[WireRun], sink: TextIO) -> None:
@@ -428,6 +436,7 @@ def execute(
     Flow tasks go to ``dispatcher``; by default the backend at ``backend_url``, over the wire.
     """
     override_code: int | None = None
+    refusal: str | None = None
     with _terminate_as_exit():
         try:
             if task.kind == "command":
@@ -447,7 +456,7 @@ def execute(
                     sinks=sinks,
                 )
             else:
-                override_code = _run_flow(
+                override_code, refusal = _run_flow(
                     config,
                     task,
                     record,
@@ -465,7 +474,9 @@ def execute(
     store.finish(record)
     code = override_code if override_code is not None else status_rule.exit_code(record.status)
     message = None
-    if override_code == EXIT_BACKEND_UNREACHABLE:
+    if refusal is not None:
+        message = f"{task.id}: {refusal}"
+    elif override_code == EXIT_BACKEND_UNREACHABLE:
         message = f"backend not reachable at {backend_url}; start it with `workspace backend`"
     elif record.status == Status.SKIPPED:
         message = f"warning: {task.id}: skipped: {record.reason}"
