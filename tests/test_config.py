@@ -342,3 +342,35 @@ def test_load_cached_without_write_leaves_no_file(tmp_path: Path) -> None:
     (tmp_path / "workspace.toml").write_text(HEAD)
     assert configfile.load_cached(tmp_path, write=False).name == "t"
     assert not (tmp_path / ".workspace").exists()
+
+
+def test_the_projects_own_workspace_toml_describes_the_harness_as_one_fork() -> None:
+    loaded = configfile.load(REPO_ROOT)
+    [fork] = loaded.forks
+    assert (fork.name, fork.path, fork.branch) == ("harness", "harness/fork", "main")
+    assert (fork.upstream_remote, fork.upstream_url) == ("upstream", "harness/remotes/upstream.git")
+    assert fork.repo == "peezy-tech/patch-moi-harness"
+    assert (fork.push, fork.push_remotes) == (False, ["origin", "jojo"])
+    assert fork.verify_commands == ["npm test", "npm run pack:dry-run"]
+    assert loaded.sources[0].fork == "harness"
+
+
+def test_fork_entries_are_checked_like_the_rest(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + '[[workspace.forks]]\nname = "Bad Name"\npath = "a"\nrelease_tags = "re:("\n'
+        + 'push = "no"\nrepo = "x"\nexpected_repo = "x"\n'
+        + '[[workspace.sources]]\nid = "s"\nkind = "git-tags"\nfork = "nope"\n'
+    )
+    problems = problems_of(tmp_path, text)
+    assert any("workspace.forks[0].push: expected bool" in p for p in problems), problems
+    assert any(":6: workspace.forks[0].release_tags: bad regex" in p for p in problems), problems
+    assert any(
+        "workspace.forks[0].name: 'Bad Name' is not a valid fork name" in p for p in problems
+    )
+    assert any("workspace.forks[0].expected_repo: give `repo` or" in p for p in problems)
+    assert any(
+        ":13: workspace.sources[0].fork: no fork named 'nope' (configured forks: none)" in p
+        for p in problems
+    ), problems
+    assert any("workspace.sources[0].url: is required (or name a `fork`" in p for p in problems)

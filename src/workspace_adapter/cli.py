@@ -48,7 +48,13 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
         "--log-level",
         default=default,
         choices=("debug", "info", "warning", "error"),
-        help="log to stderr from this level (default warning)",
+        help="log to stderr from this level (default warning; info for backend, serve, watch)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default,
+        choices=("json", "console"),
+        help="log lines as JSON or for reading (default: console on a terminal, else json)",
     )
 
 
@@ -82,6 +88,10 @@ def _flow_args(p: argparse.ArgumentParser) -> None:
     _common(fr, top=False)
     fr.add_argument("name", metavar="NAME")
     fr.add_argument("--event", metavar="FILE", help="event JSON (default: the flow's fixture)")
+    fr.add_argument(
+        "--fork", metavar="NAME", help="a [[workspace.forks]] entry: run one release, no event file"
+    )
+    fr.add_argument("--tag", metavar="TAG", help="with --fork: the upstream release tag")
     fr.add_argument("--json", action="store_true", help="print the FlowResult as JSON")
     text = "list flow packages (.codex/flows/*, then flows/*) and their load errors"
     fl = flow_sub.add_parser("list", help=text, description=text)
@@ -103,6 +113,16 @@ def _harness_args(p: argparse.ArgumentParser) -> None:
         "--bump", choices=("patch", "minor"), default="patch", help="version part (default patch)"
     )
     hr.add_argument("--conflict", action="store_true", help="touch the same lines as a fork commit")
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fork", metavar="PATH", help="the fork checkout (default: the current folder)")
+    p.add_argument("--upstream", metavar="URL", help="add this upstream remote when none is found")
+    p.add_argument("--force", action="store_true", help="replace an existing workspace.toml")
+    p.add_argument(
+        "--harness", action="store_true", help="set up the tutorial instead (as `harness init`)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
@@ -219,8 +239,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         _json_only,
     ),
     "runs": ("local run history", _runs_args),
+    "init": ("set up a workspace for the fork checkout here (or --fork PATH)", _init_args),
     "flow": ("flow packages: run one in this process, or list them", _flow_args),
-    "harness": ("the local harness repos (SPEC §8)", _harness_args),
+    "harness": ("the tutorial's local harness repos", _harness_args),
     "backend": ("the workspace backend daemon (JSON-RPC over WebSocket + HTTP)", _backend_args),
     "serve": ("backend + scheduler loop + release watcher, in one process", _serve_args),
     "dispatch": ("send an event (JSON file, - for stdin) to the backend", _dispatch_args),
@@ -234,7 +255,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
 }
 
 # Top-level flags that take a value, to skip it when looking for the command's name.
-_VALUE_FLAGS = frozenset(("--workspace-root", "--backend-url", "--mode", "--log-level"))
+_VALUE_FLAGS = frozenset(
+    ("--workspace-root", "--backend-url", "--mode", "--log-level", "--log-format")
+)
 
 
 def command_named(argv: Sequence[str]) -> str | None:
@@ -279,6 +302,7 @@ _CHOICES: dict[str, tuple[str, ...] | None] = {
     "--backend-url": None,
     "--mode": ("local", "actions"),
     "--log-level": ("debug", "info", "warning", "error"),
+    "--log-format": ("json", "console"),
 }
 # The switches of the commands the quick parse reads, and their attribute names.
 _SWITCHES = {
@@ -327,6 +351,7 @@ def quick_parse(argv: Sequence[str]) -> SimpleNamespace | None:
         backend_url=common.get("--backend-url"),
         mode=common.get("--mode"),
         log_level=common.get("--log-level"),
+        log_format=common.get("--log-format"),
         json="json" in switches,
     )
     if command == "run":
@@ -345,7 +370,14 @@ def globals_of(ns: Parsed) -> Globals:
         workspace_root=paths.resolve_root(ns.workspace_root),
         backend_url=ns.backend_url or paths.default_backend_url(),
         mode=ns.mode or paths.default_mode(),
-        log_level=ns.log_level or "warning",
+        log_level=ns.log_level or ("info" if is_daemon(ns) else "warning"),
+    )
+
+
+def is_daemon(ns: Parsed) -> bool:
+    """``backend``, ``serve`` and ``watch`` without ``--once``: they log at info by default."""
+    return ns.command in ("backend", "serve") or (
+        ns.command == "watch" and not getattr(ns, "once", False)
     )
 
 
@@ -371,8 +403,25 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
         from workspace_adapter.commands import flow
 
         if ns.flow_command == "run":
-            return flow.flow_run(g, ns.name, event_file=ns.event, as_json=ns.json)
+            return flow.flow_run(
+                g, ns.name, event_file=ns.event, as_json=ns.json, fork=ns.fork, tag=ns.tag
+            )
         return flow.flow_list(g, as_json=ns.json)
+    if command == "init":
+        from pathlib import Path
+
+        from workspace_adapter.commands import init
+
+        return init.init(
+            g,
+            # Not the folder of a workspace.toml further up: init writes a new one here.
+            root=Path(ns.workspace_root).expanduser() if ns.workspace_root else Path.cwd(),
+            fork=ns.fork,
+            upstream=ns.upstream,
+            force=ns.force,
+            harness=ns.harness,
+            as_json=ns.json,
+        )
     if command == "harness":
         from workspace_adapter.commands import harness
 
@@ -470,6 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = quick_parse(args)
     ns = quick or build_parser(command_named(args)).parse_args(args)
     g = globals_of(ns)
+    from workspace_adapter.base import logs  # the standard library only, until a logger is made
+
+    logs.setup(g.log_level, ns.log_format, daemon=is_daemon(ns))
     try:
         with error_handler(g.workspace_root):
             code = _dispatch(ns, g)

@@ -8,10 +8,13 @@ import pytest
 
 from workspace_adapter.maintenance.settings import (
     FlowConfig,
+    ForkNotConfigured,
     SettingsError,
     env_flag,
     load_config,
     resolve_settings,
+    select_fork,
+    tag_matches,
 )
 
 ROOT = Path("/srv/ws")
@@ -95,8 +98,9 @@ def test_flow_toml_config_is_exactly_the_spec() -> None:
 
     flow = Path(__file__).resolve().parents[2] / "flows" / "patch-moi-harness" / "flow.toml"
     config = tomllib.loads(flow.read_text())["config"]
-    assert load_config(config) == FlowConfig()
+    assert load_config(config) == FlowConfig(fork="harness")
     assert config == {
+        "fork": "harness",
         "fork_repo": "harness/fork",
         "fork_repo_full_name": "matamune-peezy/patch-moi-harness",
         "target_branch": "main",
@@ -108,3 +112,55 @@ def test_flow_toml_config_is_exactly_the_spec() -> None:
         "push_remotes": ["origin", "jojo"],
         "verify_commands": ["npm test", "npm run pack:dry-run"],
     }
+
+
+FORKS = [
+    {"name": "alpha", "path": "forks/alpha", "repo": "acme/alpha", "push_remotes": ["origin"]},
+    {"name": "beta", "path": "/abs/beta", "upstream_url": "git@h:acme/beta.git"},
+]
+
+
+def test_select_fork_lays_the_entry_over_the_config() -> None:
+    config = select_fork(load_config({"forks": FORKS}), {"repo": "acme/alpha", "tag": "v1"})
+    s = resolve_settings(config, workspace_root=ROOT, payload={}, env={})
+    assert (s.fork_name, s.fork_path, s.expected_repo) == (
+        "alpha",
+        ROOT / "forks/alpha",
+        "acme/alpha",
+    )
+    # The built-in flow's defaults (the tutorial's) never leak into another fork.
+    assert (s.fork_repo_full_name, s.upstream_repo_url, s.verify_commands) == ("alpha", "", ())
+    assert s.push is False and s.push_remotes == ("origin",) and s.release_tags == "*"
+    beta = select_fork(load_config({"forks": FORKS}), {"fork": "beta"})
+    assert (beta.fork_repo, beta.upstream_repo_url, beta.expected_repo) == (
+        "/abs/beta",
+        "git@h:acme/beta.git",
+        "",
+    )
+
+
+def test_a_package_naming_its_fork_keeps_its_own_keys_where_the_entry_is_silent() -> None:
+    raw = {"fork": "alpha", "fork_repo_full_name": "me/alpha", "forks": FORKS[:1]}
+    config = select_fork(load_config(raw), {"fork": "alpha"})
+    assert config.fork_repo_full_name == "me/alpha"
+    assert config.upstream_repo_url == "harness/remotes/upstream.git"
+    assert config.verify_commands == []  # the entry says it: the entry wins
+
+
+@pytest.mark.parametrize("payload", [{"repo": "acme/gamma"}, {"fork": "gamma"}, {}])
+def test_an_event_naming_no_configured_fork_is_refused(payload: dict[str, str]) -> None:
+    with pytest.raises(ForkNotConfigured, match="no configured fork"):
+        select_fork(load_config({"forks": FORKS}), payload)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "tag", "ok"),
+    [
+        ("v*", "v1.2.3", True),
+        ("v*", "1.2.3", False),
+        (r"re:v\d+", "v12", True),
+        (r"re:v\d+", "v1x", False),
+    ],
+)
+def test_release_tags_glob_or_regex(pattern: str, tag: str, ok: bool) -> None:
+    assert tag_matches(pattern, tag) is ok

@@ -13,6 +13,7 @@ from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from workspace_adapter.base.status import Status
 from workspace_adapter.events import EventError, normalize_event
+from workspace_adapter.flows.builtin import FORK_FLOW
 from workspace_adapter.flows.summary import artifact_lines, paint
 
 if TYPE_CHECKING:
@@ -61,10 +62,20 @@ def flow_list(g: Globals, as_json: bool) -> int:
     return EXIT_BAD_INPUT if discovery.errors else EXIT_OK
 
 
-def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> int:
+def flow_run(
+    g: Globals,
+    name: str,
+    event_file: str | None,
+    as_json: bool,
+    fork: str | None = None,
+    tag: str | None = None,
+) -> int:
     """Run every step of flow ``name`` whose trigger matches the event, here and now.
 
-    The event is ``event_file`` or else the flow's first ``fixtures/*.json``. Human output
+    The event is ``event_file``, or a release ``tag`` of the configured ``fork`` (an
+    ``upstream.release`` event naming the fork; the built-in fork-maintenance flow runs it even
+    when a workspace package serves that fork's events), or else the flow's first
+    ``fixtures/*.json``. Human output
     streams each step's lines as they happen, then a summary per step. With ``as_json``,
     stdout holds exactly one document: the FlowResult of the worst step (SPEC §4 order), as
     the step printed it; a step that did not complete is reported as
@@ -75,6 +86,11 @@ def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> in
 
     from workspace_adapter.flows.package import discover_flows, matching_steps
 
+    if (fork is None) != (tag is None):
+        raise UserError("--fork and --tag go together: pass both, e.g. --fork NAME --tag v1.2.3")
+    if fork is not None and event_file is not None:
+        raise UserError("pass either --event FILE or --fork NAME --tag TAG, not both")
+    event = None if fork is None or tag is None else _release_event(g, fork, tag)
     discovery = discover_flows(g.workspace_root)
     package = discovery.get(name)
     if package is None:
@@ -83,9 +99,13 @@ def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> in
         if broken:
             raise broken[0]
         raise UserError(_unknown_flow(name, discovery))
-    event_path = Path(event_file) if event_file else _default_fixture(package, g.workspace_root)
-    event = read_event(event_path)
+    if event is None:
+        path = Path(event_file) if event_file else _default_fixture(package, g.workspace_root)
+        event = read_event(path)
     matches = matching_steps([package], event)
+    if not matches and fork is not None and package.name == FORK_FLOW:
+        # Asked for by name: run it even though a workspace package serves this fork's events.
+        matches = [(package, s) for s in package.steps if s.trigger_type == event["type"]]
     if not matches:
         message = _no_match(package, event)
         print(f"warning: {message}", file=sys.stderr)
@@ -103,6 +123,29 @@ def flow_run(g: Globals, name: str, event_file: str | None, as_json: bool) -> in
     elif len(outcomes) > 1:
         print(f"status: {paint(worst, sys.stdout)}")
     return status_rule.exit_code(worst)
+
+
+def _release_event(g: Globals, fork_name: str, tag: str) -> dict[str, Any]:
+    """The ``upstream.release`` event of ``tag`` for the configured fork ``fork_name``."""
+    from workspace_adapter.local.configfile import load
+
+    config = load(g.workspace_root)
+    fork = config.fork(fork_name)
+    if not tag.strip():
+        raise UserError("--tag must name a release tag, e.g. --tag v1.2.3")
+    payload: dict[str, Any] = {"fork": fork.name, "tag": tag.strip()}
+    if fork.repo:
+        payload["repo"] = fork.repo
+    raw = {
+        "id": f"workspace:{config.name}:flow-run:{fork.name}:{tag.strip()}:{secrets.token_hex(4)}",
+        "type": "upstream.release",
+        "source": config.name,
+        "payload": payload,
+    }
+    try:
+        return normalize_event(raw)
+    except EventError as exc:
+        raise UserError(f"--fork {fork_name} --tag {tag}: {exc}") from None
 
 
 def read_event(path: Path) -> dict[str, Any]:
@@ -234,6 +277,8 @@ def _package_json(package: FlowPackage, root: Path) -> dict[str, Any]:
 def _unknown_flow(name: str, discovery: FlowDiscovery) -> str:
     known = ", ".join(sorted(p.name for p in discovery.packages)) or "none"
     message = f"unknown flow {name!r}; known flows: {known}"
+    if name == FORK_FLOW:
+        message += " (fork-maintenance serves [[workspace.forks]]; workspace.toml has none)"
     if discovery.errors:
         broken = "; ".join(str(e) for e in discovery.errors)
         message += f" ({len(discovery.errors)} package(s) failed to load: {broken})"
@@ -244,12 +289,23 @@ def _default_fixture(package: FlowPackage, root: Path) -> Path:
     fixtures = sorted((package.root / "fixtures").glob("*.json"))
     if not fixtures:
         where = _show(package.root / "fixtures", root)
-        raise UserError(f"flow {package.name!r} has no {where}/*.json; pass --event FILE")
+        hint = " or --fork NAME --tag TAG" if package.name == FORK_FLOW else ""
+        raise UserError(f"flow {package.name!r} has no {where}/*.json; pass --event FILE{hint}")
     return fixtures[0]
 
 
 def _no_match(package: FlowPackage, event: dict[str, Any]) -> str:
     event_type = event.get("type")
+    payload = event.get("payload") or {}
+    if package.name == FORK_FLOW and any(s.trigger_type == event_type for s in package.steps):
+        forks = package.config.get("forks") or []
+        known = ", ".join(f["name"] for f in forks) or "none"
+        return (
+            f"event {event.get('id')!r} names no fork fork-maintenance serves "
+            f"(payload.fork {payload.get('fork')!r}, payload.repo {payload.get('repo')!r}; "
+            f"configured forks: {known}, those a workspace flow names are served there); "
+            "status skipped"
+        )
     same_type = [s for s in package.steps if s.trigger_type == event_type]
     if same_type:
         import jsonschema

@@ -1,5 +1,8 @@
 """The flow packages a daemon serves: discovered once, rechecked when their files change.
 
+The packages are the workspace's own and the built-in ones; workspace.toml's forks decide what
+the built-in fork-maintenance flow matches, so its changes count as flow changes too.
+
 A :class:`FlowCatalog` answers the two questions a dispatch and a run ask, "which steps does
 this event start" and "which package and step does this stored run name", without reading the
 flow folders on every event: it looks at their modification times at most once per
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.paths import CONFIG_CANDIDATES
 from workspace_adapter.flows.package import (
     FLOW_DIRS,
     FlowDiscovery,
@@ -66,6 +70,12 @@ class FlowCatalog:
 
     def _fingerprint(self) -> tuple[tuple[str, int], ...]:
         stamps: list[tuple[str, int]] = []
+        # workspace.toml's forks are bound to packages (the built-in flow serves them).
+        for name in CONFIG_CANDIDATES:
+            try:
+                stamps.append((str(self.root / name), (self.root / name).stat().st_mtime_ns))
+            except OSError:
+                continue
         for sub in FLOW_DIRS:
             base = self.root / sub
             if not base.is_dir():

@@ -1,9 +1,10 @@
 """Flow packages: find them, load their ``flow.toml``, and match events to their steps.
 
 A flow package is a folder with a ``flow.toml`` under ``<root>/.codex/flows/`` or
-``<root>/flows/`` (SPEC §6). Loading resolves every path against the package folder and
-compiles each trigger's JSON Schema once, so matching an event is a string compare plus one
-validator call per candidate step.
+``<root>/flows/``, then the built-in ones shipped in :mod:`workspace_adapter.flows.builtin`
+(which also binds workspace.toml's forks to packages). Loading resolves every path against the
+package folder and compiles each trigger's JSON Schema once, so matching an event is a string
+compare plus one validator call per candidate step.
 
 Every manifest codex-flows accepts loads here too: ``version`` a number or a string (handed to
 steps unchanged), a ``[guidance]`` table, steps without a trigger (they never match),
@@ -26,6 +27,7 @@ import msgspec
 
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.tomlpos import TomlPositions
+from workspace_adapter.flows import builtin
 
 FLOW_DIRS: tuple[str, ...] = (".codex/flows", "flows")
 DEFAULT_TIMEOUT_MS = 300_000
@@ -62,7 +64,8 @@ class _TriggerSpec(msgspec.Struct, kw_only=True):
 
 
 class _GuidanceSpec(msgspec.Struct, kw_only=True):
-    skills: list[str] = msgspec.field(default_factory=list)
+    # codex-flows keeps the string entries and drops the rest; so do we.
+    skills: list[Any] = msgspec.field(default_factory=list)
 
 
 class _StepSpec(msgspec.Struct, kw_only=True):
@@ -177,8 +180,12 @@ def load_flow(folder: Path, *, display_root: Path | None = None) -> FlowPackage:
     return package
 
 
-def discover_flows(root: Path) -> FlowDiscovery:
-    """Every package under ``.codex/flows/`` then ``flows/``; the first of a name wins."""
+def discover_flows(root: Path, *, forks: list[dict[str, Any]] | None = None) -> FlowDiscovery:
+    """Every package under ``.codex/flows/`` then ``flows/``, then the built-in ones.
+
+    The first of a name wins. ``forks`` (default: read from workspace.toml) are the
+    ``[[workspace.forks]]`` entries the packages serve: see :func:`_bind_forks`.
+    """
     packages: dict[str, FlowPackage] = {}
     errors: list[FlowConfigError] = []
     for sub in FLOW_DIRS:
@@ -205,7 +212,70 @@ def discover_flows(root: Path) -> FlowDiscovery:
             seen_here[package.name] = package.manifest
             # ``.codex/flows`` is read first and wins a clash: a test or operator override.
             packages.setdefault(package.name, package)
-    return FlowDiscovery(packages=list(packages.values()), errors=errors)
+    if forks is None:
+        forks, problem = builtin.workspace_forks(root)
+        if problem is not None:
+            errors.append(
+                FlowConfigError("workspace.toml", f"forks not loaded, no fork is served: {problem}")
+            )
+    return FlowDiscovery(packages=_bind_forks(list(packages.values()), forks, root), errors=errors)
+
+
+def _bind_forks(
+    packages: list[FlowPackage], forks: list[dict[str, Any]], root: Path
+) -> list[FlowPackage]:
+    """Hand each package the forks it serves, then add the built-in packages.
+
+    A workspace package whose ``[config]`` names a fork serves it alone: it gets
+    ``config.fork`` and ``config.forks = [that entry]``. The built-in fork-maintenance flow,
+    present when any fork is configured, gets every fork in ``config.forks`` and matches only
+    the events of the others, so one event never starts two runs on one fork.
+    """
+    if not forks:
+        return packages
+    bound: list[FlowPackage] = []
+    claimed: set[str] = set()
+    for package in packages:
+        fork = builtin.claimed_fork(package.config, forks, root)
+        if fork is not None:
+            claimed.add(fork["name"])
+            config = {**package.config, "fork": fork["name"], "forks": [fork]}
+            # It serves its fork's events only, whatever else its own schema lets through.
+            only = builtin.fork_schema([fork])
+            steps = tuple(
+                msgspec.structs.replace(s, validator=_validator(s.validator, only))
+                if s.trigger_type
+                else s
+                for s in package.steps
+            )
+            package = msgspec.structs.replace(package, config=config, steps=steps)
+        bound.append(package)
+    names = {p.name for p in bound}
+    for folder in builtin.builtin_folders():
+        shipped, _ = _load(folder, None)
+        if shipped is None or shipped.name in names:
+            continue  # a built-in that fails to load is a packaging bug the tests catch
+        package = shipped
+        if package.name == builtin.FORK_FLOW:
+            document = builtin.fork_schema([f for f in forks if f["name"] not in claimed])
+            steps = tuple(
+                msgspec.structs.replace(s, validator=_validator(s.validator, document))
+                if s.trigger_type
+                else s
+                for s in package.steps
+            )
+            package = msgspec.structs.replace(
+                package, config={**package.config, "forks": forks}, steps=steps
+            )
+        bound.append(package)
+    return bound
+
+
+def _validator(own: Any, document: dict[str, Any]) -> Any:
+    """A validator of ``document`` and, when there is one, of the step's own schema too."""
+    if own is not None:
+        document = {"allOf": [own.schema, document]}
+    return jsonschema.Draft202012Validator(document)
 
 
 def matching_steps(
@@ -332,7 +402,9 @@ def _resolve(
         root=folder.resolve(),
         config=spec.config,
         steps=tuple(steps),
-        guidance_skills=tuple(spec.guidance.skills) if spec.guidance else (),
+        guidance_skills=tuple(x for x in spec.guidance.skills if isinstance(x, str))
+        if spec.guidance
+        else (),
         warnings=tuple(_unknown_keys(raw, shown, text)),
     )
     return package, []

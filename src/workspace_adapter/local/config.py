@@ -1,4 +1,4 @@
-"""workspace.toml as loaded: the values of tasks, sources and notify, and the config error.
+"""workspace.toml as loaded: the values of tasks, forks, sources and notify, and the config error.
 
 The values are plain slotted classes (:class:`~workspace_adapter.base.values.Value`), not
 msgspec structs: ``workspace run`` and ``tick`` read them from the validated-config cache
@@ -102,6 +102,7 @@ class SourceConfig(Value):
 
     __slots__ = (
         "event_type",
+        "fork",
         "id",
         "interval",
         "kind",
@@ -125,10 +126,12 @@ class SourceConfig(Value):
         prime_only: bool = True,
         event_type: str = "upstream.release",
         payload: Mapping[str, Any] = _EMPTY,
+        fork: str | None = None,
         line: int = 0,
     ) -> None:
         self.id = id
         self.kind = kind
+        self.fork = fork
         self.url = url
         self.repo = repo
         self.tag_pattern = tag_pattern
@@ -137,6 +140,72 @@ class SourceConfig(Value):
         self.event_type = event_type
         self.payload = payload
         self.line = line
+
+
+class ForkConfig(Value):
+    """One ``[[workspace.forks]]`` entry: a fork checkout kept rebased on its upstream's releases.
+
+    ``release_tags`` is a glob, or a regular expression after ``re:``; ``repo`` is what an
+    event's ``payload.repo`` says for this fork (written ``repo`` or ``expected_repo``).
+    """
+
+    __slots__ = (
+        "branch",
+        "candidates_remote",
+        "canonical_remote",
+        "fetch",
+        "line",
+        "name",
+        "path",
+        "push",
+        "push_remotes",
+        "release_tags",
+        "repo",
+        "upstream_remote",
+        "upstream_url",
+        "verify_commands",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        path: str,
+        branch: str = "main",
+        upstream_remote: str = "upstream",
+        upstream_url: str | None = None,
+        release_tags: str = "*",
+        verify_commands: list[str] | None = None,
+        push_remotes: list[str] | None = None,
+        push: bool = False,
+        fetch: bool = True,
+        canonical_remote: str | None = None,
+        candidates_remote: str | None = None,
+        repo: str | None = None,
+        line: int = 0,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.branch = branch
+        self.upstream_remote = upstream_remote
+        self.upstream_url = upstream_url
+        self.release_tags = release_tags
+        self.verify_commands = [] if verify_commands is None else verify_commands
+        self.push_remotes = [] if push_remotes is None else push_remotes
+        self.push = push
+        self.fetch = fetch
+        self.canonical_remote = canonical_remote
+        self.candidates_remote = candidates_remote
+        self.repo = repo
+        self.line = line
+
+    def step_config(self, root: Path) -> dict[str, Any]:
+        """The entry as a flow step gets it: plain JSON values, and the root ``path`` is
+        relative to."""
+        data = self.as_dict()
+        del data["line"]
+        data["workspace_root"] = str(root)
+        return data
 
 
 class NotifyConfig(Value):
@@ -151,7 +220,7 @@ class NotifyConfig(Value):
 class WorkspaceConfig(Value):
     """A loaded, validated workspace.toml."""
 
-    __slots__ = ("name", "notify", "path", "root", "sources", "tasks", "timezone")
+    __slots__ = ("forks", "name", "notify", "path", "root", "sources", "tasks", "timezone")
 
     def __init__(
         self,
@@ -163,6 +232,7 @@ class WorkspaceConfig(Value):
         tasks: list[TaskConfig],
         sources: list[SourceConfig],
         notify: NotifyConfig | None = None,
+        forks: list[ForkConfig] | None = None,
     ) -> None:
         self.path = path
         self.root = root
@@ -171,6 +241,17 @@ class WorkspaceConfig(Value):
         self.tasks = tasks
         self.sources = sources
         self.notify = notify
+        self.forks = [] if forks is None else forks
+
+    def fork(self, name: str) -> ForkConfig:
+        """The fork called ``name``; exit 2 listing the configured ones otherwise."""
+        for fork in self.forks:
+            if fork.name == name:
+                return fork
+        known = ", ".join(f.name for f in self.forks) or "(none: add a [[workspace.forks]] entry)"
+        raise UserError(
+            f"{self.display_path}: no fork {name!r}; configured forks: {known}", EXIT_BAD_INPUT
+        )
 
     def task(self, task_id: str) -> TaskConfig:
         """The task with ``task_id``; exit 2 listing the known ids otherwise."""
@@ -205,6 +286,7 @@ class WorkspaceConfig(Value):
             ],
             "sources": [{**s.as_dict(), "payload": dict(s.payload)} for s in self.sources],
             "notify": None if self.notify is None else self.notify.as_dict(),
+            "forks": [f.as_dict() for f in self.forks],
         }
 
     @classmethod
@@ -221,6 +303,7 @@ class WorkspaceConfig(Value):
             tasks=tasks,
             sources=[SourceConfig(**s) for s in data["sources"]],
             notify=NotifyConfig(**data["notify"]) if data["notify"] is not None else None,
+            forks=[ForkConfig(**f) for f in data["forks"]],
         )
 
 

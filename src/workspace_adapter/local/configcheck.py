@@ -22,6 +22,7 @@ from workspace_adapter.base.tomlpos import TomlPositions
 from workspace_adapter.local.config import (
     DEFAULT_TIMEOUT,
     EventTemplate,
+    ForkConfig,
     NotifyConfig,
     SourceConfig,
     TaskConfig,
@@ -30,6 +31,8 @@ from workspace_adapter.local.config import (
 )
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# A git remote or branch name as the fork engine accepts it (no leading '-', no '..').
+GIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 DURATION_RE = re.compile(r"(\d+)([smh])")
 
 
@@ -65,12 +68,17 @@ class TaskSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class SourceSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One ``[[workspace.sources]]`` entry (``config.SourceConfig``)."""
+    """One ``[[workspace.sources]]`` entry (``config.SourceConfig``).
+
+    A source that names its ``fork`` takes ``url``, ``repo`` and ``tag_pattern`` from the fork
+    when it leaves them out, and its events carry ``payload.fork``.
+    """
 
     id: str
     kind: Literal["git-tags", "feed"]
-    url: str
-    repo: str
+    url: str | None = None
+    repo: str | None = None
+    fork: str | None = None
     tag_pattern: str | None = None
     interval: str = "5m"
     prime_only: bool = True
@@ -78,7 +86,36 @@ class SourceSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     payload: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def value(self, line: int) -> SourceConfig:
-        return SourceConfig(**msgspec.structs.asdict(self), line=line)
+        fields = msgspec.structs.asdict(self)
+        # source_rules made sure both are known (from the entry or its fork) before this.
+        fields["url"] = self.url or ""
+        fields["repo"] = self.repo or ""
+        return SourceConfig(**fields, line=line)
+
+
+class ForkSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[[workspace.forks]]`` entry (:class:`~workspace_adapter.local.config.ForkConfig`)."""
+
+    name: str
+    path: str
+    branch: str = "main"
+    upstream_remote: str = "upstream"
+    upstream_url: str | None = None
+    release_tags: str = "*"
+    verify_commands: list[str] = msgspec.field(default_factory=list)
+    push_remotes: list[str] = msgspec.field(default_factory=list)
+    push: bool = False
+    fetch: bool = True
+    canonical_remote: str | None = None
+    candidates_remote: str | None = None
+    repo: str | None = None
+    expected_repo: str | None = None
+
+    def value(self, line: int) -> ForkConfig:
+        fields = msgspec.structs.asdict(self)
+        expected = fields.pop("expected_repo")
+        fields["repo"] = self.repo if self.repo is not None else expected
+        return ForkConfig(**fields, line=line)
 
 
 class NotifySchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -87,7 +124,7 @@ class NotifySchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     command: list[str] | None = None
 
 
-_WORKSPACE_KEYS = ("name", "timezone", "tasks", "sources", "notify")
+_WORKSPACE_KEYS = ("name", "timezone", "tasks", "forks", "sources", "notify")
 _COMMAND_ONLY = ("command", "env")
 _FLOW_ONLY = ("flow", "wait", "event")
 
@@ -101,6 +138,7 @@ class Checker:
         self._positions: TomlPositions | None = None
         self._headers: dict[str, list[int]] = {}
         self.problems: list[str] = []
+        self._forks: dict[str, ForkConfig] = {}
 
     @property
     def pos(self) -> TomlPositions:
@@ -159,6 +197,9 @@ class Checker:
             )
             timezone = "UTC"
         tasks = self.entries(ws, "tasks", TaskSchema, self.task_rules)
+        forks = [f for f in self.entries(ws, "forks", ForkSchema, self.fork_rules) if f]
+        self.fork_duplicates(ws.get("forks"))
+        self._forks = {f.name: f for f in forks}
         sources = self.entries(ws, "sources", SourceSchema, self.source_rules)
         self.duplicates("tasks", ws.get("tasks"))
         self.duplicates("sources", ws.get("sources"))
@@ -173,6 +214,7 @@ class Checker:
             tasks=[t for t in tasks if t is not None],
             sources=[s for s in sources if s is not None],
             notify=notify,
+            forks=forks,
         )
 
     def entries(self, ws: dict[str, Any], table: str, struct: Any, rules: Any) -> list[Any]:
@@ -190,8 +232,28 @@ class Checker:
                 self.add(header, key_path, "must be a table")
                 out.append(None)
                 continue
+            if table == "sources":
+                entry = self.source_from_fork(entry)
             out.append(self.entry(entry, table, index, struct, rules))
         return out
+
+    def source_from_fork(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """A source that names its fork takes what it leaves out from the fork, and its events
+        carry ``payload.fork`` so they select that fork."""
+        fork = self._forks.get(raw["fork"]) if isinstance(raw.get("fork"), str) else None
+        if fork is None:
+            return raw
+        filled = dict(raw)
+        if "url" not in raw and fork.upstream_url:
+            filled["url"] = fork.upstream_url
+        if "repo" not in raw and fork.repo:
+            filled["repo"] = fork.repo
+        if "tag_pattern" not in raw and raw.get("kind") == "git-tags":
+            filled["tag_pattern"] = tag_regex(fork.release_tags)
+        payload = raw.get("payload", {})
+        if isinstance(payload, dict):
+            filled["payload"] = {"fork": fork.name, **payload}
+        return filled
 
     def entry(self, entry: dict[str, Any], table: str, index: int, struct: Any, rules: Any) -> Any:
         """Check one entry key by key, so all its problems are reported, then convert it."""
@@ -302,16 +364,93 @@ class Checker:
             self.add(line_of(key), f"{key_path}.{key}", f"only applies to {other} tasks")
 
     def source_rules(self, raw: dict[str, Any], key_path: str, line_of: Any) -> None:
+        for key in ("url", "repo"):
+            if raw.get(key) is None:
+                known = raw.get("fork") in self._forks
+                hint = "its fork has none" if known else "or name a `fork` that has it"
+                self.add(line_of(key), f"{key_path}.{key}", f"is required ({hint})")
         source_id = raw.get("id")
         if isinstance(source_id, str) and not TASK_ID_RE.match(source_id):
             self.add(line_of("id"), f"{key_path}.id", f"{source_id!r} is not a valid id")
         self.duration(raw, "interval", key_path, line_of)
+        fork_name = raw.get("fork")
+        if isinstance(fork_name, str) and fork_name not in self._forks:
+            names = ", ".join(self._forks) or "none"
+            self.add(
+                line_of("fork"),
+                f"{key_path}.fork",
+                f"no fork named {fork_name!r} (configured forks: {names})",
+            )
         pattern = raw.get("tag_pattern")
         if isinstance(pattern, str):
             try:
                 re.compile(pattern)
             except re.error as exc:
                 self.add(line_of("tag_pattern"), f"{key_path}.tag_pattern", f"bad regex: {exc}")
+
+    def fork_rules(self, raw: dict[str, Any], key_path: str, line_of: Any) -> None:
+        """A fork's names must be usable by git, its tag pattern must compile."""
+        name = raw.get("name")
+        if isinstance(name, str) and not TASK_ID_RE.match(name):
+            self.add(
+                line_of("name"),
+                f"{key_path}.name",
+                f"{name!r} is not a valid fork name (lowercase letters, digits, '.', '_', '-')",
+            )
+        for key in ("path", "repo", "expected_repo", "upstream_url"):
+            value = raw.get(key)
+            if isinstance(value, str) and not value.strip():
+                self.add(line_of(key), f"{key_path}.{key}", "must not be empty")
+        if "repo" in raw and "expected_repo" in raw:
+            self.add(
+                line_of("expected_repo"),
+                f"{key_path}.expected_repo",
+                "give `repo` or `expected_repo`, not both (they are the same setting)",
+            )
+        for key in ("branch", "upstream_remote", "canonical_remote", "candidates_remote"):
+            value = raw.get(key)
+            if isinstance(value, str) and (not GIT_NAME_RE.match(value) or ".." in value):
+                self.add(line_of(key), f"{key_path}.{key}", f"{value!r} is not a usable git name")
+        remotes = raw.get("push_remotes")
+        for i, value in enumerate(remotes if isinstance(remotes, list) else []):
+            if isinstance(value, str) and (not GIT_NAME_RE.match(value) or ".." in value):
+                self.add(
+                    line_of("push_remotes"),
+                    f"{key_path}.push_remotes[{i}]",
+                    f"{value!r} is not a usable git remote name",
+                )
+        tags = raw.get("release_tags")
+        if isinstance(tags, str):
+            if not tags.strip() or tags.strip() == "re:":
+                self.add(line_of("release_tags"), f"{key_path}.release_tags", "must not be empty")
+            elif tags.startswith("re:"):
+                try:
+                    re.compile(tags[3:])
+                except re.error as exc:
+                    self.add(
+                        line_of("release_tags"), f"{key_path}.release_tags", f"bad regex: {exc}"
+                    )
+
+    def fork_duplicates(self, entries: Any) -> None:
+        """An event selects its fork by name or by repo: each must name exactly one fork."""
+        for key, what in (("name", "fork name"), ("repo", "repo")):
+            first: dict[str, int] = {}
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
+                if not isinstance(entry, dict):
+                    continue
+                field = key if key in entry or key == "name" else "expected_repo"
+                value = entry.get(field)
+                if not isinstance(value, str):
+                    continue
+                if value in first:
+                    self.add(
+                        self.pos.entry_key("forks", index, (field,)),
+                        f"workspace.forks[{index}].{field}",
+                        f"{what} {value!r} is already used by workspace.forks[{first[value]}]; "
+                        "an event must select one fork, so make it unique",
+                    )
+                else:
+                    first[value] = index
 
     def duration(self, raw: dict[str, Any], key: str, key_path: str, line_of: Any) -> None:
         value = raw.get(key)
@@ -400,6 +539,15 @@ def _valid_timezone(name: str) -> bool:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def tag_regex(release_tags: str) -> str:
+    """A fork's ``release_tags`` (a glob, or a regex after ``re:``) as a full-match regex."""
+    if release_tags.startswith("re:"):
+        return release_tags[3:]
+    import fnmatch
+
+    return fnmatch.translate(release_tags)
 
 
 @functools.lru_cache(maxsize=1024)  # tasks often share a schedule; cronsim parsing is not free

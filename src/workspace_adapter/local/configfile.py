@@ -29,7 +29,7 @@ from workspace_adapter.base import paths
 from workspace_adapter.local.config import ConfigError, WorkspaceConfig, display_path
 
 CACHE_NAME = "config-cache.marshal"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 RACY_SECONDS = 2.0
 # A change to the schema changes what a valid file loads as: its sources are part of the key.
 _SCHEMA_SOURCES = (

@@ -34,7 +34,7 @@ from workspace_adapter.maintenance.publish import (
     run_checks,
 )
 from workspace_adapter.maintenance.remotes import ensure_remotes, fetch_for_lease, leases
-from workspace_adapter.maintenance.settings import MaintenanceSettings
+from workspace_adapter.maintenance.settings import MaintenanceSettings, tag_matches
 
 LOCK_NAME = "workspace-maintenance.lock"
 RANGE_DIFF_LIMIT = 64 * 1024
@@ -134,7 +134,14 @@ class ForkMaintenance:
         """Rule 1: the event must be about our upstream and name a tag."""
         s = self.settings
         repo = self.payload.get("repo")
-        if repo != s.expected_repo:
+        named = self.payload.get("fork")
+        if s.fork_name is not None and named is not None and named != s.fork_name:
+            raise Outcome(
+                Status.SKIPPED, f"event is for fork {named!r}; this run maintains {s.fork_name!r}"
+            )
+        # An event that names its fork may leave the repo out; one that says it must agree.
+        by_name = s.fork_name is not None and named == s.fork_name and repo is None
+        if not by_name and repo != s.expected_repo:
             raise Outcome(
                 Status.SKIPPED,
                 f"event is for repo {repo!r}; this flow maintains {s.expected_repo!r}",
@@ -150,6 +157,12 @@ class ForkMaintenance:
                 '"v0.1.4"',
             )
         tag = tag.strip()
+        if s.release_tags is not None and not tag_matches(s.release_tags, tag):
+            raise Outcome(
+                Status.SKIPPED,
+                f"tag {tag!r} is not a release tag of fork {s.fork_name or s.fork_repo} "
+                f"(release_tags = {s.release_tags!r})",
+            )
         cwd = s.workspace_root if s.workspace_root.is_dir() else Path.cwd()
         if not self.log.run(["git", "check-ref-format", f"refs/tags/{tag}"], cwd).ok:
             raise Outcome(Status.FAILED, f"event payload.tag {tag!r} is not a valid git tag name")

@@ -20,6 +20,12 @@ def ensure_remotes(
     s = settings
     remotes = git.remotes()
     if s.upstream_remote not in remotes:
+        if not s.upstream_repo_url:
+            raise Outcome(
+                Status.BLOCKED,
+                f"{s.fork_repo} has no remote {s.upstream_remote!r} and the fork entry has no "
+                "upstream_url; add one of them",
+            )
         done = git.add_remote(s.upstream_remote, s.upstream_repo_url)
         if not done.ok:
             raise Outcome(

@@ -1,12 +1,18 @@
-"""The harness flow's settings: flow.toml ``[config]``, then env, then the event's options.
+"""A maintenance run's settings: the fork entry over flow.toml ``[config]``, then env, then
+the event's options.
 
-SPEC §7: ``CODEX_FLOW_FETCH`` / ``CODEX_FLOW_PUSH`` override the config when set;
-``payload.options.fetch`` is honoured both ways, while ``payload.options.push`` can only turn
-pushing off, so a client can never turn pushing on by itself.
+A step's ``flow.config`` is a package's ``[config]`` (the legacy keys below) and, when
+workspace.toml configures forks, ``forks``: the ``[[workspace.forks]]`` entries that package
+serves, each with its checkout path made absolute. :func:`select_fork` picks the one an event
+names (``payload.fork``, else ``payload.repo``) and lays it over the package's keys: a fork entry
+wins over ``[config]``. ``CODEX_FLOW_FETCH`` / ``CODEX_FLOW_PUSH`` override the config when
+set; ``payload.options.fetch`` is honoured both ways, while ``payload.options.push`` can only
+turn pushing off, so a client can never turn pushing on by itself.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Mapping
@@ -24,8 +30,31 @@ class SettingsError(ValueError):
     """A config value the flow cannot work with; the message names the field."""
 
 
+class ForkEntry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One ``[[workspace.forks]]`` entry as a step receives it (``path`` already absolute)."""
+
+    name: str
+    path: str
+    branch: str = "main"
+    upstream_remote: str = "upstream"
+    upstream_url: str | None = None
+    release_tags: str = "*"
+    verify_commands: list[str] = msgspec.field(default_factory=list)
+    push_remotes: list[str] = msgspec.field(default_factory=list)
+    push: bool = False
+    fetch: bool = True
+    canonical_remote: str | None = None
+    candidates_remote: str | None = None
+    repo: str | None = None
+    workspace_root: str | None = None
+
+
 class FlowConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """``[config]`` of ``flows/patch-moi-harness/flow.toml``; defaults are SPEC §7's values."""
+    """``[config]`` of ``flows/patch-moi-harness/flow.toml``; defaults are the tutorial's values.
+
+    ``fork`` names the configured fork a workspace package maintains; ``forks`` is filled in
+    by flow discovery, never written by hand. The last five keys come from a fork entry.
+    """
 
     fork_repo: str = "harness/fork"
     fork_repo_full_name: str = "matamune-peezy/patch-moi-harness"
@@ -39,6 +68,15 @@ class FlowConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     verify_commands: list[str] = msgspec.field(
         default_factory=lambda: ["npm test", "npm run pack:dry-run"]
     )
+    fork: str | None = None
+    forks: list[ForkEntry] = msgspec.field(default_factory=list)
+    release_tags: str | None = None
+    canonical_remote: str | None = None
+    candidates_remote: str | None = None
+
+
+class ForkNotConfigured(ValueError):
+    """The event names no fork this flow serves; the run is ``skipped`` with this reason."""
 
 
 class MaintenanceSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -56,6 +94,11 @@ class MaintenanceSettings(msgspec.Struct, kw_only=True, frozen=True):
     push: bool
     push_remotes: tuple[str, ...]
     verify_commands: tuple[str, ...]
+    # The configured fork (None: a package with only [config]); selected by payload.fork.
+    fork_name: str | None = None
+    release_tags: str | None = None
+    canonical_remote: str | None = None
+    candidates_remote: str | None = None
 
 
 def env_flag(value: str) -> bool:
@@ -79,7 +122,63 @@ def load_config(raw: Mapping[str, Any] | None) -> FlowConfig:
     for key in ("fork_repo", "upstream_repo_url", "expected_repo"):
         if not getattr(config, key).strip():
             raise SettingsError(f"flow.toml [config] `{key}` must not be empty")
+    for fork in config.forks:
+        for key in ("branch", "upstream_remote"):
+            _check_name(f"forks.{fork.name}.{key}", getattr(fork, key))
+        for i, remote in enumerate(fork.push_remotes):
+            _check_name(f"forks.{fork.name}.push_remotes[{i}]", remote)
     return config
+
+
+def select_fork(config: FlowConfig, payload: Mapping[str, Any] | None) -> FlowConfig:
+    """The config for the fork the event names, the fork entry laid over the package's keys.
+
+    Without ``forks`` (a package with only ``[config]``) the config is returned as it is.
+    Raises :class:`ForkNotConfigured` when the event names none of ``forks``.
+    """
+    if not config.forks:
+        return config
+    payload = payload or {}
+    named, repo = payload.get("fork"), payload.get("repo")
+    if isinstance(named, str):
+        fork = next((f for f in config.forks if f.name == named), None)
+    else:
+        fork = next((f for f in config.forks if f.repo is not None and f.repo == repo), None)
+    if fork is None:
+        what = f"fork {named!r}" if isinstance(named, str) else f"repo {repo!r}"
+        known = ", ".join(f"{f.name} ({f.repo})" if f.repo else f.name for f in config.forks)
+        raise ForkNotConfigured(
+            f"event names {what}, which is no configured fork of this flow (forks: {known})"
+        )
+    # A workspace package that names this fork keeps its own keys where the entry says
+    # nothing; the built-in flow's package has none worth keeping (its defaults are the
+    # tutorial's).
+    own = config.fork is not None and config.fork == fork.name
+    return msgspec.structs.replace(
+        config,
+        fork=fork.name,
+        forks=[],
+        fork_repo=fork.path,
+        fork_repo_full_name=config.fork_repo_full_name if own else fork.name,
+        target_branch=fork.branch,
+        upstream_remote=fork.upstream_remote,
+        upstream_repo_url=fork.upstream_url or (config.upstream_repo_url if own else ""),
+        expected_repo=fork.repo or (config.expected_repo if own else ""),
+        fetch=fork.fetch,
+        push=fork.push,
+        push_remotes=list(fork.push_remotes),
+        verify_commands=list(fork.verify_commands),
+        release_tags=fork.release_tags,
+        canonical_remote=fork.canonical_remote,
+        candidates_remote=fork.candidates_remote,
+    )
+
+
+def tag_matches(release_tags: str, tag: str) -> bool:
+    """``release_tags`` is a glob, or a regular expression after ``re:``; both match whole tags."""
+    if release_tags.startswith("re:"):
+        return re.fullmatch(release_tags[3:], tag) is not None
+    return fnmatch.fnmatchcase(tag, release_tags)
 
 
 def _check_name(key: str, value: str) -> None:
@@ -138,10 +237,16 @@ def resolve_settings(
         fork_repo_full_name=config.fork_repo_full_name,
         target_branch=config.target_branch,
         upstream_remote=config.upstream_remote,
-        upstream_repo_url=resolve_url(config.upstream_repo_url, root),
+        upstream_repo_url=resolve_url(config.upstream_repo_url, root)
+        if config.upstream_repo_url
+        else "",
         expected_repo=config.expected_repo,
         fetch=fetch,
         push=push,
         push_remotes=tuple(config.push_remotes),
         verify_commands=tuple(config.verify_commands),
+        fork_name=config.fork if not config.forks else None,
+        release_tags=config.release_tags,
+        canonical_remote=config.canonical_remote,
+        candidates_remote=config.candidates_remote,
     )

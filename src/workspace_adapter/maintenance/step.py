@@ -79,17 +79,23 @@ def workspace_root_of(context: StepContext) -> Path:
 def run_context(context: StepContext) -> FlowResult:
     """Run the maintenance for one decoded context, printing progress lines as they happen."""
     from workspace_adapter.maintenance.engine import ForkMaintenance
-    from workspace_adapter.maintenance.settings import load_config, resolve_settings
+    from workspace_adapter.maintenance.settings import (
+        ForkNotConfigured,
+        load_config,
+        resolve_settings,
+        select_fork,
+    )
 
     event = dict(context.flow.event)
     if not event.get("id") and context.runtime.eventId:
         event["id"] = context.runtime.eventId
     payload = event.get("payload")
-    settings = resolve_settings(
-        load_config(context.flow.config),
-        workspace_root=workspace_root_of(context),
-        payload=payload if isinstance(payload, dict) else None,
-    )
+    payload = payload if isinstance(payload, dict) else None
+    try:
+        config = select_fork(load_config(context.flow.config), payload)
+    except ForkNotConfigured as exc:
+        return FlowResult(status=Status.SKIPPED, message=str(exc))
+    settings = resolve_settings(config, workspace_root=workspace_root_of(context), payload=payload)
     return ForkMaintenance(settings, event, emit=_print_line).run()
 
 
