@@ -160,7 +160,13 @@ def test_run_and_tick_load_only_the_standard_library_while_the_config_is_unchang
     # The first run checks workspace.toml with the schema (msgspec) and caches the result.
     code, heavy = heavy_imports(tmp_path, "run", "t0")
     assert code == 0 and "msgspec" in heavy
-    for argv in (("run", "t0"), ("run", "t1", "--json"), ("tick",), ("tick", "--json")):
+    for argv in (
+        ("run", "t0"),
+        ("run", "t1", "--json"),
+        ("--log-format", "json", "--log-level", "debug", "run", "t2"),
+        ("tick",),
+        ("tick", "--json"),
+    ):
         assert heavy_imports(tmp_path, *argv) == (0, []), argv
     # An edit is checked again (and still reported as before when it is invalid).
     (tmp_path / "workspace.toml").write_text(toml.replace('command = ["true"]', "command = 1", 1))
@@ -181,6 +187,7 @@ def test_run_and_tick_load_only_the_standard_library_while_the_config_is_unchang
         ["--workspace-root", "/w", "run", "--json", "harness", "--mode=actions"],
         ["--backend-url=ws://h:1", "tick", "--dry-run", "--log-level", "debug", "--json"],
         ["tick", "--workspace-root=", "--json", "--json"],
+        ["--log-format", "json", "run", "harness", "--log-level=info"],
     ],
 )
 def test_the_quick_parse_reads_plain_run_and_tick_as_argparse_does(argv: list[str]) -> None:
@@ -202,6 +209,7 @@ def test_the_quick_parse_reads_plain_run_and_tick_as_argparse_does(argv: list[st
         ["--json", "tick"],
         ["tick", "--mode", "other"],
         ["tick", "--mode", "local", "--mode", "actions"],
+        ["tick", "--log-format", "yaml"],
         ["tick", "--workspace-root"],
         ["tick", "--workspace-root", "--json"],
         ["tick", "-h"],

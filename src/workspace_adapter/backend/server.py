@@ -479,7 +479,7 @@ async def serve_backend(
             ws_per_message_deflate=False,
             lifespan="off",
             log_config=None,
-            access_log=False,
+            access_log=True,  # one line per HTTP request at info, through base.logs
             timeout_graceful_shutdown=3,
         )
         server = _Server(config)

@@ -93,7 +93,7 @@ def error_handler(root: Path | None = None) -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        _say_error(exc.message, exc.exit_code)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -108,5 +108,12 @@ def error_handler(root: Path | None = None) -> Iterator[None]:
         raise
     except BaseException as exc:
         where = write_crash_log(root if root is not None else Path.cwd(), exc, "crash")
-        print(f"error: unexpected {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        _say_error(f"unexpected {type(exc).__name__}: {exc}{where}", EXIT_FAILED)
         raise SystemExit(EXIT_FAILED) from None
+
+
+def _say_error(message: str, exit_code: int) -> None:
+    """``error: <message>`` on stderr; a daemon logging JSON lines says it as one of those."""
+    logs = sys.modules.get("workspace_adapter.base.logs")  # never imported just for this
+    if logs is None or not logs.failed(message, exit_code):
+        print(f"error: {message}", file=sys.stderr)
