@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,3 +220,61 @@ def test_the_quick_parse_reads_plain_run_and_tick_as_argparse_does(argv: list[st
 )
 def test_anything_else_goes_to_the_full_parser(argv: list[str]) -> None:
     assert cli.quick_parse(argv) is None
+
+
+def test_version_and_a_bare_workspace(capsys: pytest.CaptureFixture[str]) -> None:
+    from workspace_adapter import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"workspace {__version__}\n"
+    assert cli.main([]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("usage: workspace ")
+    for name in cli.COMMANDS:
+        assert f"\n    {name} " in listed
+
+
+def _parsers(parser: Any) -> Iterator[Any]:
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_positional_has_help_and_no_help_points_at_the_spec() -> None:
+    for parser in _parsers(cli.build_parser()):
+        for action in parser._actions:
+            # `flow`'s ACTION and NAME are wired with the fork commands, and get theirs there.
+            if not action.option_strings and not parser.prog.startswith("workspace flow"):
+                assert action.help, (parser.prog, action.dest)
+        text = parser.format_help()
+        assert "§" not in text and "SPEC" not in text and "../" not in text, parser.prog
+
+
+def test_watch_json_reports_one_pass(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "workspace.toml").write_text(
+        '[workspace]\n[[workspace.sources]]\nid = "s"\nkind = "git-tags"\n'
+        'url = "nowhere.git"\nrepo = "o/r"\n'
+    )
+    assert cli.main(["--workspace-root", str(tmp_path), "watch", "--json"]) == 2
+    assert "add --once" in capsys.readouterr().err
+    assert cli.main(["--workspace-root", str(tmp_path), "watch", "--once", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"exitCode": 1, "sourceFailures": 1, "attempts": []}
+    assert "s: poll failed" in captured.err
+
+
+def test_harness_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = str(tmp_path)
+    assert cli.main(["--workspace-root", root, "harness", "init", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["upstreamTag"] == "v0.1.3" and len(built["upstreamSha"]) == 40
+    assert set(built["remotes"]) == {"upstream", "origin", "jojo"}
+    assert cli.main(["--workspace-root", root, "harness", "release", "--json"]) == 0
+    cut = json.loads(capsys.readouterr().out)
+    assert (cut["tag"], cut["bump"], cut["conflict"]) == ("v0.1.4", "patch", False)

@@ -59,7 +59,7 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task_id", metavar="TASK")
+    p.add_argument("task_id", metavar="TASK", help="the task's id in workspace.toml")
     p.add_argument("--event", metavar="FILE", help="replace the event's type and payload")
     p.add_argument("--no-wait", action="store_true", help="flow tasks: do not follow the runs")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -75,7 +75,7 @@ def _json_only(p: argparse.ArgumentParser) -> None:
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task_id", nargs="?", metavar="TASK")
+    p.add_argument("task_id", nargs="?", metavar="TASK", help="only this task's runs")
     p.add_argument("--limit", type=int, default=20, help="at most N entries (default 20)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
@@ -100,12 +100,13 @@ def _flow_args(p: argparse.ArgumentParser) -> None:
 
 
 def _harness_args(p: argparse.ArgumentParser) -> None:
-    h_sub = p.add_subparsers(dest="harness_command", metavar="ACTION")
+    h_sub = p.add_subparsers(dest="harness_command", metavar="ACTION", help="init or release")
     h_sub.required = True
     text = "build harness/ (upstream, fork, bare remotes), deterministically"
     hi = h_sub.add_parser("init", help=text, description=text)
     _common(hi, top=False)
     hi.add_argument("--force", action="store_true", help="replace an existing harness/")
+    hi.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     text = "cut an upstream release: bump, commit, tag, push to its bare remote"
     hr = h_sub.add_parser("release", help=text, description=text)
     _common(hr, top=False)
@@ -113,6 +114,7 @@ def _harness_args(p: argparse.ArgumentParser) -> None:
         "--bump", choices=("patch", "minor"), default="patch", help="version part (default patch)"
     )
     hr.add_argument("--conflict", action="store_true", help="touch the same lines as a fork commit")
+    hr.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _init_args(p: argparse.ArgumentParser) -> None:
@@ -161,13 +163,13 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dispatch_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the event as a JSON file; - reads stdin")
     p.add_argument("--wait", action="store_true", help="follow the runs to their end")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _replay_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("event_id", metavar="EVENT_ID", help="a stored event (workspace events)")
     p.add_argument("--wait", action="store_true", help="follow the runs to their end")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
@@ -192,12 +194,23 @@ def _flow_runs_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cancel_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="a backend run (workspace flow-runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def _show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_id", metavar="RUN_ID", help="a backend run (workspace flow-runs)")
+    p.add_argument(
+        "--follow", action="store_true", help="stream its output until it ends, as run does"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _watch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument(
+        "--json", action="store_true", help="with --once: the pass's report as one JSON document"
+    )
 
 
 def _attempts_args(p: argparse.ArgumentParser) -> None:
@@ -239,6 +252,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         _json_only,
     ),
     "runs": ("local run history", _runs_args),
+    "tasks": ("the tasks of workspace.toml: kind, schedule, last run, next due", _json_only),
     "init": ("set up a workspace for the fork checkout here (or --fork PATH)", _init_args),
     "flow": ("flow packages: run one in this process, or list them", _flow_args),
     "harness": ("the tutorial's local harness repos", _harness_args),
@@ -249,8 +263,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "events": ("events the backend stored, newest first", _events_args),
     "flow-runs": ("runs the backend recorded, newest first", _flow_runs_args),
     "cancel": ("cancel a queued or running backend run", _cancel_args),
-    "watch": ("poll the release sources, dispatch and follow attempts (SPEC §9)", _watch_args),
+    "watch": ("poll the release sources, dispatch and follow attempts", _watch_args),
     "attempts": ("maintenance attempts: list them, or retry / replay one", _attempts_args),
+    "show": ("one backend run; --follow streams it until it ends", _show_args),
     "prune": ("drop old runs, events and outputs from the stores", _prune_args),
 }
 
@@ -273,10 +288,38 @@ def command_named(argv: Sequence[str]) -> str | None:
     return None
 
 
+def installed_version() -> str:
+    """The installed distribution's version (the package's own when it is not installed)."""
+    from importlib import metadata
+
+    from workspace_adapter import __version__
+
+    try:
+        return metadata.version("workspace-adapter")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def _version_action() -> type:
+    import argparse
+
+    class Version(argparse.Action):
+        """``--version``: looks the version up only when asked."""
+
+        def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+            super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+        def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+            print(f"workspace {installed_version()}")
+            parser.exit()
+
+    return Version
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that command's subparser.
 
-    Building all of them costs more than a quick ``workspace run`` may spend (SPEC §11), so
+    Building all of them costs more than a quick ``workspace run`` may spend, so
     :func:`main` builds the one the command line names, and every one for help or an error.
     """
     import argparse
@@ -285,8 +328,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="workspace", description="Keep a fork rebased on its upstream's releases."
     )
     _common(parser, top=True)
+    parser.add_argument("--version", action=_version_action(), help="print the installed version")
     # prog given: argparse would otherwise build a help formatter (and import shutil) to make it.
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="workspace")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", prog="workspace", help="`workspace COMMAND -h` for more"
+    )
     sub.required = True
     for name, (help_text, add_arguments) in COMMANDS.items():
         if only is None or name == only:
@@ -395,6 +441,14 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
         from workspace_adapter.commands import doctor
 
         return doctor.doctor(g, as_json=ns.json)
+    if command == "tasks":
+        from workspace_adapter.commands import tasks
+
+        return tasks.tasks(g, as_json=ns.json)
+    if command == "show":
+        from workspace_adapter.commands import show
+
+        return show.show(g, ns.run_id, follow=ns.follow, as_json=ns.json)
     if command == "runs":
         from workspace_adapter.commands import runs
 
@@ -426,8 +480,8 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
         from workspace_adapter.commands import harness
 
         if ns.harness_command == "init":
-            return harness.init(g, force=ns.force)
-        return harness.release(g, bump=ns.bump, conflict=ns.conflict)
+            return harness.init(g, force=ns.force, as_json=ns.json)
+        return harness.release(g, bump=ns.bump, conflict=ns.conflict, as_json=ns.json)
     if command == "backend":
         from workspace_adapter.commands import backend
 
@@ -441,7 +495,7 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
     if command == "watch":
         from workspace_adapter.commands import watch
 
-        return watch.watch(g, ns.once)
+        return watch.watch(g, ns.once, as_json=ns.json)
     if command == "attempts":
         return _attempts(ns, g)
     if command == "prune":
@@ -516,6 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workspace_adapter.base.errors import error_handler
 
     args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        build_parser().print_help()  # a bare `workspace`: the command list, not an error
+        return 0
     quick = quick_parse(args)
     ns = quick or build_parser(command_named(args)).parse_args(args)
     g = globals_of(ns)

@@ -35,7 +35,7 @@ def test_dispatch_wait_replay_list_cancel(backend: Backend, tmp_path: Path) -> N
     replayed = workspace(backend.url, "replay", "cli-1", "--wait")
     assert replayed.returncode == 0 and "_replay" in replayed.stdout
     listed = workspace(backend.url, "flow-runs", "--event-id", "cli-1", "--json")
-    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 2
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)["runs"]) == 2
     shown = workspace(backend.url, "events", "--limit", "500")
     assert shown.returncode == 0 and "cli-1" in shown.stdout
     nap = workspace(

@@ -1,4 +1,9 @@
-"""``dispatch``, ``replay``, ``events``, ``flow-runs``, ``cancel``: talk to a running backend."""
+"""``dispatch``, ``replay``, ``events``, ``flow-runs``, ``cancel``: talk to a running backend.
+
+``--json`` is one object: ``events`` ``{"events": [...]}``, ``flow-runs`` ``{"runs": [...]}``
+(each run as ``flow.getRun`` sends it), ``cancel`` the run, ``dispatch``/``replay``
+``{status, eventId, matched, runIds, runs, flowStatus}``.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _run(make: Callable[[], Awaitable[T]]) -> T:
+def run_remote(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a client coroutine; a refusal of the backend becomes a one-line error."""
     import anyio
 
     from workspace_adapter.client import RpcError
@@ -96,7 +102,7 @@ def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:
     from workspace_adapter.client import dispatch_and_follow
 
     event = _read_event(file)
-    outcome = _run(
+    outcome = run_remote(
         lambda: dispatch_and_follow(g.backend_url, event, wait=wait, on_output=_on_output(as_json))
     )
     return _report(outcome, wait=wait, as_json=as_json, verb="dispatched")
@@ -105,7 +111,7 @@ def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:
 def replay(g: Globals, event_id: str, *, wait: bool, as_json: bool) -> int:
     from workspace_adapter.client import replay_and_follow
 
-    outcome = _run(
+    outcome = run_remote(
         lambda: replay_and_follow(g.backend_url, event_id, wait=wait, on_output=_on_output(as_json))
     )
     return _report(outcome, wait=wait, as_json=as_json, verb="replayed")
@@ -117,10 +123,10 @@ def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool
     params: dict[str, Any] = {"limit": limit}
     if event_type:
         params["type"] = event_type
-    result = _run(lambda: call(g.backend_url, "flow.listEvents", params))
+    result = run_remote(lambda: call(g.backend_url, "flow.listEvents", params))
     found = result.get("events") or []
     if as_json:
-        _print_json(found)
+        _print_json({"events": found})
         return 0
     for event in found:
         print(f"{event.get('receivedAt', '')}  {event.get('type')}  {event.get('id')}")
@@ -142,9 +148,11 @@ def list_runs(
         params["eventId"] = event_id
     if status:
         params["status"] = status
-    runs = _run(lambda: call(g.backend_url, "flow.listRuns", params, result=rpc.RunsResult)).runs
+    runs = run_remote(
+        lambda: call(g.backend_url, "flow.listRuns", params, result=rpc.RunsResult)
+    ).runs
     if as_json:
-        _print_json(msgspec.to_builtins(runs))
+        _print_json({"runs": msgspec.to_builtins(runs)})
         return 0
     for run in runs:
         result_status = run.result_status or "-"
@@ -162,7 +170,7 @@ def cancel(g: Globals, run_id: str, *, as_json: bool = False) -> int:
 
     from workspace_adapter.client import cancel_run
 
-    run = _run(lambda: cancel_run(g.backend_url, run_id))
+    run = run_remote(lambda: cancel_run(g.backend_url, run_id))
     if as_json:
         _print_json(msgspec.to_builtins(run))
     else:
