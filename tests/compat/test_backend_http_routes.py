@@ -52,10 +52,6 @@ def check(name: str, status: int, answer: Any, kind: str) -> None:
 
 def test_recorded_http_exchanges_get_the_recorded_shapes(tmp_path: Path) -> None:
     root = scenario_workspace(tmp_path)
-    # Our flow loader refuses a non-string skill that codex-flows drops (see
-    # test_bun_workspace_run.py); the routes' shapes are what this test is about.
-    manifest = root / "flows" / "demo" / "flow.toml"
-    manifest.write_text(manifest.read_text().replace(", 42]", "]"))
     plain = [n for n in EXCHANGES if not n.startswith("secret_")]
     signed = [n for n in EXCHANGES if n.startswith("secret_")]
     secret_file = tmp_path / "secret"
