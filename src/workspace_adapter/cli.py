@@ -576,9 +576,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = quick_parse(args)
     ns = quick or build_parser(command_named(args)).parse_args(args)
     g = globals_of(ns)
-    from workspace_adapter.base import logs  # the standard library only, until a logger is made
+    if quick is None:  # plain run and tick never log (nor pay for the module)
+        from workspace_adapter.base import logs  # stdlib only until a logger is made
 
-    logs.setup(g.log_level, ns.log_format, daemon=is_daemon(ns))
+        logs.setup(g.log_level, ns.log_format, daemon=is_daemon(ns))
     try:
         with error_handler(g.workspace_root):
             code = _dispatch(ns, g)

@@ -240,5 +240,5 @@ def test_flow_runs_shows_the_result_status_of_codex_flows_runs(
         "errors/raw-exit-1": ["failed", "-"],
     }
     assert workspace(standin.url, "flow-runs", "--event-id", "evt-list-1", "--json") == 0
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["runs"]
     assert [run["stepName"] for run in listed] == ["module", "raw"]
