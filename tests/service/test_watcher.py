@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
+import sys
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 from service_helpers import GIT_SOURCE, records, write_workspace
 from support.backend import WORKSPACE, dead_url
 
 from workspace_adapter.harness import cut_release
 from workspace_adapter.local import configfile
+from workspace_adapter.service.records import Records
+from workspace_adapter.service.schema import PollOutcome
 from workspace_adapter.service.watcher import Watcher
 
 
@@ -23,50 +26,58 @@ def _no_data_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATA_DIR", raising=False)
 
 
-def test_a_pass_waiting_for_the_records_lock_does_not_stall_the_event_loop(
+HOLD_THE_WRITE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")  # what another watcher's poll holds while it records
+print("held", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+"""
+
+
+class AnnouncingRecords(Records):
+    """Records whose ``record_poll`` says, from the thread that runs it, that it is starting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writing = threading.Event()
+
+    def record_poll(self, *args: Any, **kwargs: Any) -> PollOutcome:
+        self.writing.set()
+        return super().record_poll(*args, **kwargs)
+
+
+async def test_a_pass_waiting_for_the_records_lock_does_not_stall_the_event_loop(
     workspace_root: Path,
 ) -> None:
-    """In ``serve`` the backend shares the watcher's loop: a busy store must not freeze it."""
+    """In ``serve`` the backend shares the watcher's loop: a busy store must not freeze it.
+
+    Another process holds the write lock until a task on the loop lets it go, and that task
+    only does so once the pass has begun its write. Were the write run on the loop, the loop
+    could not let the lock go and the write would fail at the store's busy timeout.
+    """
     root = workspace_root
     write_workspace(root, GIT_SOURCE)
-    store = records(root)
-    held = threading.Event()
-
-    def hold_the_write_lock() -> None:
-        db = sqlite3.connect(store.path, isolation_level=None)
-        db.execute("BEGIN IMMEDIATE")  # what another watcher's poll holds while it records
-        held.set()
-        time.sleep(1.5)
-        db.execute("COMMIT")
-        db.close()
-
-    holder = threading.Thread(target=hold_the_write_lock)
-    holder.start()
-    held.wait(5)
-    gaps: list[float] = []
-
-    async def main() -> None:
+    store = AnnouncingRecords.for_workspace(root).open()
+    holder = await anyio.open_process([sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(store.path)])
+    async with holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        said = BufferedByteReceiveStream(holder.stdout)
+        assert await said.receive_until(b"\n", 100) == b"held"
         watcher = Watcher(configfile.load(root), store, dead_url())
+        codes: list[int] = []
         async with anyio.create_task_group() as group:
 
-            async def heartbeat() -> None:
-                last = time.monotonic()
-                while True:
-                    await anyio.sleep(0.05)
-                    now = time.monotonic()
-                    gaps.append(now - last)
-                    last = now
+            async def one_pass() -> None:
+                codes.append(await watcher.run_once())
 
-            group.start_soon(heartbeat)
-            assert await watcher.run_once() == 0
-            await anyio.sleep(0.2)  # the heartbeat notes the gap the pass left, if any
-            group.cancel_scope.cancel()
-
-    started = time.monotonic()
-    anyio.run(main)
-    holder.join()
-    assert time.monotonic() - started >= 1.0, "the pass did not wait for the lock"
-    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f}s"
+            group.start_soon(one_pass)
+            await anyio.to_thread.run_sync(store.writing.wait)
+            assert codes == [], "the pass finished while another process held the write lock"
+            await holder.stdin.send(b"release\n")
+        assert await holder.wait() == 0
+    assert codes == [0]
     cursor = store.cursor("upstream")
     assert cursor is not None and cursor.primed_at is not None
 
