@@ -7,7 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import anyio
 import pytest
 from support.processes import gone
 
@@ -29,12 +28,12 @@ def attempt(message: str = "conflicts in index.js") -> Attempt:
     )
 
 
-def run(command: list[str], root: Path, which: Attempt, timeout: float = 10.0) -> bool:
-    return anyio.run(lambda: notify.notify(command, which, root, timeout))
+async def run(command: list[str], root: Path, which: Attempt, timeout: float = 10.0) -> bool:
+    return await notify.notify(command, which, root, timeout)
 
 
-def test_the_attempt_arrives_on_stdin(tmp_path: Path) -> None:
-    assert run(["sh", "-c", "cat > got.json"], tmp_path, attempt()) is True
+async def test_the_attempt_arrives_on_stdin(tmp_path: Path) -> None:
+    assert await run(["sh", "-c", "cat > got.json"], tmp_path, attempt()) is True
     got = json.loads((tmp_path / "got.json").read_text())
     assert (got["id"], got["status"], got["upstreamTag"]) == (
         "att_20260101T000000_00000000",
@@ -43,47 +42,47 @@ def test_the_attempt_arrives_on_stdin(tmp_path: Path) -> None:
     )
 
 
-def test_a_command_that_does_not_read_its_stdin_is_no_error(tmp_path: Path) -> None:
+async def test_a_command_that_does_not_read_its_stdin_is_no_error(tmp_path: Path) -> None:
     # More than a pipe holds, so the write meets a closed pipe rather than a buffer.
     big = attempt("x" * 300_000)
-    assert run(["sh", "-c", "exec 0<&-; exit 0"], tmp_path, big) is True
-    assert run(["true"], tmp_path, big) is True
-    assert run(["sh", "-c", "exec 0<&-; echo boom >&2; exit 3"], tmp_path, big) is False
+    assert await run(["sh", "-c", "exec 0<&-; exit 0"], tmp_path, big) is True
+    assert await run(["true"], tmp_path, big) is True
+    assert await run(["sh", "-c", "exec 0<&-; echo boom >&2; exit 3"], tmp_path, big) is False
 
 
-def test_a_failing_or_missing_command_is_logged_not_raised(tmp_path: Path) -> None:
-    assert run(["sh", "-c", "echo nope >&2; exit 2"], tmp_path, attempt()) is False
-    assert run([str(tmp_path / "no-such-notifier")], tmp_path, attempt()) is False
+async def test_a_failing_or_missing_command_is_logged_not_raised(tmp_path: Path) -> None:
+    assert await run(["sh", "-c", "echo nope >&2; exit 2"], tmp_path, attempt()) is False
+    assert await run([str(tmp_path / "no-such-notifier")], tmp_path, attempt()) is False
 
 
-def test_a_hanging_command_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+async def test_a_hanging_command_is_stopped_with_what_it_started(tmp_path: Path) -> None:
     started = time.monotonic()
     hang = ["sh", "-c", "sleep 60 & echo $! > child.pid; wait"]
-    assert run(hang, tmp_path, attempt(), timeout=0.5) is False
+    assert await run(hang, tmp_path, attempt(), timeout=0.5) is False
     assert time.monotonic() - started < 5
     # notify returns once the whole group is gone.
     assert gone(int((tmp_path / "child.pid").read_text()))
 
 
-def test_a_command_ignoring_sigterm_is_killed_after_the_grace(
+async def test_a_command_ignoring_sigterm_is_killed_after_the_grace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(notify, "NOTIFY_KILL_GRACE", 1.0)
     # SIGTERM is ignored by the shell and, inherited, by its child; "ready" is written after.
     stubborn = ["sh", "-c", "trap '' TERM; sleep 60 & echo $! > child.pid; echo > ready; wait"]
     started = time.monotonic()
-    assert run(stubborn, tmp_path, attempt(), timeout=2.0) is False
+    assert await run(stubborn, tmp_path, attempt(), timeout=2.0) is False
     assert time.monotonic() - started >= 2.0 + 1.0
     # Ready before the timeout, so SIGTERM met the trap: only SIGKILL ended them.
     assert (tmp_path / "ready").exists()
     assert gone(int((tmp_path / "child.pid").read_text()))
 
 
-def test_a_background_job_of_a_command_that_exited_does_not_hold_the_watcher(
+async def test_a_background_job_of_a_command_that_exited_does_not_hold_the_watcher(
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()
     detached = ["sh", "-c", "cat > got.json; sleep 30 & echo $! > child.pid; exit 0"]
-    assert run(detached, tmp_path, attempt(), timeout=20) is True
+    assert await run(detached, tmp_path, attempt(), timeout=20) is True
     assert time.monotonic() - started < 5
     os.kill(int((tmp_path / "child.pid").read_text()), 9)

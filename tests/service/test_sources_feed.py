@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import anyio
 import pytest
 from service_helpers import FeedServer, atom_feed, rss_feed
 
@@ -80,7 +79,7 @@ def test_a_broken_document_is_a_source_error(document: bytes, problem: str) -> N
         parse(document, "http://feed")
 
 
-def test_a_feed_over_http_with_its_tag_pattern(tmp_path: Path) -> None:
+async def test_a_feed_over_http_with_its_tag_pattern(tmp_path: Path) -> None:
     (tmp_path / "releases.atom").write_text(
         atom_feed(
             [
@@ -98,19 +97,19 @@ def test_a_feed_over_http_with_its_tag_pattern(tmp_path: Path) -> None:
             repo="o/r",
             tag_pattern=r"v\d+\.\d+\.\d+",
         )
-        found = anyio.run(poll, config, tmp_path)
+        found = await poll(config, tmp_path)
         assert [r.tag for r in found] == ["v0.1.3", "v0.1.4"]
         missing = SourceConfig(id="gh", kind="feed", url=server.url("nope.atom"), repo="o/r")
         with pytest.raises(SourceError, match="HTTP 404"):
-            anyio.run(poll, missing, tmp_path)
+            await poll(missing, tmp_path)
 
 
-def test_nothing_listening_is_a_source_error_naming_the_url(tmp_path: Path) -> None:
+async def test_nothing_listening_is_a_source_error_naming_the_url(tmp_path: Path) -> None:
     with FeedServer(tmp_path) as server:
         url = server.url("gone.atom")
     config = SourceConfig(id="gh", kind="feed", url=url, repo="o/r")
     with pytest.raises(SourceError, match=r"cannot fetch feed http://127\.0\.0\.1"):
-        anyio.run(poll, config, tmp_path)
+        await poll(config, tmp_path)
 
 
 class _Trickle(http.server.BaseHTTPRequestHandler):
@@ -132,7 +131,7 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_server_that_trickles_its_answer_fails_at_the_timeout(tmp_path: Path) -> None:
+async def test_a_server_that_trickles_its_answer_fails_at_the_timeout(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -141,7 +140,7 @@ def test_a_server_that_trickles_its_answer_fails_at_the_timeout(tmp_path: Path) 
         config = SourceConfig(id="slow", kind="feed", url=f"http://{host!s}:{port}/", repo="o/r")
         started = time.monotonic()
         with pytest.raises(SourceError, match=r"no complete answer within 0\.5s"):
-            anyio.run(poll, config, tmp_path, 0.5)
+            await poll(config, tmp_path, 0.5)
         assert time.monotonic() - started < 3
     finally:
         server.shutdown()

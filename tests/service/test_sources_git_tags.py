@@ -56,34 +56,34 @@ def source(url: str, pattern: str | None = r"v\d+\.\d+\.\d+") -> SourceConfig:
     return SourceConfig(id="up", kind="git-tags", url=url, repo="o/r", tag_pattern=pattern)
 
 
-def test_tags_are_peeled_filtered_and_in_version_order(remote: Path) -> None:
+async def test_tags_are_peeled_filtered_and_in_version_order(remote: Path) -> None:
     root = remote.parent.parent
-    found = anyio.run(poll, source("remotes/up.git"), root)
+    found = await poll(source("remotes/up.git"), root)
     assert [r.tag for r in found] == ["v1.0.0", "v1.0.2", "v1.0.10"]
     annotated = next(r for r in found if r.tag == "v1.0.2")
     # The peeled commit, not the tag object.
     assert annotated.sha == git(remote, "rev-parse", "v1.0.2^{commit}")
     assert annotated.provider == "git"
-    assert annotated.url == str(remote.resolve())
+    assert annotated.url == str(await anyio.Path(remote).resolve())
 
 
-def test_without_a_pattern_non_versions_come_last(remote: Path) -> None:
-    found = anyio.run(poll, source(str(remote), None), remote.parent)
+async def test_without_a_pattern_non_versions_come_last(remote: Path) -> None:
+    found = await poll(source(str(remote), None), remote.parent)
     assert [r.tag for r in found] == ["v1.0.0", "v1.0.2", "v1.0.10", "nightly"]
 
 
-def test_git_variables_leaked_from_a_hook_are_ignored(
+async def test_git_variables_leaked_from_a_hook_are_ignored(
     remote: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GIT_DIR", "/nonexistent/.git")
     monkeypatch.setenv("GIT_NAMESPACE", "elsewhere")
-    tags = anyio.run(list_tags, str(remote), remote.parent, 10.0)
+    tags = await list_tags(str(remote), remote.parent, 10.0)
     assert set(tags) == {"v1.0.0", "v1.0.10", "v1.0.2", "nightly"}
 
 
-def test_a_missing_remote_is_a_source_error_naming_the_url(tmp_path: Path) -> None:
+async def test_a_missing_remote_is_a_source_error_naming_the_url(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
-        anyio.run(poll, source("remotes/missing.git"), tmp_path)
+        await poll(source("remotes/missing.git"), tmp_path)
     message = str(info.value)
     assert str(tmp_path / "remotes" / "missing.git") in message
     assert "check the source's url" in message
