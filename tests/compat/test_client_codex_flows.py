@@ -7,6 +7,7 @@ That backend has no ``flow.subscribe`` and no ``flow.cancelRun``: runs are follo
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import textwrap
@@ -122,7 +123,7 @@ def test_a_runner_failure_shows_its_stderr(
     assert "errors/raw-exit-1: failed" in captured.out
 
 
-def test_run_of_an_event_the_backend_already_has_follows_its_runs(
+async def test_run_of_an_event_the_backend_already_has_follows_its_runs(
     standin: CodexFlowsStandIn, root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A redelivered event: codex-flows says duplicate with ``matched: 0``, not skipped."""
@@ -130,19 +131,23 @@ def test_run_of_an_event_the_backend_already_has_follows_its_runs(
     task = config.task("demo")
     record = taskruns.new_task_run(task.id, task.kind, parse_iso("2026-12-01T01:11:08.972Z"))
     event = taskrun.build_event(config, task, record, environ={})
-    first = anyio.run(lambda: client.dispatch_and_follow(standin.url, event))
+    first = await client.dispatch_and_follow(standin.url, event)
     assert (first.status, first.matched) == ("accepted", 2)
 
     store = StateStore.for_workspace(root, "local").open()
     store.insert(record)
-    done = taskrun.execute(
-        store,
-        config,
-        task,
-        record,
-        mode="local",
-        backend_url=standin.url,
-        sinks=taskrun.Sinks(sys.stdout, sys.stderr),
+    # A task run follows its runs on its own event loop, as it does from the command line.
+    done = await anyio.to_thread.run_sync(
+        functools.partial(
+            taskrun.execute,
+            store,
+            config,
+            task,
+            record,
+            mode="local",
+            backend_url=standin.url,
+            sinks=taskrun.Sinks(sys.stdout, sys.stderr),
+        )
     )
     assert done.exit_code == 0, done.message
     assert (done.record.status, done.record.reason) == ("changed", "module Ada")

@@ -7,6 +7,7 @@ no ``flow.subscribe``) and ends with their status from ``resultJson``, not ``ski
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import anyio
@@ -43,9 +44,10 @@ MAINTAIN = Step(
 )
 
 
-def watch_once(root: Path, url: str) -> int:
+async def watch_once(root: Path, url: str) -> int:
+    """``watch --once``, on its own event loop in a worker thread as from the command line."""
     g = Globals(workspace_root=root, backend_url=url, mode="local", log_level="warning")
-    return watch.watch(g, once=True)
+    return await anyio.to_thread.run_sync(functools.partial(watch.watch, g, once=True))
 
 
 def records(root: Path) -> Records:
@@ -57,15 +59,15 @@ def _no_data_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATA_DIR", raising=False)
 
 
-def test_a_redelivered_attempt_follows_the_runs_the_backend_already_has(
+async def test_a_redelivered_attempt_follows_the_runs_the_backend_already_has(
     workspace_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = workspace_root
     (root / "workspace.toml").write_text(GIT_SOURCE, encoding="utf-8")
     down = dead_url()
-    assert watch_once(root, down) == 0  # primes
+    assert await watch_once(root, down) == 0  # primes
     assert cut_release(root) == "v0.1.4"
-    assert watch_once(root, down) == 4
+    assert await watch_once(root, down) == 4
     [attempt] = records(root).attempts()
     assert attempt.status == "undelivered"
     event = records(root).event(EVENT_V014)
@@ -73,11 +75,11 @@ def test_a_redelivered_attempt_follows_the_runs_the_backend_already_has(
 
     with CodexFlowsStandIn({"upstream.release": [MAINTAIN]}) as backend:
         # The first delivery reached the backend after all (the reply was lost on the way).
-        first = anyio.run(lambda: client.dispatch_and_follow(backend.url, event, wait=False))
+        first = await client.dispatch_and_follow(backend.url, event, wait=False)
         assert first.status == "accepted"
         capsys.readouterr()
 
-        assert watch_once(root, backend.url) == 0
+        assert await watch_once(root, backend.url) == 0
         [done] = records(root).attempts()
         assert done.id == attempt.id
         assert (done.status, done.message) == ("changed", "rebased 3 fork commits")
