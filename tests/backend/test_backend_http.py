@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
 from support.backend import SECRET, Backend
+from support.waiting import wait_until
 from support.wire import http
 
 from workspace_adapter.protocol import sign_body
@@ -38,14 +38,14 @@ def test_signed_post_is_accepted(backend: Backend) -> None:
     )
     assert status == 202 and again["status"] == "duplicate" and again["runIds"] == body["runIds"]
     run_id = body["runIds"][0]
-    deadline = time.monotonic() + 10
-    while True:
+
+    def finished_run() -> dict[str, Any] | None:
         status, shown = http("GET", f"{backend.http}/runs/{run_id}")
         assert status == 200
-        run = shown["run"]
-        if run["status"] == "completed" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        run: dict[str, Any] = shown["run"]
+        return run if run["status"] == "completed" else None
+
+    run = wait_until(finished_run, f"run {run_id} to complete")
     assert run["id"] == run_id and run["resultStatus"] == "completed"
     status, shown = http("GET", f"{backend.http}/events/{event_id}")
     assert status == 200 and shown["event"]["id"] == event_id and len(shown["runs"]) == 1

@@ -16,6 +16,7 @@ import websockets
 from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
 from support.processes import pid_alive
+from support.waiting import until
 from support.wire import Rpc, http, open_rpc
 
 
@@ -64,11 +65,7 @@ async def test_cancel_kills_the_step_and_its_children(daemon: Backend) -> None:
     started = time.monotonic()
     canceled = await rpc.call("flow.cancelRun", {"runId": run_id})
     assert canceled["run"]["status"] == "canceled"
-    for _ in range(100):
-        if not (pid_alive(shell) or pid_alive(child)):
-            break
-        await asyncio.sleep(0.05)
-    assert not pid_alive(shell) and not pid_alive(child)
+    await until(lambda: not (pid_alive(shell) or pid_alive(child)), "the step's processes to go")
     assert time.monotonic() - started < 5
     again = await rpc.call("flow.cancelRun", {"runId": run_id})
     assert again["run"]["status"] == "canceled"
@@ -228,16 +225,17 @@ async def test_a_subscriber_that_never_reads_is_closed(daemon: Backend) -> None:
     flood = {"id": "flood-1", "type": "flood.event", "payload": {"lines": 100_000}}
     run_id = (await other.call("flow.dispatch", flood))["runIds"][0]
     # The other client keeps getting prompt answers while about 50 MB of output streams.
-    slowest, peak, status = 0.0, rss_before, "queued"
-    for _ in range(600):
+    slowest, peak = 0.0, rss_before
+
+    async def finished() -> str | None:
+        nonlocal slowest, peak
         started = time.monotonic()
-        status = (await other.call("flow.getRun", {"runId": run_id}))["run"]["status"]
+        status: str = (await other.call("flow.getRun", {"runId": run_id}))["run"]["status"]
         slowest = max(slowest, time.monotonic() - started)
         peak = max(peak, daemon.rss_kib())
-        if status not in ("queued", "running"):
-            break
-        await asyncio.sleep(0.05)
-    assert status == "completed"
+        return None if status in ("queued", "running") else status
+
+    assert await until(finished, "the flood run to finish") == "completed"
     assert slowest < 1.0
     assert peak - rss_before < 64 * 1024, (rss_before, peak)
     # Now the silent client reads: what was in flight, then a 1008 close.

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import websockets
 from support.backend import Backend
+from support.waiting import until
 from support.wire import Rpc, open_rpc
 
 
@@ -140,13 +141,13 @@ async def test_requests_on_one_connection_run_concurrently(backend: Backend) -> 
         "flow.dispatch", {"event": {"id": event_id, "type": "sleep.event"}, "wait": True}
     )
     # The waiting dispatch must not hold up the next requests on the same socket.
-    runs = await rpc.call("flow.listRuns", {"eventId": event_id})
-    for _ in range(50):
-        if runs["runs"]:
-            break
-        await asyncio.sleep(0.05)
-        runs = await rpc.call("flow.listRuns", {"eventId": event_id})
-    (run,) = runs["runs"]
+
+    async def listed() -> list[dict[str, Any]]:
+        reply = await rpc.call("flow.listRuns", {"eventId": event_id})
+        runs: list[dict[str, Any]] = reply["runs"]
+        return runs
+
+    (run,) = await until(listed, "the waiting dispatch's run to be listed")
     canceled = await rpc.call("flow.cancelRun", {"runId": run["id"]})
     assert canceled["run"]["status"] == "canceled"
     reply = await rpc.reply(waiting)

@@ -17,7 +17,7 @@ from support.backend import WORKSPACE, dead_url
 from workspace_adapter.harness import cut_release
 from workspace_adapter.local import configfile
 from workspace_adapter.service.records import Records
-from workspace_adapter.service.schema import PollOutcome
+from workspace_adapter.service.schema import PollOutcome, data_dir
 from workspace_adapter.service.watcher import Watcher
 
 
@@ -59,7 +59,8 @@ async def test_a_pass_waiting_for_the_records_lock_does_not_stall_the_event_loop
     """
     root = workspace_root
     write_workspace(root, GIT_SOURCE)
-    store = AnnouncingRecords.for_workspace(root).open()
+    store = AnnouncingRecords(data_dir(root))
+    store.open()
     holder = await anyio.open_process([sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(store.path)])
     async with holder:
         assert holder.stdin is not None and holder.stdout is not None
