@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from support.backend import WORKSPACE
 from support.flows import write_flow
+from support.waiting import wait_until
 
 from workspace_adapter import client
 from workspace_adapter.local import configfile, taskrun
@@ -46,13 +47,6 @@ TASKS = """
 """
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 class Serve:
     """One ``workspace serve`` subprocess; stdout and stderr go to files the test reads."""
 
@@ -79,7 +73,7 @@ class Serve:
                 text=True,
                 env={**os.environ, "CODEX_FLOW_PUSH": "0"},
             )
-        wait_for("the URL line", lambda: "\n" in self.stdout() or self.proc.poll() is not None)
+        wait_until(lambda: "\n" in self.stdout() or self.proc.poll() is not None, "the URL line")
         first = self.stdout().splitlines()[0] if self.stdout() else ""
         assert first.startswith("workspace backend listening on ws://"), (first, self.stderr())
         self.url = first.split()[-1]
@@ -160,7 +154,7 @@ async def test_serve_answers_ticks_against_its_own_backend_and_stops_on_sigterm(
     def ended(task_id: str) -> bool:
         return any(r.status != "running" for r in runs(root, task_id))
 
-    wait_for("both scheduled tasks to run", lambda: ended("every") and ended("greet"))
+    wait_until(lambda: ended("every") and ended("greet"), "both scheduled tasks to run")
     [command_run] = [r for r in runs(root, "every") if r.status != "running"][-1:]
     assert command_run.status == "completed", command_run
     assert (root / "ran.txt").read_text().startswith("ran")
@@ -184,17 +178,17 @@ def test_a_failing_tick_is_logged_and_the_loop_goes_on(
     root: Path, start: Callable[[str], Serve]
 ) -> None:
     serve = start(TASKS)
-    wait_for("the baselines", lambda: serve.events("tick.task", action="baseline"))
+    wait_until(lambda: serve.events("tick.task", action="baseline"), "the baselines")
     (root / "workspace.toml").write_text("[workspace\n")  # what a bad edit leaves behind
-    wait_for("a failed tick", lambda: '"tick.failed"' in serve.stderr())
+    wait_until(lambda: '"tick.failed"' in serve.stderr(), "a failed tick")
     assert serve.proc.poll() is None
     (root / "workspace.toml").write_text(
         textwrap.dedent(TASKS)
         + '[[workspace.tasks]]\nid = "late"\nkind = "command"\ncommand = ["true"]\n'
         + 'schedule = "* * * * *"\n'
     )
-    wait_for(
-        "a tick after the fix", lambda: serve.events("tick.task", task_id="late", action="baseline")
+    wait_until(
+        lambda: serve.events("tick.task", task_id="late", action="baseline"), "a tick after the fix"
     )
     assert serve.stop()[0] == 0
 
@@ -213,7 +207,7 @@ def test_sigterm_ends_a_command_task_that_is_still_running(
     (root / "workspace.toml").write_text(textwrap.dedent(toml))
     baseline_in_the_past(root)
     serve = start(toml)
-    wait_for("the nap to start", lambda: runs(root, "nap"))
+    wait_until(lambda: runs(root, "nap"), "the nap to start")
     code, seconds = serve.stop()
     assert code == 0, serve.stderr()
     assert seconds < 10
@@ -246,7 +240,7 @@ def test_serve_watches_the_sources_when_there_are_some(
         interval = "1h"
         """
     )
-    wait_for("the first poll", lambda: "upstream: primed with 1 release(s)" in serve.stdout())
+    wait_until(lambda: "upstream: primed with 1 release(s)" in serve.stdout(), "the first poll")
     assert "(v1.0.0); nothing dispatched" in serve.stdout()
     assert '"watching": true' in serve.stderr()
     assert serve.stop()[0] == 0

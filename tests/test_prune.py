@@ -7,7 +7,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from support import wire
 from support.backend import WORKSPACE, Backend
 from support.flows import write_flows
+from support.waiting import wait_until
 
 from workspace_adapter.base.times import iso
 from workspace_adapter.cli import main
@@ -146,13 +146,11 @@ def get_json(url: str) -> tuple[int, Any]:
 
 
 def wait_status(http: str, run_id: str, statuses: tuple[str, ...]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         _, body = get_json(f"{http}/runs/{run_id}")
-        if body and body.get("run", body)["status"] in statuses:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never reached {statuses}")
+        return bool(body) and body.get("run", body)["status"] in statuses
+
+    wait_until(reached, f"run {run_id} to reach {statuses}")
 
 
 @pytest.fixture

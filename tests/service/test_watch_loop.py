@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from service_helpers import GIT_SOURCE, NO_PUSH, records, write_workspace
 from support.backend import running_backend
 
 from workspace_adapter.harness import cut_release
-
-
-def wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_the_watch_loop_picks_up_a_release_and_stops_on_sigterm(
@@ -44,16 +36,32 @@ def test_the_watch_loop_picks_up_a_release_and_stops_on_sigterm(
             stderr=subprocess.PIPE,
             text=True,
         )
+        lines = proc.stdout
+        assert lines is not None
+        said: list[str] = []
+
+        def say_until(part: str) -> None:
+            """Read the watch's lines (each is printed once recorded) until one has ``part``."""
+            for line in lines:
+                said.append(line)
+                if part in line:
+                    return
+            raise AssertionError(f"watch ended before saying {part!r}: {''.join(said)}")
+
         try:
-            wait_for(lambda: (c := records(root).cursor("upstream")) and c.primed_at)
+            say_until("upstream: primed with ")
+            cursor = records(root).cursor("upstream")
+            assert cursor is not None and cursor.primed_at is not None
             cut_release(root)
-            wait_for(lambda: [a.status for a in records(root).attempts()] == ["changed"])
+            say_until("v0.1.4: changed")
+            assert [a.status for a in records(root).attempts()] == ["changed"]
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=10)
+            rest, err = proc.communicate(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    out = "".join(said) + rest
     assert proc.returncode == 0, err
     assert "primed with 4 release(s)" in out
     assert "v0.1.4: changed" in out
