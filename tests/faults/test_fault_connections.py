@@ -14,6 +14,7 @@ import websockets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.backend import Backend
+from support.waiting import until
 from support.wire import http, open_rpc
 
 UPGRADE = (
@@ -63,11 +64,10 @@ async def test_500_connections_dropped_mid_handshake(daemon: Backend) -> None:
     assert http("GET", daemon.http + "/healthz")[0] == 200
     await rpc.ws.close()
     # Every dropped connection is let go (no leaked sockets).
-    for _ in range(100):
-        if open_fds(daemon.pid) <= baseline + 5:
-            break
-        await asyncio.sleep(0.1)
-    assert open_fds(daemon.pid) <= baseline + 5, (baseline, open_fds(daemon.pid))
+    await until(
+        lambda: open_fds(daemon.pid) <= baseline + 5,
+        f"the daemon to let the sockets go (baseline {baseline} fds)",
+    )
 
 
 async def test_a_client_that_never_reads_its_replies_is_dropped(daemon: Backend) -> None:

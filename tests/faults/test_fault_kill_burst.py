@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import websockets
 from support.backend import Backend
+from support.waiting import until
 from support.wire import open_rpc
 
 CLIENTS = 6
@@ -102,11 +103,7 @@ async def test_every_acknowledged_event_survives_and_nothing_runs_twice(
                 )
             else:
                 assert reply["matched"] == (1 if kind == "ledger.event" else 0), (event_id, reply)
-        for _ in range(400):
-            if not unfinished(data):
-                break
-            await asyncio.sleep(0.05)
-        assert unfinished(data) == 0
+        await until(lambda: unfinished(data) == 0, "every run to finish")
         await rpc.ws.close()
     finally:
         assert second.stop() == 0, second.stderr()

@@ -7,9 +7,11 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from support.backend import Backend
 from support.processes import pid_alive
+from support.waiting import until
 from support.wire import open_rpc
 
 STUBBORN = """
@@ -54,13 +56,15 @@ async def test_a_50_mb_flood_keeps_the_daemon_bounded_and_the_tail(daemon: Backe
     before = daemon.rss_kib()
     flood = {"id": "flood-50mb", "type": "flood.event", "payload": {"lines": 125_000}}
     run_id = (await rpc.call("flow.dispatch", flood))["runIds"][0]
-    peak, run = before, {"status": "queued"}
-    for _ in range(600):
-        run = (await rpc.call("flow.getRun", {"runId": run_id}))["run"]
+    peak = before
+
+    async def finished() -> dict[str, Any] | None:
+        nonlocal peak
+        run: dict[str, Any] = (await rpc.call("flow.getRun", {"runId": run_id}))["run"]
         peak = max(peak, daemon.rss_kib())
-        if run["status"] not in ("queued", "running"):
-            break
-        await asyncio.sleep(0.05)
+        return None if run["status"] in ("queued", "running") else run
+
+    run = await until(finished, "the flood run to finish")
     assert run["status"] == "completed", run["error"]
     tail = run["stdoutTail"]
     assert len(tail.encode()) <= 64 * 1024
