@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_until
 
 from workspace_adapter.base.globals import Globals
 from workspace_adapter.base.times import parse_iso
@@ -101,10 +102,7 @@ def test_sigterm_to_run_kills_the_task_group_and_records_it_interrupted(
     child = int(proc.stdout.readline())
     proc.terminate()
     assert proc.wait(30) == 143
-    deadline = time.monotonic() + 10
-    while state.process_alive(child, None) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not state.process_alive(child, None), "the task outlived `workspace run`"
+    wait_until(lambda: not state.process_alive(child, None), "the task to end with `workspace run`")
     [record] = runs_of(g.workspace_root, "slow")
     assert (record.status, record.reason) == ("failed", "interrupted")
     assert record.finished_at is not None
