@@ -45,22 +45,39 @@ import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+if sys.argv[2] == "until-told":
+    sys.stdin.readline()
+else:
+    time.sleep(float(sys.argv[2]))
 db.execute("COMMIT")
 """
 
 
 class LockHolder:
-    """Another process that holds ``BEGIN EXCLUSIVE`` on a database for ``seconds``."""
+    """Another process that holds ``BEGIN EXCLUSIVE`` on a database for ``seconds``.
 
-    def __init__(self, path: Path, seconds: float) -> None:
+    Without ``seconds`` it holds the lock until :meth:`release`.
+    """
+
+    def __init__(self, path: Path, seconds: float | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(path), str(seconds)],
+            [
+                sys.executable,
+                "-c",
+                HOLDER,
+                str(path),
+                "until-told" if seconds is None else str(seconds),
+            ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
 
     def wait(self) -> None:
         assert self.proc.wait(30) == 0
@@ -205,22 +222,19 @@ def test_other_clients_are_served_while_the_store_is_locked(
 async def test_the_writer_waits_for_a_lock_off_the_loop(tmp_path: Path) -> None:
     store = BackendStore(tmp_path)
     store.transaction(lambda db: db.execute("PRAGMA busy_timeout = 500"))
-    holder = await asyncio.to_thread(LockHolder, store.path, 1.5)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
+    holder = await asyncio.to_thread(LockHolder, store.path)
+    writing = asyncio.create_task(
+        store.writer.dispatch(event("locked"), [new_flow_run("locked", "demo", "hello")])
+    )
+    await asyncio.sleep(0)  # the write begins
+    # This task runs while the write is pending: it waits for the lock off the loop. On the
+    # loop, the write would have blocked it until the busy timeout and ended first.
+    assert not writing.done()
     with pytest.raises(StoreUnavailable) as caught:
-        await store.writer.dispatch(event("locked"), [new_flow_run("locked", "demo", "hello")])
-    ticker.cancel()
+        await writing
+    holder.release()
     assert caught.value.reason == "busy"
     assert str(caught.value) == "store busy (locked by another process); retry"
-    assert ticks >= 20, ticks  # the loop ran on while the worker thread waited 0.5 s
     assert store.get_event("locked") is None
     await asyncio.to_thread(holder.wait)
     record = await store.writer.dispatch(event("locked"), [new_flow_run("locked", "demo", "hello")])
