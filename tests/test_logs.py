@@ -24,19 +24,24 @@ from workspace_adapter.base import logs
 from workspace_adapter.base.errors import UserError, error_handler
 
 
-@pytest.fixture
-def fresh_logs() -> Iterator[None]:
-    """Leave logging as an unconfigured process has it, for the tests that follow."""
-    wanted = dict(logs._wanted)
-    yield
+def _unconfigure() -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == logs._HANDLER_NAME]:
         root.removeHandler(handler)
     root.setLevel(logging.WARNING)
     logging.captureWarnings(False)
     structlog.reset_defaults()
-    logs._wanted.update(wanted)
     logs._applied = None
+
+
+@pytest.fixture
+def fresh_logs() -> Iterator[None]:
+    """Logging as an unconfigured process has it, during the test and for the ones after."""
+    wanted = dict(logs._wanted)
+    _unconfigure()
+    yield
+    _unconfigure()
+    logs._wanted.update(wanted)
 
 
 def bad_handshake(host: str, port: int) -> bytes:
