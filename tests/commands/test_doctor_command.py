@@ -112,3 +112,40 @@ def test_doctor_exits_2_when_the_config_cannot_be_read(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"fail  config: {tmp_path / 'workspace.toml'}:1: invalid TOML" in result.stdout
     assert snapshot(tmp_path) == before
+
+
+def test_each_configured_fork_is_checked_by_its_own_entry(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    fork = tmp_path / "myfork"
+    subprocess.run(["git", "init", "-q", str(fork)], check=True, env=env)
+    subprocess.run(["git", "-C", str(fork), "remote", "add", "origin", "../x.git"], env=env)
+    (tmp_path / "workspace.toml").write_text(
+        """
+[workspace]
+name = "mine"
+[[workspace.forks]]
+name = "myfork"
+path = "myfork"
+upstream_url = "../upstream.git"
+push_remotes = ["origin", "mirror"]
+[[workspace.forks]]
+name = "gone"
+path = "nowhere"
+""",
+        encoding="utf-8",
+    )
+    proc = workspace(tmp_path, "doctor", "--json")
+    checks = [(c["status"], c["message"]) for c in json.loads(proc.stdout)["checks"]]
+    forks = [c for c in checks if "myfork" in c[1] or "nowhere" in c[1]]
+    assert forks == [
+        ("ok", "myfork: remote upstream is added from upstream_url"),
+        ("ok", "myfork: remote origin"),
+        (
+            "fail",
+            "myfork: remote 'mirror' missing; add it with `git -C myfork remote add mirror <url>`",
+        ),
+        ("warn", "nowhere not found; fix workspace.forks 'gone'.path"),
+    ]
+    # The tutorial's harness is not this workspace's business.
+    assert not any("harness" in message for _, message in checks)
+    assert proc.returncode == 1

@@ -72,7 +72,7 @@ def doctor(g: Globals, *, as_json: bool = False) -> int:
     if config is not None:
         _check_tasks(report, config, discovery)
     _check_tools(report)
-    _check_fork(report, root)
+    _check_fork(report, root, config)
     _check_gitignore(report, root, g.mode)
     _check_state(report, root, g.mode, config)
     needs_backend = config is not None and any(t.kind == "flow" and t.enabled for t in config.tasks)
@@ -178,12 +178,50 @@ def _harness_config(root: Path) -> dict[str, Any]:
     return {}
 
 
-def _check_fork(report: _Report, root: Path) -> None:
+def _check_fork(report: _Report, root: Path, config: config_mod.WorkspaceConfig | None) -> None:
+    """Each ``[[workspace.forks]]`` checkout; without any, the tutorial package's fork."""
+    forks = config.forks if config is not None else []
+    if forks:
+        for entry in forks:
+            remotes = [*entry.push_remotes, entry.canonical_remote]
+            _check_one_fork(
+                report,
+                root,
+                entry.path,
+                required=[r for r in remotes if r],
+                upstream=entry.upstream_remote,
+                upstream_added=bool(entry.upstream_url),
+                hint=f"fix workspace.forks {entry.name!r}.path",
+            )
+        return
     cfg = _harness_config(root)
-    fork_rel = str(cfg.get("fork_repo") or DEFAULT_FORK)
+    if not cfg:
+        return  # no fork configured and no tutorial package: nothing to check
+    push_remotes = cfg.get("push_remotes")
+    _check_one_fork(
+        report,
+        root,
+        str(cfg.get("fork_repo") or DEFAULT_FORK),
+        required=[*DEFAULT_REMOTES, *(push_remotes if isinstance(push_remotes, list) else [])],
+        upstream=str(cfg.get("upstream_remote") or "upstream"),
+        upstream_added=False,
+        hint="run `workspace harness init`",
+    )
+
+
+def _check_one_fork(
+    report: _Report,
+    root: Path,
+    fork_rel: str,
+    *,
+    required: list[str],
+    upstream: str,
+    upstream_added: bool,
+    hint: str,
+) -> None:
     fork = (root / fork_rel).resolve()
     if not fork.exists():
-        report.add("fork", "warn", f"{fork_rel} not found; run `workspace harness init`")
+        report.add("fork", "warn", f"{fork_rel} not found; {hint}")
         return
     if shutil.which("git") is None:
         return
@@ -192,12 +230,12 @@ def _check_fork(report: _Report, root: Path) -> None:
         report.add("fork", "fail", f"{fork_rel} is not a git repository: {listed.stderr.strip()}")
         return
     remotes = set(listed.stdout.split())
-    push_remotes = cfg.get("push_remotes")
-    wanted = [str(cfg.get("upstream_remote") or "upstream")]
-    wanted += [str(r) for r in push_remotes] if isinstance(push_remotes, list) else []
-    for name in dict.fromkeys([*DEFAULT_REMOTES, *wanted]):
+    for name in dict.fromkeys([upstream, *required]):
         if name in remotes:
             report.add("fork", "ok", f"{fork_rel}: remote {name}")
+        elif name == upstream and upstream_added:
+            # The maintenance run adds it from upstream_url on its first fetch.
+            report.add("fork", "ok", f"{fork_rel}: remote {name} is added from upstream_url")
         else:
             report.add(
                 "fork",
