@@ -93,6 +93,12 @@ def _flow_args(p: argparse.ArgumentParser) -> None:
     )
     fr.add_argument("--tag", metavar="TAG", help="with --fork: the upstream release tag")
     fr.add_argument("--json", action="store_true", help="print the FlowResult as JSON")
+    fr.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every command the step runs and the tools' full output (CODEX_FLOW_VERBOSE=1)",
+    )
     text = "list flow packages (.codex/flows/*, then flows/*) and their load errors"
     fl = flow_sub.add_parser("list", help=text, description=text)
     _common(fl, top=False)
@@ -458,7 +464,13 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
 
         if ns.flow_command == "run":
             return flow.flow_run(
-                g, ns.name, event_file=ns.event, as_json=ns.json, fork=ns.fork, tag=ns.tag
+                g,
+                ns.name,
+                event_file=ns.event,
+                as_json=ns.json,
+                fork=ns.fork,
+                tag=ns.tag,
+                verbose=ns.verbose,
             )
         return flow.flow_list(g, as_json=ns.json)
     if command == "init":

@@ -37,7 +37,8 @@ def run_with_emit(
         load_config(merged), workspace_root=workspace_root, payload=payload, env={}
     )
     event = {"id": f"test:{tag}", "type": "upstream.release", "payload": payload}
-    return ForkMaintenance(settings, event, emit=emit).run()
+    # Verbose: the interruptions are placed by the commands the engine announces.
+    return ForkMaintenance(settings, event, emit=emit, verbose=True).run()
 
 
 def interrupt_once_at(prefix: str, exc: BaseException) -> Callable[[str], None]:

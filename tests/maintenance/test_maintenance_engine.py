@@ -76,8 +76,10 @@ def test_fixture_release_is_already_contained(
     assert ["bash", "-c", "npm test"] in [r["argv"] for r in art["commands"]]
     timing = art["timing"]
     assert 0 < timing["commandSeconds"] <= timing["totalSeconds"]
-    # Verify output was streamed line by line.
-    assert any("# pass" in line for line in maintain.lines)
+    # A check that passed says so in one line; its output stays in the record.
+    assert any(line.startswith("check    npm test: passed (") for line in maintain.lines)
+    assert not any("# pass" in line for line in maintain.lines)
+    assert "# pass" in next(r["stdout"] for r in art["commands"] if "npm test" in r["argv"])
 
 
 def test_release_is_rebased_verified_and_range_diffed(
@@ -124,6 +126,12 @@ def test_conflicting_release_needs_intervention_and_leaves_fork_as_it_was(
     assert not (fork / ".git" / "REBASE_HEAD").exists()
     assert result.artifacts["checks"] == []
     assert result.artifacts["afterSha"] == before["head"]
+    # Its lines: fetch, then the rebase that stopped, naming the commit and the file.
+    assert [line.split()[0] for line in maintain.lines] == ["fetch", "rebase"]
+    assert maintain.lines[1].startswith(
+        f"rebase   v0.1.4: stopped at {first_fork_commit[:12]} 'fork: add forkBanner()', "
+        "conflicts in index.js; aborted ("
+    )
 
 
 def test_failing_check_after_rebase_keeps_a_candidate_and_resets_the_branch(
@@ -153,7 +161,11 @@ def test_failing_check_after_rebase_keeps_a_candidate_and_resets_the_branch(
     ]
     assert art["afterSha"] == before["head"]
     assert "exit 7" in (result.message or "")
-    assert "broken" in maintain.lines
+    # The failed check's line, then its output's tail; nothing of the ones that passed.
+    said = "check    echo broken >&2; exit 7: failed (exit 7) ("
+    failed = next(i for i, line in enumerate(maintain.lines) if line.startswith(said))
+    assert maintain.lines[failed + 1] == "    broken"
+    assert not any("# pass" in line for line in maintain.lines)
 
 
 def test_failing_check_without_rebase_needs_intervention(

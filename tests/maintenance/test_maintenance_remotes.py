@@ -158,6 +158,7 @@ def test_two_runs_at_once_one_is_busy(
     }
     context = step_context(event, fetch=False, verify_commands=["sleep 2"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_FLOW_")}
+    env["CODEX_FLOW_VERBOSE"] = "1"  # the check's command line says when it starts
     first = subprocess.Popen(
         [sys.executable, str(workspace_root / "flows" / "patch-moi-harness" / "step.py")],
         stdin=subprocess.PIPE,

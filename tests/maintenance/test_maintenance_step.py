@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,35 @@ def test_fixture_event_through_the_step_process(
     assert result["status"] == "completed", result["message"]
     assert result["artifacts"]["eventId"] == "fixture:patch-moi-harness:v0.1.3"
     assert result["artifacts"]["candidateRefs"][0]["sha"] == head
-    # Progress is streamed: each command as it runs, then the checks' own output.
+    # By default: one line per phase with its duration, then the result; no commands, and
+    # no output of a check that passed.
+    phases = [line.split()[0] for line in lines[:-1]]
+    assert phases == ["fetch", "rebase", "check", "check", "publish"], lines
+    assert lines[0] == "fetch    off (fetch = false): using the tags the fork has"
+    assert re.fullmatch(
+        r"rebase   main already contains v0\.1\.3; nothing to rebase \(\d+\.\d\ds\)", lines[1]
+    )
+    assert re.fullmatch(r"check    npm test: passed \(\d+\.\d\ds\)", lines[2])
+    assert lines[4].startswith(f"publish  push is off; local refs/heads/main {head[:12]} (")
+    assert not any(line.startswith("$ ") or "# pass" in line for line in lines[:-1])
+    assert all("\x1b" not in line for line in lines)
+    assert git(fork, "status", "--porcelain") == ""
+
+
+def test_verbose_step_prints_every_command_and_the_tools_output(
+    step_context: Any, run_step: Any
+) -> None:
+    event = json.loads(FIXTURE.read_text())
+    env = {"CODEX_FLOW_FETCH": "0", "CODEX_FLOW_PUSH": "0", "CODEX_FLOW_VERBOSE": "1"}
+    code, lines, stderr = run_step(step_context(event), env=env)
+    assert code == 0, stderr
+    assert flow_result(lines)["status"] == "completed"
+    # Each command as it runs, then the checks' own output, and the phase lines as well.
     assert "$ git rev-parse --show-toplevel" in lines
     assert "$ bash -c 'npm test'" in lines
     assert any(line.startswith("# pass") for line in lines)
     assert not any(line.startswith("$ git fetch") for line in lines)
-    assert git(fork, "status", "--porcelain") == ""
+    assert any(line.startswith("check    npm test: passed") for line in lines)
 
 
 def test_release_through_the_step_process_with_env_push(
@@ -128,6 +152,7 @@ def test_sigterm_during_checks_puts_the_fork_back(
         "payload": {"repo": "peezy-tech/patch-moi-harness", "tag": "v0.1.4"},
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_FLOW_")}
+    env["CODEX_FLOW_VERBOSE"] = "1"  # the check's command line says when it starts
     proc = subprocess.Popen(
         [sys.executable, str(workspace_root / "flows" / "patch-moi-harness" / "step.py")],
         stdin=subprocess.PIPE,

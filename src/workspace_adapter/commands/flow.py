@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +18,7 @@ from workspace_adapter.base.status import Status
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.builtin import FORK_FLOW
 from workspace_adapter.flows.summary import artifact_lines, paint
+from workspace_adapter.maintenance.progress import VERBOSE_ENV
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
@@ -69,6 +73,7 @@ def flow_run(
     as_json: bool,
     fork: str | None = None,
     tag: str | None = None,
+    verbose: bool = False,
 ) -> int:
     """Run every step of flow ``name`` whose trigger matches the event, here and now.
 
@@ -81,6 +86,8 @@ def flow_run(
     the step printed it; a step that did not complete is reported as
     ``{"status": "failed"|"canceled", "message": <reason>}``, and no matching step as
     ``{"status": "skipped", "message": ...}``. The steps' lines then go to stderr.
+    ``verbose`` sets ``CODEX_FLOW_VERBOSE=1`` for the steps (the runner passes it on): the
+    fork maintenance step then prints every command and the tools' full output.
     """
     import anyio
 
@@ -114,7 +121,8 @@ def flow_run(
         else:
             print(paint(Status.SKIPPED, sys.stdout))
         return status_rule.exit_code(Status.SKIPPED)
-    outcomes = anyio.run(_run_steps, g, matches, event, as_json)
+    with _step_verbosity(verbose):
+        outcomes = anyio.run(_run_steps, g, matches, event, as_json)
     statuses = [o.flow_status for _, o in outcomes]
     worst = status_rule.worst(statuses)
     if as_json:
@@ -123,6 +131,23 @@ def flow_run(
     elif len(outcomes) > 1:
         print(f"status: {paint(worst, sys.stdout)}")
     return status_rule.exit_code(worst)
+
+
+@contextlib.contextmanager
+def _step_verbosity(verbose: bool) -> Iterator[None]:
+    """``CODEX_FLOW_VERBOSE=1`` in the environment the steps inherit, for the block only."""
+    if not verbose:
+        yield
+        return
+    before = os.environ.get(VERBOSE_ENV)
+    os.environ[VERBOSE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VERBOSE_ENV, None)
+        else:
+            os.environ[VERBOSE_ENV] = before
 
 
 def _release_event(g: Globals, fork_name: str, tag: str) -> dict[str, Any]:

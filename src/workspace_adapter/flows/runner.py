@@ -45,6 +45,7 @@ ENV_WHITELIST: tuple[str, ...] = (
     "SSH_AUTH_SOCK",
     "CODEX_FLOW_FETCH",
     "CODEX_FLOW_PUSH",
+    "CODEX_FLOW_VERBOSE",
 )
 
 

@@ -27,6 +27,7 @@ from workspace_adapter.maintenance.checkout import (
 )
 from workspace_adapter.maintenance.git import CommandLog, Git
 from workspace_adapter.maintenance.outcome import Outcome, log_traceback, one_line, short
+from workspace_adapter.maintenance.progress import Phase, Progress, verbose_from
 from workspace_adapter.maintenance.publish import (
     branch_refs,
     keep_candidate,
@@ -50,13 +51,16 @@ class ForkMaintenance:
         event: Mapping[str, Any],
         emit: Callable[[str], None] = lambda _line: None,
         env: Mapping[str, str] | None = None,
+        verbose: bool | None = None,
     ) -> None:
+        """``verbose`` None: as ``CODEX_FLOW_VERBOSE`` in ``env`` (default: ours) says."""
         self.settings = settings
         self.event = dict(event)
         payload = self.event.get("payload")
         self.payload: dict[str, Any] = payload if isinstance(payload, dict) else {}
-        self.emit = emit
-        self.log = CommandLog(emit, os.environ if env is None else env)
+        env = os.environ if env is None else env
+        self.progress = Progress(emit, verbose_from(env) if verbose is None else verbose)
+        self.log = CommandLog(self.progress.detail, env)
         self.git = Git(settings.fork_path, self.log)
         # What the run learned so far; reported whatever the outcome.
         self.tag: str | None = None
@@ -217,10 +221,15 @@ class ForkMaintenance:
 
     def _maintain_locked(self, tag: str) -> tuple[Status, str]:
         s = self.settings
-        remotes = ensure_remotes(self.git, s, self.emit)
+        remotes = ensure_remotes(self.git, s, self.progress.say)
         self._refuse_unsafe_state()
         if s.fetch:
-            fetch_for_lease(self.git, s, remotes, self.emit)
+            with self.progress.phase("fetch") as phase:
+                fetched = fetch_for_lease(self.git, s, remotes, self.progress.say)
+                also = f"; {s.target_branch} from {', '.join(fetched)}" if fetched else ""
+                phase.summary = f"tags from {s.upstream_remote}{also}"
+        else:
+            self.progress.done("fetch", "off (fetch = false): using the tags the fork has")
         self._leases = leases(self.git, s)
         release = self.git.resolve_commit(f"refs/tags/{tag}")
         if release is None:
@@ -309,23 +318,26 @@ class ForkMaintenance:
         """Rules 6-10 on the target branch, whose head is ``before``."""
         s = self.settings
         self.before_sha = self.after_sha = before
-        rebased = not self.git.is_ancestor(release, before)
-        if rebased:
-            self._unverified_base = before
-            old_base = self.git.merge_base(before, release)
-            after = self._rebase(tag, release, before)
-            self.after_sha = after
-            if old_base:
-                self._range_diff(f"{old_base}..{before}", f"{release}..{after}")
-            count = self.git.count_commits(f"{release}..{after}")
-            what = (
-                f"rebased {count} fork commits of {s.target_branch} onto {tag} "
-                f"({short(release)}): {short(before)} -> {short(after)}"
-            )
-        else:
-            self.emit(f"{s.target_branch} already contains {tag}; no rebase needed")
-            what = f"{s.fork_repo} {s.target_branch} already contains {tag} ({short(release)})"
-        self.checks, failed = run_checks(self.log, s.fork_path, list(s.verify_commands))
+        with self.progress.phase("rebase") as phase:
+            rebased = not self.git.is_ancestor(release, before)
+            if rebased:
+                self._unverified_base = before
+                old_base = self.git.merge_base(before, release)
+                after = self._rebase(tag, release, before, phase)
+                self.after_sha = after
+                if old_base:
+                    self._range_diff(f"{old_base}..{before}", f"{release}..{after}")
+                count = self.git.count_commits(f"{release}..{after}")
+                what = (
+                    f"rebased {count} fork commits of {s.target_branch} onto {tag} "
+                    f"({short(release)}): {short(before)} -> {short(after)}"
+                )
+                phase.summary = what.removeprefix("rebased ")
+            else:
+                what = f"{s.fork_repo} {s.target_branch} already contains {tag} ({short(release)})"
+                phase.summary = f"{s.target_branch} already contains {tag}; nothing to rebase"
+        checks = list(s.verify_commands)
+        self.checks, failed = run_checks(self.log, self.progress, s.fork_path, checks)
         if failed is not None:
             command, code = failed
             kept = self._keep_candidate(tag, before, self.after_sha) if rebased else ""
@@ -364,7 +376,7 @@ class ForkMaintenance:
             ]
         return self._identity_flags
 
-    def _rebase(self, tag: str, release: str, before: str) -> str:
+    def _rebase(self, tag: str, release: str, before: str, phase: Phase) -> str:
         """Rule 6: rebase onto the release; a rebase that stops is aborted, never left behind."""
         s = self.settings
         done = self.git("rebase", release, config=self._identity())
@@ -386,6 +398,7 @@ class ForkMaintenance:
             )
         self._unverified_base = None  # the abort put the branch back at ``before``
         where = f"conflicts in {', '.join(files)}" if files else done.last_line()
+        phase.summary = f"{tag}: stopped at {short(stopped)} {subject!r}, {where}; aborted"
         return_to = f"the rebase was aborted and {s.fork_repo} left at {short(before)}"
         raise Outcome(
             Status.NEEDS_INTERVENTION,
@@ -413,10 +426,14 @@ class ForkMaintenance:
         """Rule 9: publish only when push is on; report which remotes got the branch."""
         s = self.settings
         pushed: set[str] = set()
-        try:
-            if s.push:
-                push_with_lease(self.git, s, self._leases, pushed)
-        finally:
-            self.candidate_refs = branch_refs(s, self.after_sha, pushed)
-            self.pushed = bool(pushed)
-        return f"pushed to {', '.join(s.push_remotes)}" if s.push else "push is off"
+        with self.progress.phase("publish") as phase:
+            try:
+                if s.push:
+                    push_with_lease(self.git, s, self._leases, pushed)
+            finally:
+                self.candidate_refs = branch_refs(s, self.after_sha, pushed)
+                self.pushed = bool(pushed)
+            said = f"pushed to {', '.join(s.push_remotes)}" if s.push else "push is off"
+            refs = [f"{r['remote']} {r['ref']} {short(r['sha'])}" for r in self.candidate_refs]
+            phase.summary = "; ".join([said, *refs])
+        return said

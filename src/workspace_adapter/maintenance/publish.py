@@ -8,6 +8,7 @@ from typing import Any
 from workspace_adapter.base.status import Status
 from workspace_adapter.maintenance.git import CommandLog, Completed, Git
 from workspace_adapter.maintenance.outcome import Outcome, short
+from workspace_adapter.maintenance.progress import Progress
 from workspace_adapter.maintenance.settings import MaintenanceSettings
 
 # npm would otherwise ask the registry whether it is outdated on every call.
@@ -16,19 +17,23 @@ CANDIDATE_PREFIX = "refs/workspace/candidates/"
 
 
 def run_checks(
-    log: CommandLog, fork: Path, commands: list[str]
+    log: CommandLog, progress: Progress, fork: Path, commands: list[str]
 ) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
     """Each command through ``bash -c`` (not ``-lc``: a login shell resets PATH), streamed.
 
-    Returns the checks as reported, and the first failing command with its exit code; the
-    commands after a failure are reported as skipped.
+    One line per check; a failed check's output tail follows its line. Returns the checks as
+    reported, and the first failing command with its exit code; the commands after a failure
+    are reported as skipped.
     """
     checks: list[dict[str, Any]] = []
     for i, command in enumerate(commands):
         code, seconds = log.stream(["bash", "-c", command], fork, CHECK_ENV)
         status = "passed" if code == 0 else Status.FAILED
         checks.append({"name": command, "status": status, "seconds": round(seconds, 4)})
+        said = "passed" if code == 0 else f"failed (exit {code})"
+        progress.done("check", f"{command}: {said}", seconds)
         if code != 0:
+            progress.tail(log.records[-1].stdout)
             checks += [
                 {"name": rest, "status": Status.SKIPPED, "seconds": 0.0}
                 for rest in commands[i + 1 :]

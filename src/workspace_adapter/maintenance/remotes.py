@@ -46,9 +46,13 @@ def ensure_remotes(
 
 def fetch_for_lease(
     git: Git, settings: MaintenanceSettings, remotes: list[str], emit: Callable[[str], None]
-) -> None:
-    """Rule 3, second half: upstream tags, and the branch each lease will be checked on."""
+) -> list[str]:
+    """Rule 3, second half: upstream tags, and the branch each lease will be checked on.
+
+    Returns the push remotes whose branch was fetched (or found gone).
+    """
     s = settings
+    fetched: list[str] = []
     done = git("fetch", "--tags", s.upstream_remote)
     if not done.ok:
         raise Outcome(
@@ -61,12 +65,15 @@ def fetch_for_lease(
         tracking = f"refs/remotes/{remote}/{s.target_branch}"
         done = git("fetch", remote, f"+refs/heads/{s.target_branch}:{tracking}")
         if done.ok:
+            fetched.append(remote)
             continue
         if "couldn't find remote ref" in done.stderr:
             # The branch is gone remotely: the lease must then say "must not exist".
             git("update-ref", "-d", tracking)
+            fetched.append(remote)
             continue
         raise Outcome(Status.BLOCKED, f"fetching {remote} failed: {done.last_line()}")
+    return fetched
 
 
 def leases(git: Git, settings: MaintenanceSettings) -> dict[str, str | None]:
