@@ -15,6 +15,8 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 
+from workspace_adapter.maintenance.settings import env_flag
+
 VERBOSE_ENV = "CODEX_FLOW_VERBOSE"
 FAILED_TAIL_LINES = 20
 PHASE_WIDTH = 8
@@ -25,8 +27,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def verbose_from(env: Mapping[str, str]) -> bool:
-    """Whether ``env`` asks for every command and the tools' full output."""
-    return env.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether ``env`` asks for every command and the tools' full output (a flag word)."""
+    return env_flag(env.get(VERBOSE_ENV, ""))
 
 
 def plain(line: str) -> str:
