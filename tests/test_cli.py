@@ -249,8 +249,7 @@ def _parsers(parser: Any) -> Iterator[Any]:
 def test_every_positional_has_help_and_no_help_points_at_the_spec() -> None:
     for parser in _parsers(cli.build_parser()):
         for action in parser._actions:
-            # `flow`'s ACTION and NAME are wired with the fork commands, and get theirs there.
-            if not action.option_strings and not parser.prog.startswith("workspace flow"):
+            if not action.option_strings:
                 assert action.help, (parser.prog, action.dest)
         text = parser.format_help()
         assert "§" not in text and "SPEC" not in text and "../" not in text, parser.prog

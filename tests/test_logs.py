@@ -207,3 +207,41 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
     assert logs.format_for("json") == "json"
     monkeypatch.setenv("NO_COLOR", "1")
     assert not logs.colours_wanted()
+
+
+def test_the_watch_daemon_in_json_mode_says_everything_as_json(tmp_path: Path) -> None:
+    (tmp_path / "workspace.toml").write_text(
+        """
+[workspace]
+name = "w"
+[[workspace.sources]]
+id = "gone"
+kind = "git-tags"
+url = "nowhere.git"
+repo = "acme/gone"
+interval = "1h"
+""",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "GIT_"))}
+    env["DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        [str(WORKSPACE), "--workspace-root", str(tmp_path), "watch", "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    events: list[dict[str, Any]] = []
+    try:
+        for line in proc.stderr:  # a failing source is said as a line for people: here as JSON
+            events.append(json.loads(line))
+            if events[-1]["event"] == "source.retry":
+                break
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=30)
+    events += [json.loads(line) for line in rest.splitlines()]
+    retry = next(e for e in events if e["event"] == "source.retry")
+    assert retry["message"].startswith("gone: poll failed: ")

@@ -81,12 +81,14 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 
 def _flow_args(p: argparse.ArgumentParser) -> None:
-    flow_sub = p.add_subparsers(dest="flow_command", metavar="ACTION")
+    flow_sub = p.add_subparsers(
+        dest="flow_command", metavar="ACTION", help="run: one flow here; list: every flow found"
+    )
     flow_sub.required = True
     text = "run a flow's matching steps here, no backend"
     fr = flow_sub.add_parser("run", help=text, description=text)
     _common(fr, top=False)
-    fr.add_argument("name", metavar="NAME")
+    fr.add_argument("name", metavar="NAME", help="the flow package's name (see `flow list`)")
     fr.add_argument("--event", metavar="FILE", help="event JSON (default: the flow's fixture)")
     fr.add_argument(
         "--fork", metavar="NAME", help="a [[workspace.forks]] entry: run one release, no event file"

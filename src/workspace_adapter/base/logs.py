@@ -149,6 +149,17 @@ def json_mode() -> bool:
     return _applied is not None and _applied["format"] == "json"
 
 
+def notice(event: str, line: str, **fields: Any) -> None:
+    """A line for the person at the terminal, on stderr; a JSON-mode daemon logs it instead.
+
+    So that a daemon's stderr in JSON mode is JSON on every line, whatever it has to say.
+    """
+    if _applied is not None and _applied["daemon"] and _applied["format"] == "json":
+        get_logger().info(event, message=line, **fields)
+        return
+    print(line, file=sys.stderr, flush=True)
+
+
 def failed(message: str, exit_code: int) -> bool:
     """A daemon in JSON mode says why it ends as one JSON line; False when it should print.
 

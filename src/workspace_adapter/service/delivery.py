@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from workspace_adapter import client as wsclient
 from workspace_adapter import protocol as rpc
+from workspace_adapter.base import logs
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.base.logs import get_logger
@@ -124,7 +125,7 @@ class AttemptDelivery:
     def _on_output(self, run_id: str, stream: str, line: str) -> None:
         if stream == "stdout" and line.startswith("FLOW_RESULT "):
             return  # the attempt's summary line says it in words
-        print(f"  {run_id} | {line}", file=sys.stderr, flush=True)
+        logs.notice("run.output", f"  {run_id} | {line}", run_id=run_id, stream=stream)
 
     async def deliver(self, attempt: Attempt) -> Attempt:
         """Send a claimed attempt, follow its runs, and return it as recorded at the end."""

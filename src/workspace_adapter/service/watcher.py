@@ -18,6 +18,7 @@ import anyio
 import msgspec
 
 from workspace_adapter import sources
+from workspace_adapter.base import logs
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE
 from workspace_adapter.base.logs import get_logger
@@ -150,7 +151,7 @@ class Watcher:
                 retry_at=retry_at,
                 exc_info=not isinstance(exc, SourceError),
             )
-            print(f"{source.id}: poll failed: {why}; next try at {retry_at}", file=sys.stderr)
+            logs.notice("source.retry", f"{source.id}: poll failed: {why}; next try at {retry_at}")
             return []
         seen = [
             SeenRelease(
@@ -219,10 +220,10 @@ class Watcher:
         report = await self.run_pass(everything=True)
         code = report.exit_code()
         if code == EXIT_BACKEND_UNREACHABLE:
-            print(
+            logs.notice(
+                "backend.unreachable",
                 f"error: backend not reachable at {self.delivery.backend_url}; start it with "
                 "`workspace backend` (`workspace watch` delivers what is waiting)",
-                file=sys.stderr,
             )
         return code
 
