@@ -194,9 +194,12 @@ class BackendService:
             raise self._store_fault("dispatch", problem, event_id=event["id"]) from None
         self._on_write()
         duplicate = record.status == "duplicate"
-        if not duplicate:
+        if not duplicate and runs:
             self.queue.submit(record.runs)
             self._log.info("event.dispatched", event_id=event["id"], matched=len(runs))
+        elif not duplicate:
+            # An event no flow wants is the common case under load: not worth an info line.
+            self._log.debug("event.dispatched", event_id=event["id"], matched=0)
         return await self._reply(record.status, event["id"], record.run_ids, duplicate, wait)
 
     async def replay(self, event_id: str, *, wait: bool = False) -> rpc.DispatchResult:
