@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from workspace_adapter.base.flags import env_flag
 from workspace_adapter.maintenance.settings import (
     FlowConfig,
     ForkNotConfigured,
     SettingsError,
-    env_flag,
     load_config,
     resolve_settings,
     select_fork,

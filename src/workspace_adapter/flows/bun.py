@@ -14,9 +14,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from workspace_adapter.base.flags import env_flag
+
 MODULE_RUNNER = Path(__file__).with_name("bun_module_runner.mjs")
 _MODULE_STYLE = re.compile(r"\bexport\s+default\b|\bas\s+default\b|\bdefineBunFlow\s*\(")
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def is_module_style(script: Path) -> bool:
@@ -42,7 +43,7 @@ def code_mode_refusal(flow: str, step: str, environ: Mapping[str, str] | None = 
     """
     env = os.environ if environ is None else environ
     enabled = (
-        env.get("CODEX_FLOWS_ENABLE_CODE_MODE", "").strip().lower() in _TRUE
+        env_flag(env.get("CODEX_FLOWS_ENABLE_CODE_MODE"))
         or env.get("CODEX_FLOWS_MODE", "").strip() == "code-mode"
     )
     if not enabled:

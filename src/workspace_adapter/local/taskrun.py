@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendRefused, UserError
+from workspace_adapter.base.flags import env_flag
 from workspace_adapter.base.processes import spawn, stop_group
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.tails import OutputTail
@@ -42,8 +43,6 @@ KILL_GRACE_SECONDS = 5.0
 
 PIPE_DRAIN_SECONDS = 2.0
 """How long to keep reading a finished task's pipes after its group was killed."""
-
-_TRUE = ("1", "true", "yes", "on")
 
 
 class Sinks(Value):
@@ -220,10 +219,6 @@ def run_command(
     return status, reason, code, tails[0].text(), tails[1].text()
 
 
-def _flag(value: str) -> bool:
-    return value.strip().lower() in _TRUE
-
-
 def build_event(
     config: WorkspaceConfig,
     task: TaskConfig,
@@ -245,7 +240,7 @@ def build_event(
         payload = dict(override.get("payload") or {})
         payload.setdefault("taskId", task.id)
     options = {
-        key: _flag(environ[name])
+        key: env_flag(environ[name])
         for key, name in (("fetch", "CODEX_FLOW_FETCH"), ("push", "CODEX_FLOW_PUSH"))
         if name in environ
     }

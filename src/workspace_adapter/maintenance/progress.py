@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from workspace_adapter.maintenance.settings import env_flag
+from workspace_adapter.base.flags import env_flag
 
 VERBOSE_ENV = "CODEX_FLOW_VERBOSE"
 FAILED_TAIL_LINES = 20

@@ -21,7 +21,8 @@ from typing import Any
 
 import msgspec
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+from workspace_adapter.base.flags import env_flag
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[^:/]+:")
 
@@ -99,11 +100,6 @@ class MaintenanceSettings(msgspec.Struct, kw_only=True, frozen=True):
     release_tags: str | None = None
     canonical_remote: str | None = None
     candidates_remote: str | None = None
-
-
-def env_flag(value: str) -> bool:
-    """SPEC §7: ``1 true yes on`` (any case) are true, anything else false."""
-    return value.strip().lower() in TRUE_WORDS
 
 
 def load_config(raw: Mapping[str, Any] | None) -> FlowConfig:
