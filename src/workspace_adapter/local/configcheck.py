@@ -29,6 +29,7 @@ from workspace_adapter.local.config import (
     WorkspaceConfig,
     duration_seconds,
 )
+from workspace_adapter.maintenance.settings import ForkFields
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # A git remote or branch name as the fork engine accepts it (no leading '-', no '..').
@@ -93,22 +94,11 @@ class SourceSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return SourceConfig(**fields, line=line)
 
 
-class ForkSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One ``[[workspace.forks]]`` entry (:class:`~workspace_adapter.local.config.ForkConfig`)."""
+class ForkSchema(ForkFields, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One ``[[workspace.forks]]`` entry (:class:`~workspace_adapter.local.config.ForkConfig`);
+    its keys are the fork engine's (:class:`~workspace_adapter.maintenance.settings.ForkFields`)
+    plus ``expected_repo``, the older name of ``repo``."""
 
-    name: str
-    path: str
-    branch: str = "main"
-    upstream_remote: str = "upstream"
-    upstream_url: str | None = None
-    release_tags: str = "*"
-    verify_commands: list[str] = msgspec.field(default_factory=list)
-    push_remotes: list[str] = msgspec.field(default_factory=list)
-    push: bool = False
-    fetch: bool = True
-    canonical_remote: str | None = None
-    candidates_remote: str | None = None
-    repo: str | None = None
     expected_repo: str | None = None
 
     def value(self, line: int) -> ForkConfig:

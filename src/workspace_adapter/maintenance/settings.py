@@ -31,8 +31,9 @@ class SettingsError(ValueError):
     """A config value the flow cannot work with; the message names the field."""
 
 
-class ForkEntry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """One ``[[workspace.forks]]`` entry as a step receives it (``path`` already absolute)."""
+class ForkFields(msgspec.Struct, kw_only=True, frozen=True):
+    """The keys of a ``[[workspace.forks]]`` entry, with their defaults: one definition for
+    workspace.toml's schema and for the entry a step receives."""
 
     name: str
     path: str
@@ -47,6 +48,11 @@ class ForkEntry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     canonical_remote: str | None = None
     candidates_remote: str | None = None
     repo: str | None = None
+
+
+class ForkEntry(ForkFields, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One ``[[workspace.forks]]`` entry as a step receives it (``path`` already absolute)."""
+
     workspace_root: str | None = None
 
 
