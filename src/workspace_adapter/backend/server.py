@@ -354,13 +354,24 @@ def _bind(host: str, port: int) -> socket.socket:
 
 @contextlib.contextmanager
 def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One daemon per data dir, for as long as it runs.
+
+    The lock is on the folder itself, which cannot be deleted while it holds the store: a lock
+    on ``backend.lock`` alone was lost when someone deleted the file, and a second daemon then
+    opened the same store. ``backend.lock`` is still locked too, for tools that look at it.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "backend.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another backend is already using {data_dir}") from None
-        yield
+    folder = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with open(data_dir / "backend.lock", "a+") as handle:
+            for held in (folder, handle.fileno()):
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise UserError(f"another backend is already using {data_dir}") from None
+            yield
+    finally:
+        os.close(folder)
 
 
 def check_options(options: BackendOptions) -> None:

@@ -12,17 +12,24 @@ if TYPE_CHECKING:
     from workspace_adapter.backend.server import BackendOptions
 
 
-def _read_secret(file: str | None, env_name: str) -> str | None:
-    """From ``file`` when given (keeps it out of ``ps``), else the environment variable."""
+def _read_secret(file: str | None, env_name: str, flag: str, what: str) -> str | None:
+    """From ``file`` when given (keeps it out of ``ps``), else the environment variable.
+
+    An unset or empty variable means none; one of only whitespace is refused, as is a blank
+    file: such a value would be taken and then match nothing a client sends.
+    """
     if file:
         try:
             value = Path(file).expanduser().read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise UserError(f"cannot read {file}: {exc.strerror or exc}") from None
         if not value:
-            raise UserError(f"{file} is empty")
+            raise UserError(f"{flag} {file} is blank; write {what} into it, or drop {flag}")
         return value
-    return os.environ.get(env_name) or None
+    value = os.environ.get(env_name) or ""
+    if value and not value.strip():
+        raise UserError(f"{env_name} is blank; set it to {what}, or unset it")
+    return value.strip() or None
 
 
 class BackendFlags(TypedDict):
@@ -68,8 +75,18 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
         port=3586 if port is None else port,
         cwd=root,
         data_dir=Path(data).resolve() if data else root / ".workspace" / "backend",
-        token=_read_secret(flags["token_file"], "CODEX_WORKSPACE_BACKEND_TOKEN"),
-        secret=_read_secret(flags["secret_file"], "CODEX_FLOW_BACKEND_SECRET"),
+        token=_read_secret(
+            flags["token_file"],
+            "CODEX_WORKSPACE_BACKEND_TOKEN",
+            "--token-file",
+            "the bearer token clients must send",
+        ),
+        secret=_read_secret(
+            flags["secret_file"],
+            "CODEX_FLOW_BACKEND_SECRET",
+            "--secret-file",
+            "the secret POST /events bodies are signed with",
+        ),
         allowed_origins=tuple(flags["allow_origin"]),
         concurrency=flags["concurrency"],
         env_allow=tuple(flags["env_allow"]),
