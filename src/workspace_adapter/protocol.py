@@ -31,6 +31,9 @@ OVERLOADED = -32001
 PROTOCOL_VERSION = "2026-01"
 SERVER_NAME = "workspace-adapter-backend"
 MAX_FRAME_BYTES = 1024 * 1024
+# How deep a client's JSON may nest: far past any real event, short of the interpreter's
+# recursion limit wherever the value is encoded or walked again.
+MAX_NESTING = 512
 SIGNATURE_HEADERS = ("x-flow-signature-256", "x-patch-flow-signature-256")
 
 
@@ -154,7 +157,7 @@ def result_of_result_json(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         decoded = _decoder.decode(text)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     found = decoded.get("result") if isinstance(decoded, dict) else None
     return found if isinstance(found, dict) else None
@@ -290,6 +293,51 @@ _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
 
 
+class NestedTooDeep(msgspec.DecodeError):
+    """JSON that nests deeper than :data:`MAX_NESTING` levels (valid JSON or not)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"nested deeper than {MAX_NESTING} levels")
+
+
+def decode_json(text: str | bytes) -> Any:
+    """JSON from a client, decoded; :class:`msgspec.DecodeError` when it is not valid JSON, or
+    :class:`NestedTooDeep` (one) when it nests deeper than :data:`MAX_NESTING`."""
+    try:
+        value = _decoder.decode(text)
+    except RecursionError:  # msgspec's own guard, far deeper than ours
+        raise NestedTooDeep from None
+    # Counting brackets is cheap; only a text with enough of them can nest that deep.
+    if _brackets(text) > MAX_NESTING and _nests_deeper(value, MAX_NESTING):
+        raise NestedTooDeep
+    return value
+
+
+def _brackets(text: str | bytes) -> int:
+    if isinstance(text, str):
+        return text.count("[") + text.count("{")
+    return text.count(b"[") + text.count(b"{")
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds arrays or objects more than ``limit`` levels deep.
+
+    Level by level, without recursion: as fast as a walk in Python gets (a 1 MB frame of small
+    objects takes about as long as decoding it did).
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return False
+    return True
+
+
 def decode_request(frame: str | bytes) -> Request | None:
     """Decode one text frame; None for a reply the client sent us (ignored).
 
@@ -297,7 +345,9 @@ def decode_request(frame: str | bytes) -> Request | None:
     request's id when it could be read.
     """
     try:
-        message = _decoder.decode(frame)
+        message = decode_json(frame)
+    except NestedTooDeep as exc:
+        raise RpcFault(PARSE_ERROR, f"parse error: the frame is {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise RpcFault(PARSE_ERROR, "parse error: the frame is not valid JSON") from None
     if not isinstance(message, dict):
@@ -479,7 +529,7 @@ def decode_incoming(frame: str | bytes) -> Reply | Notification | None:
     """A frame the backend sent: a reply, a notification, or None for anything else."""
     try:
         message = _incoming.decode(frame)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if message.method is not None:
         if message.id is not None:
@@ -626,7 +676,7 @@ def decode_app_server_message(frame: str | bytes) -> AppServerMessage | None:
     """Classify a frame from the app-server; None for anything that is no JSON-RPC message."""
     try:
         message = _decoder.decode(frame)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(message, dict):
         return None

@@ -190,7 +190,7 @@ def build_routes(
         if secret is not None and not authorized(request, body):
             return error_response(401, INVALID_SIGNATURE)
         try:
-            event = msgspec.json.decode(body)
+            event = rpc.decode_json(body)
         except msgspec.DecodeError as exc:
             return error_response(400, f"body is not valid JSON: {exc}")
         if not isinstance(event, dict):
@@ -215,7 +215,7 @@ def build_routes(
         wait = False
         if body.strip():  # optional: {"wait": true} waits for the runs, as in codex-flows
             try:
-                options = msgspec.json.decode(body)
+                options = rpc.decode_json(body)
             except msgspec.DecodeError as exc:
                 return error_response(400, f"body is not valid JSON: {exc}")
             wait_given = options.get("wait", False) if isinstance(options, dict) else None
