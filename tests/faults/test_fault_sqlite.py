@@ -387,7 +387,9 @@ def test_the_local_state_reports_a_full_disk_as_such(tmp_path: Path) -> None:
     # The CLI prints a UserError as one line and exits with its code, no traceback.
     assert isinstance(error, UserError), error
     assert error.exit_code == 1
-    assert error.message == f"state store {store.path} is full (SQLITE_FULL): free disk space"
+    assert error.message == (
+        f"state store {store.path}: the disk is full (SQLITE_FULL); free disk space and retry"
+    )
     assert isinstance(error.__cause__, sqlite3.OperationalError)
     assert error.__cause__.sqlite_errorname == "SQLITE_FULL"
 

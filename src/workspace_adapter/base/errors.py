@@ -83,6 +83,9 @@ def write_crash_log(root: Path, exc: BaseException, kind: str) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
     except OSError:
+        # A full disk: an empty log would point at nothing.
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
         return ""
     return f"; traceback in {path}"
 

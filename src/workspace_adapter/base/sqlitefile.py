@@ -11,6 +11,7 @@ so, a file that is not a database is the operator's to move aside, never ours to
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -20,23 +21,38 @@ from typing import Literal
 
 
 def create_atomically(path: Path, lock_path: Path, schema: str, version: int) -> bool:
-    """Create ``path`` in WAL mode with ``schema`` at ``user_version``; False if it existed."""
+    """Create ``path`` in WAL mode with ``schema`` at ``user_version``; False if it existed.
+
+    Whatever fails (a full disk, most likely) leaves no temp file behind: the next attempt, or
+    the operator looking at the folder, finds the store either whole or absent.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():
             return False
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        db = sqlite3.connect(tmp, isolation_level=None)
+        _remove_database(tmp)
         try:
-            db.executescript(schema)
-            db.execute(f"PRAGMA user_version = {version}")
-            db.execute("PRAGMA journal_mode = WAL")
-        finally:
-            db.close()
-        os.replace(tmp, path)
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.executescript(schema)
+                db.execute(f"PRAGMA user_version = {version}")
+                db.execute("PRAGMA journal_mode = WAL")
+            finally:
+                db.close()
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_database(tmp)
+            raise
         return True
+
+
+def _remove_database(path: Path) -> None:
+    """Remove ``path`` and the journal files SQLite may have left beside it."""
+    for name in (path.name, f"{path.name}-journal", f"{path.name}-wal", f"{path.name}-shm"):
+        with contextlib.suppress(OSError):
+            path.with_name(name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -99,18 +115,29 @@ def check_version(
 
 Failure = Literal["busy", "full", "unreadable"]
 
+# Less room than this on the file system behind an I/O error means the disk is full: SQLite
+# says SQLITE_FULL only when a write to the database or journal fails; growing the -shm file,
+# or creating a file on a disk with no inodes left, fails as an I/O or cannot-open error.
+_NEARLY_FULL_BYTES = 1024 * 1024
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
-def classify(exc: sqlite3.Error) -> Failure | None:
-    """What an SQLite error means for the operator, or None for any other error.
+
+def classify(exc: sqlite3.Error | OSError, path: Path | None = None) -> Failure | None:
+    """What an SQLite (or file system) error means for the operator, or None for any other.
 
     ``busy``: another process holds the lock (retry); ``full``: no disk space left (free
-    some); ``unreadable``: the file is not a database of ours (move it aside).
+    some); ``unreadable``: the file is not a database of ours (move it aside). With the
+    store's ``path``, an I/O error on a file system that has no room left is ``full`` too.
     """
+    if isinstance(exc, OSError):
+        return "full" if exc.errno in _NO_SPACE else None
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return "busy"
     if code == sqlite3.SQLITE_FULL:
         return "full"
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and path is not None:
+        return "full" if _disk_full(path) else None
     if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT) or (
         code == sqlite3.SQLITE_ERROR and "no such table" in str(exc)
     ):
@@ -118,13 +145,34 @@ def classify(exc: sqlite3.Error) -> Failure | None:
     return None
 
 
-def describe(failure: Failure, what: str, path: Path, exc: sqlite3.Error) -> str:
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing folder) is full."""
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return False
+    no_inodes = st.f_files > 0 and st.f_favail == 0
+    return no_inodes or st.f_bavail * st.f_frsize < _NEARLY_FULL_BYTES
+
+
+def describe(failure: Failure, what: str, path: Path, exc: sqlite3.Error | OSError) -> str:
     """One line for ``failure`` of the ``what`` store at ``path``, saying what to do."""
     if failure == "busy":
         return f"{what} {path} is locked by another process; retry"
     if failure == "full":
-        return f"{what} {path} is full (SQLITE_FULL): free disk space"
+        cause = exc.strerror if isinstance(exc, OSError) else exc.sqlite_errorname
+        return f"{what} {path}: the disk is full ({cause or exc}); free disk space and retry"
     return f"{what} {path} is not a readable {what} ({exc}); move it aside to start a new history"
+
+
+def describe_error(exc: sqlite3.Error | OSError, what: str, path: Path) -> str | None:
+    """:func:`describe` for whatever ``exc`` means to the ``what`` store at ``path``, or None
+    when it is no failure of ours to name (the caller lets it through: a bug, with its trail)."""
+    failure = classify(exc, path)
+    return None if failure is None else describe(failure, what, path, exc)
 
 
 class StoreUnavailable(Exception):

@@ -105,7 +105,7 @@ def _problem(store: str, path: Path, exc: Exception) -> str:
         return exc.message
     if not isinstance(exc, sqlite3.Error):  # a schema this program does not know
         return f"{store} store {exc}"
-    failure = classify(exc)
+    failure = classify(exc, path)
     if failure == "busy":
         return f"{store} store {path} is locked by another process; nothing deleted, retry"
     if failure is not None:

@@ -22,9 +22,8 @@ from workspace_adapter.base import paths
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_alive, process_marker
 from workspace_adapter.base.sqlitefile import (
-    classify,
     create_atomically,
-    describe,
+    describe_error,
     open_readonly,
     transaction,
 )
@@ -141,7 +140,13 @@ class StateStore:
         if self.readonly:
             return self
         if not self.exists():
-            self._create()
+            try:
+                self._create()
+            except (sqlite3.Error, OSError) as exc:
+                problem = self._unusable(exc)
+                if problem is None:
+                    raise
+                raise problem from exc
         self.recover_interrupted()
         return self
 
@@ -150,8 +155,12 @@ class StateStore:
         ignore = self.directory.parent / ".gitignore"
         if not ignore.exists():
             # Keeps .workspace/ out of git even when the repository forgot to ignore it.
-            with contextlib.suppress(OSError):
+            try:
                 ignore.write_text("*\n", encoding="utf-8")
+            except OSError:
+                # An empty file (a full disk) would ignore nothing and never be written again.
+                with contextlib.suppress(OSError):
+                    ignore.unlink(missing_ok=True)
         create_atomically(self.path, self.directory / "state.lock", _SCHEMA, SCHEMA_VERSION)
 
     @contextlib.contextmanager
@@ -193,14 +202,11 @@ class StateStore:
             self._local.db = None
             db.close()
 
-    def _unusable(self, exc: sqlite3.DatabaseError) -> UserError | None:
+    def _unusable(self, exc: sqlite3.Error | OSError) -> UserError | None:
         """The one-line error for a state that cannot be used now, else None."""
-        failure = classify(exc)
-        if failure is None:
-            return None
         # Not ours to repair or delete: the operator decides what happens to the history.
-        problem = describe(failure, "state store", self.path, exc)
-        return UserError(problem, EXIT_FAILED)
+        problem = describe_error(exc, "state store", self.path)
+        return None if problem is None else UserError(problem, EXIT_FAILED)
 
     @property
     def marker(self) -> str:

@@ -17,12 +17,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_marker
 from workspace_adapter.base.sqlitefile import (
     SchemaVersionError,
     check_version,
     create_atomically,
+    describe_error,
     transaction,
 )
 from workspace_adapter.base.status import Status
@@ -171,11 +172,22 @@ class RecordStore:
         self.marker = process_marker(self.pid)
 
     def open(self) -> RecordStore:
-        """Create the database when missing (under a lock, built aside, renamed into place)."""
-        if self.path.is_file():
-            self._check_version()
-            return self
-        create_atomically(self.path, self.directory / "records.lock", _SCHEMA, SCHEMA_VERSION)
+        """Create the database when missing (under a lock, built aside, renamed into place).
+
+        A store that cannot be opened now (a full disk, a lock held too long) is one line.
+        """
+        try:
+            if self.path.is_file():
+                self._check_version()
+            else:
+                create_atomically(
+                    self.path, self.directory / "records.lock", _SCHEMA, SCHEMA_VERSION
+                )
+        except (sqlite3.Error, OSError) as exc:
+            problem = describe_error(exc, "records store", self.path)
+            if problem is None:
+                raise
+            raise UserError(problem, EXIT_FAILED) from exc
         return self
 
     def _check_version(self) -> None:
