@@ -26,7 +26,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendRefused, UserError
 from workspace_adapter.base.flags import env_flag
-from workspace_adapter.base.processes import spawn, stop_group
+from workspace_adapter.base.lifeline import Lifeline
+from workspace_adapter.base.processes import ProcessGroup, spawn, stop_group
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.tails import OutputTail
 from workspace_adapter.base.times import utc_now_iso
@@ -170,6 +171,7 @@ def run_command(
     kill_grace: float = KILL_GRACE_SECONDS,
 ) -> tuple[Status, str | None, int | None, str, str]:
     """Run ``argv``; (status, reason, exit code, stdout tail, stderr tail)."""
+    lifeline = Lifeline()
     try:
         proc, group = spawn(
             argv,
@@ -178,13 +180,36 @@ def run_command(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            pass_fds=(lifeline.child_fd,),
         )
-    except FileNotFoundError:
-        return Status.FAILED, f"program not found: {argv[0]} (not on PATH)", None, "", ""
-    except PermissionError:
-        return Status.FAILED, f"program not executable: {argv[0]}", None, "", ""
     except OSError as exc:
-        return Status.FAILED, f"could not start {argv[0]}: {exc.strerror or exc}", None, "", ""
+        lifeline.cut()
+        return Status.FAILED, _spawn_failure(argv[0], exc), None, "", ""
+    # From here until cut(), a SIGKILL of this process kills the task's group too.
+    lifeline.tie(group.pid)
+    try:
+        return _follow_command(proc, group, timeout, sinks, timeout_text, kill_grace)
+    finally:
+        lifeline.cut()
+
+
+def _spawn_failure(program: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"program not found: {program} (not on PATH)"
+    if isinstance(exc, PermissionError):
+        return f"program not executable: {program}"
+    return f"could not start {program}: {exc.strerror or exc}"
+
+
+def _follow_command(
+    proc: subprocess.Popen[bytes],
+    group: ProcessGroup,
+    timeout: float,
+    sinks: Sinks,
+    timeout_text: str,
+    kill_grace: float,
+) -> tuple[Status, str | None, int | None, str, str]:
+    """Stream a started command's output until it ends (or times out); as :func:`run_command`."""
     tails = (OutputTail(), OutputTail())
     pumps: list[threading.Thread] = []
     reason: str | None = None
