@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -82,7 +83,10 @@ async def test_sigterm_cancels_runs_and_exits_zero(daemon: Backend) -> None:
     assert not pid_alive(shell) and not pid_alive(child)
 
 
-async def test_sigkill_mid_run_is_recovered_on_restart(root: Path, tmp_path: Path) -> None:
+async def test_a_run_whose_step_died_with_the_backend_is_failed_on_restart(
+    root: Path, tmp_path: Path
+) -> None:
+    """Neither a live step nor an exit status nor a result: only then "backend restarted"."""
     first = Backend(root, tmp_path / "data", "--concurrency", "1").start()
     rpc, running, _shell, child = await nap(first, "nap-kill")
     queued = (await rpc.call("flow.dispatch", {"id": "after-kill", "type": "demo.event"}))[
@@ -90,13 +94,20 @@ async def test_sigkill_mid_run_is_recovered_on_restart(root: Path, tmp_path: Pat
     ][0]
     assert (await rpc.call("flow.getRun", {"runId": queued}))["run"]["status"] == "queued"
     first.stop(signal.SIGKILL)
-    # The step outlives a SIGKILLed backend (its own session); clean it up as an operator would.
-    os.kill(child, signal.SIGKILL)
+    # The step outlives a SIGKILLed backend (its own session); an operator kills all of it.
+    os.killpg(os.getpgid(child), signal.SIGKILL)
+    await until(lambda: not pid_alive(child), "the step's processes to go")
     second = Backend(root, tmp_path / "data", "--concurrency", "1").start()
     try:
         rpc = await open_rpc(second.url)
         await rpc.call("flow.subscribe", {})
-        crashed = (await rpc.call("flow.getRun", {"runId": running}))["run"]
+
+
+        async def taken_up() -> dict[str, Any] | None:
+            run = (await rpc.call("flow.getRun", {"runId": running}))["run"]
+            return run if run["status"] != "running" else None
+
+        crashed = await until(taken_up, "the left run to be taken up")
         assert (crashed["status"], crashed["error"]) == ("failed", "backend restarted")
         run = (await rpc.call("flow.getRun", {"runId": queued}))["run"]
         if run["status"] != "completed":

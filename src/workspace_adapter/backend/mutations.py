@@ -98,16 +98,17 @@ def finish_run(
 
 
 def recover(db: sqlite3.Connection) -> tuple[list[FlowRun], list[FlowRun]]:
-    failed = [
+    """The runs an earlier backend left: ``(running, queued)``, oldest first.
+
+    Nothing is changed here: the run queue takes up each running run (its step may still run,
+    or may have ended while no backend was there) and starts the queued ones.
+    """
+    running = [
         run_from_row(r)
-        for r in db.execute(
-            f"UPDATE runs SET status = 'failed', error = 'backend restarted', "
-            f"completed_at = ? WHERE status = 'running' RETURNING {RUN_COLUMNS}",
-            (utc_now_iso(),),
-        ).fetchall()
+        for r in db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY seq")
     ]
     queued = [
         run_from_row(r)
         for r in db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq")
     ]
-    return failed, queued
+    return running, queued

@@ -14,18 +14,27 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+import msgspec
 
 from workspace_adapter.backend.records import FlowRun
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import StoreUnavailable
+from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.events import event_of
 from workspace_adapter.flows.executor import StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome
+from workspace_adapter.flows.stepfiles import RunFiles
 
 DEFAULT_MAX_PENDING = 10_000
+# A run's end the store could not take is written again after this long, doubling up to the max.
+END_RETRY_FIRST_SECONDS = 0.5
+END_RETRY_MAX_SECONDS = 10.0
+# The timeout of a run taken up after a restart whose flow step is gone (the manifest's default).
+ORPHAN_TIMEOUT_MS = 300_000
 StepKey = tuple[str, str]
 
 
@@ -58,6 +67,7 @@ class RunQueue:
         concurrency: int = 2,
         env_allow: tuple[str, ...] = (),
         max_pending: int = DEFAULT_MAX_PENDING,
+        runs_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.steps = steps
@@ -76,6 +86,10 @@ class RunQueue:
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._log = get_logger(component="run-queue")
+        self.runs_dir = runs_dir if runs_dir is not None else store.path.parent / "runs"
+        self._left_running: list[FlowRun] = []
+        # Ended runs whose end the store has not taken yet (see the module docstring).
+        self._unwritten: dict[str, FlowRun] = {}
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -83,6 +97,11 @@ class RunQueue:
         """Start runs as room appears, until :meth:`shutdown` (run it in a task group)."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            for run in self._left_running:
+                found = self.steps.find(run.flow_name, run.step_name)
+                self._claim(run, found)
+                tg.start_soon(self._execute, run, found, True)
+            self._left_running = []
             task_status.started()
             while self.accepting:
                 self._start_ready(tg)
@@ -95,10 +114,14 @@ class RunQueue:
             if picked is None:
                 return
             run, found = picked
-            self._active[run.id] = _ActiveRun(run.id)
-            if found is not None:
-                self._per_step[(run.flow_name, run.step_name)] += 1
-            tg.start_soon(self._execute, run, found)
+            self._claim(run, found)
+            tg.start_soon(self._execute, run, found, False)
+
+    def _claim(self, run: FlowRun, found: tuple[FlowPackage, FlowStep] | None) -> None:
+        self._active[run.id] = _ActiveRun(run.id)
+        self._done.setdefault(run.id, anyio.Event())
+        if found is not None:
+            self._per_step[(run.flow_name, run.step_name)] += 1
 
     def _pick(self) -> tuple[FlowRun, tuple[FlowPackage, FlowStep] | None] | None:
         """The oldest queued run whose step has room (a busy step does not hold up others)."""
@@ -124,6 +147,15 @@ class RunQueue:
     def running(self) -> int:
         return len(self._active)
 
+    def take_up(self, runs: list[FlowRun]) -> None:
+        """Runs an earlier backend left ``running``: taken up when :meth:`serve` starts."""
+        self._left_running.extend(runs)
+
+    def record(self, run_id: str) -> FlowRun | None:
+        """A run as it stands: its stored record, or its end while the store cannot take it."""
+        unwritten = self._unwritten.get(run_id)
+        return unwritten if unwritten is not None else self.store.get_run(run_id)
+
     def submit(self, runs: list[FlowRun]) -> None:
         if not runs:
             return  # an event no flow wants: nothing to wake the loop for
@@ -139,7 +171,7 @@ class RunQueue:
             done = self._done.get(run_id)
             if done is not None:
                 await done.wait()
-        return [r for r in (self.store.get_run(i) for i in run_ids) if r is not None]
+        return [r for r in (self.record(i) for i in run_ids) if r is not None]
 
     async def cancel(self, run_id: str) -> FlowRun | None:
         """Cancel a queued or running run and return its final record (None: no such run)."""
@@ -147,7 +179,7 @@ class RunQueue:
         if active is not None:
             active.cancel.set()
             await self._done[run_id].wait()
-            return self.store.get_run(run_id)
+            return self.record(run_id)
         for index, run in enumerate(self._pending):
             if run.id == run_id:
                 del self._pending[index]
@@ -160,7 +192,7 @@ class RunQueue:
                     self._wake.set()
                     raise
                 break
-        return self.store.get_run(run_id)
+        return self.record(run_id)
 
     async def shutdown(self) -> None:
         """Stop starting runs, cancel the running ones, and wait until they are recorded.
@@ -179,62 +211,16 @@ class RunQueue:
 
     # --- one run -----------------------------------------------------------------------------
 
-    async def _execute(self, queued: FlowRun, found: tuple[FlowPackage, FlowStep] | None) -> None:
+    async def _execute(
+        self, queued: FlowRun, found: tuple[FlowPackage, FlowStep] | None, left: bool
+    ) -> None:
+        """Run one claimed run to its recorded end; ``left``: taken up after a restart."""
         run_id = queued.id
-        log = self._log.bind(run_id=run_id, event_id=queued.event_id)
-        active = self._active[run_id]
         try:
-            if found is None:
-                await self._finish(
-                    run_id,
-                    status="failed",
-                    error=f"flow step {queued.flow_name}/{queued.step_name} no longer exists",
-                )
-                return
-            try:
-                run = await self.store.writer.mark_running(run_id)
-            except StoreUnavailable as problem:
-                # It stays queued in the store: the next start of the backend runs it.
-                log.error("run.not_started", reason=problem.reason, problem=problem.message)
-                return
-            if run is None:
-                return
-            stored = self.store.get_event(queued.event_id)
-            event = None if stored is None else event_of(stored)
-            if event is None:
-                await self._finish(run_id, status="failed", error="its event is not in the store")
-                return
-            self.hub.run_updated(run.to_wire())
-            package, step = found
-            invocation = StepInvocation(
-                package=package,
-                step=step,
-                event=event,
-                run_id=run_id,
-                workspace_root=self.workspace_root,
-                replay=run.replay,
-                workspace_backend_url=self.backend_url,
-                launched_by="workspace-backend",
-                env_allow=self.env_allow,
-            )
-            event_id = run.event_id
-
-            def on_line(stream: str, line: str) -> None:
-                self.hub.run_output(event_id, run_id, stream, line)
-
-            def on_started(pid: int) -> None:
-                log.info("step.started", pid=pid, flow=run.flow_name, step=run.step_name)
-
-            try:
-                outcome = await self.executor.run(
-                    invocation, on_line=on_line, on_started=on_started, cancel=active.cancel
-                )
-            except Exception as exc:
-                log.exception("step.crashed")
-                await self._finish(run_id, status="failed", error=f"internal error: {exc}")
-                return
-            await self._record(run_id, outcome)
-            log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
+            if left:
+                await self._take_up(queued, found)
+            else:
+                await self._start(queued, found)
         finally:
             del self._active[run_id]
             if found is not None:
@@ -246,6 +232,93 @@ class RunQueue:
             if done is not None:
                 done.set()
             self._wake.set()
+
+    async def _start(self, queued: FlowRun, found: tuple[FlowPackage, FlowStep] | None) -> None:
+        run_id = queued.id
+        log = self._log.bind(run_id=run_id, event_id=queued.event_id)
+        if found is None:
+            await self._finish(
+                run_id,
+                status="failed",
+                error=f"flow step {queued.flow_name}/{queued.step_name} no longer exists",
+            )
+            return
+        try:
+            run = await self.store.writer.mark_running(run_id)
+        except StoreUnavailable as problem:
+            # It stays queued in the store: the next start of the backend runs it.
+            log.error("run.not_started", reason=problem.reason, problem=problem.message)
+            return
+        if run is None:
+            return
+        stored = self.store.get_event(queued.event_id)
+        event = None if stored is None else event_of(stored)
+        if event is None:
+            await self._finish(run_id, status="failed", error="its event is not in the store")
+            return
+        self.hub.run_updated(run.to_wire())
+        package, step = found
+        invocation = StepInvocation(
+            package=package,
+            step=step,
+            event=event,
+            run_id=run_id,
+            workspace_root=self.workspace_root,
+            replay=run.replay,
+            workspace_backend_url=self.backend_url,
+            launched_by="workspace-backend",
+            env_allow=self.env_allow,
+        )
+
+        def on_started(pid: int) -> None:
+            log.info("step.started", pid=pid, flow=run.flow_name, step=run.step_name)
+
+        try:
+            outcome = await self.executor.run(
+                invocation,
+                run_dir=self._folder(run_id).folder,
+                on_line=self._on_line(run),
+                on_started=on_started,
+                cancel=self._active[run_id].cancel,
+            )
+        except Exception as exc:
+            log.exception("step.crashed")
+            await self._finish(run_id, status="failed", error=f"internal error: {exc}")
+            return
+        await self._record(run_id, outcome)
+        log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
+
+    async def _take_up(self, run: FlowRun, found: tuple[FlowPackage, FlowStep] | None) -> None:
+        log = self._log.bind(run_id=run.id, event_id=run.event_id)
+        timeout_ms = found[1].timeout_ms if found is not None else ORPHAN_TIMEOUT_MS
+        try:
+            outcome = await self.executor.attach(
+                self._folder(run.id).folder,
+                timeout_ms=timeout_ms,
+                on_line=self._on_line(run),
+                cancel=self._active[run.id].cancel,
+            )
+        except Exception as exc:
+            log.exception("step.crashed")
+            await self._finish(run.id, status="failed", error=f"internal error: {exc}")
+            return
+        if outcome is None:
+            log.warning("run.lost", reason="its step left no process, exit status or result")
+            await self._finish(run.id, status="failed", error="backend restarted")
+            return
+        log.info("run.taken_up", status=outcome.status, result_status=outcome.result_status)
+        await self._record(run.id, outcome)
+
+    def _folder(self, run_id: str) -> RunFiles:
+        return RunFiles.of_run(self.runs_dir, run_id)
+
+    def _on_line(self, run: FlowRun) -> Any:
+        event_id, run_id = run.event_id, run.id
+
+        def on_line(stream: str, line: str) -> None:
+            self.hub.run_output(event_id, run_id, stream, line)
+
+        return on_line
 
     async def _record(self, run_id: str, outcome: StepOutcome) -> None:
         await self._finish(
@@ -263,8 +336,7 @@ class RunQueue:
         """Record a run's end (committed off the loop) and tell the subscribers.
 
         When the store cannot take it, ``strict`` raises :class:`StoreUnavailable`; otherwise
-        the failure is logged and the run stays ``running`` in the store until the next start
-        of the backend marks it ``failed``.
+        the end is kept (see :meth:`record`) and written again until the store takes it.
         """
         try:
             record = await self.store.writer.finish_run(run_id, **fields)
@@ -277,11 +349,64 @@ class RunQueue:
                 status=fields.get("status"),
                 reason=problem.reason,
                 problem=problem.message,
+                retry="until the store takes it",
             )
-            record = None
+            record = self._keep(run_id, fields)
+        else:
+            if record is not None:
+                await self._forget_folder(run_id)
         if record is not None:
             self.hub.run_updated(record.to_wire())
         if run_id not in self._active:
             done = self._done.pop(run_id, None)
             if done is not None:
                 done.set()
+
+    def _keep(self, run_id: str, fields: dict[str, Any]) -> FlowRun | None:
+        """Hold an end the store did not take, and write it again in the background."""
+        stored = self.store.get_run(run_id)
+        if stored is None or stored.terminal:
+            return None
+        ended = msgspec.structs.replace(
+            stored,
+            **{k: fields[k] for k in _END_FIELDS if k in fields},
+            completed_at=utc_now_iso(),
+        )
+        first = run_id not in self._unwritten
+        self._unwritten[run_id] = ended
+        if first and self._tg is not None:
+            self._tg.start_soon(self._write_again, run_id, fields)
+        return ended
+
+    async def _write_again(self, run_id: str, fields: dict[str, Any]) -> None:
+        delay = END_RETRY_FIRST_SECONDS
+        while True:
+            await anyio.sleep(delay)
+            try:
+                record = await self.store.writer.finish_run(run_id, **fields)
+            except StoreUnavailable:
+                delay = min(delay * 2, END_RETRY_MAX_SECONDS)
+                continue
+            self._unwritten.pop(run_id, None)
+            self._log.info("run.end_recorded", run_id=run_id, status=fields.get("status"))
+            await self._forget_folder(run_id)
+            if record is not None:
+                self.hub.run_updated(record.to_wire())
+            return
+
+    async def _forget_folder(self, run_id: str) -> None:
+        """The run's end is stored: what its step left on disk is no longer needed."""
+        folder = self._folder(run_id)
+        if folder.folder.exists():
+            await anyio.to_thread.run_sync(folder.remove)
+
+
+_END_FIELDS = (
+    "status",
+    "result_status",
+    "result",
+    "error",
+    "exit_code",
+    "stdout_tail",
+    "stderr_tail",
+)

@@ -269,7 +269,7 @@ class BackendService:
         return [r.to_wire() for r in runs]
 
     def get_run(self, run_id: str) -> rpc.WireRun:
-        run = self.store.get_run(run_id)
+        run = self.queue.record(run_id)
         if run is None:
             raise _unknown("runId", run_id)
         return run.to_wire()

@@ -18,7 +18,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,13 +241,26 @@ async def stop_group_async(process: anyio.abc.Process, group: ProcessGroup, grac
 
     Returns the leader's exit code; the caller still closes the process's streams.
     """
+    await stop_group_after(process.wait, group, grace)
+    return await process.wait()
+
+
+async def stop_group_after(
+    wait_leader: Callable[[], Awaitable[object]], group: ProcessGroup, grace: float
+) -> None:
+    """:func:`stop_group` where ``wait_leader()`` returns once the group's leader has ended.
+
+    For a leader that is not an anyio process: a ``Popen`` child, or a step left running by an
+    earlier backend (not our child at all: see :func:`wait_exit`). Shielded like
+    :func:`stop_group_async`.
+    """
     import anyio
     import anyio.to_thread
 
     async def wait_group(seconds: float) -> None:
         until = time.monotonic() + seconds
         with anyio.move_on_after(seconds):
-            await process.wait()
+            await wait_leader()
         # Scanning /proc is blocking file I/O: keep it off the event loop.
         await anyio.to_thread.run_sync(_wait_group, group, until)
 
@@ -256,8 +269,31 @@ async def stop_group_async(process: anyio.abc.Process, group: ProcessGroup, grac
             await wait_group(grace)
         if group.signal(signal.SIGKILL):
             await wait_group(KILL_SETTLE_SECONDS)
-        code = await process.wait()
-    return code
+
+
+async def wait_exit(pid: int) -> None:
+    """Return once process ``pid`` has ended (a zombie counts), whoever its parent is.
+
+    Linux gives a pidfd that turns readable then, which also works for a process this one did
+    not start (a step left running by an earlier backend); elsewhere this polls. Reaping a
+    child stays the caller's business.
+    """
+    import anyio
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        # Nothing to wait on but the process table: look again every poll interval.
+        while True:
+            if not process_alive(pid, None):
+                return
+            await anyio.sleep(_POLL_SECONDS)
+    try:
+        await anyio.wait_readable(fd)
+    finally:
+        os.close(fd)
 
 
 def signal_child_groups(sig: signal.Signals) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -12,21 +13,40 @@ from workspace_adapter.flows.runner import (
     OnStarted,
     StepInvocation,
     StepOutcome,
+    attach_step,
     run_step,
 )
 
 
 class StepExecutor(Protocol):
-    """Runs one step invocation to its end; the backend and the CLI only talk to this."""
+    """Runs one step invocation to its end; the backend and the CLI only talk to this.
+
+    ``run_dir`` is the run's own folder for what the step leaves while it runs (its output
+    and exit status, so an outcome survives the death of the process that started it); None
+    for a run nothing will look for again.
+    """
 
     async def run(
         self,
         invocation: StepInvocation,
         *,
+        run_dir: Path | None = None,
         on_line: OnLine | None = None,
         on_started: OnStarted | None = None,
         cancel: anyio.Event | None = None,
     ) -> StepOutcome: ...
+
+    async def attach(
+        self,
+        run_dir: Path,
+        *,
+        timeout_ms: int,
+        on_line: OnLine | None = None,
+        cancel: anyio.Event | None = None,
+    ) -> StepOutcome | None:
+        """Take up a run an earlier backend started in ``run_dir``: follow it if its step
+        still runs, judge it from its files if it ended; None when they tell nothing."""
+        ...
 
 
 class LocalExecutor:
@@ -39,14 +59,32 @@ class LocalExecutor:
         self,
         invocation: StepInvocation,
         *,
+        run_dir: Path | None = None,
         on_line: OnLine | None = None,
         on_started: OnStarted | None = None,
         cancel: anyio.Event | None = None,
     ) -> StepOutcome:
         return await run_step(
             invocation,
+            run_dir=run_dir,
             on_line=on_line,
             on_started=on_started,
+            cancel=cancel,
+            kill_grace=self.kill_grace,
+        )
+
+    async def attach(
+        self,
+        run_dir: Path,
+        *,
+        timeout_ms: int,
+        on_line: OnLine | None = None,
+        cancel: anyio.Event | None = None,
+    ) -> StepOutcome | None:
+        return await attach_step(
+            run_dir,
+            timeout_ms=timeout_ms,
+            on_line=on_line,
             cancel=cancel,
             kill_grace=self.kill_grace,
         )

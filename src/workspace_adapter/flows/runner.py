@@ -8,23 +8,30 @@ cancellation can kill everything it started, not just the process we spawned.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
 import msgspec
 
-from workspace_adapter.base.processes import spawn_async, stop_group_async
+from workspace_adapter.base.processes import (
+    ProcessGroup,
+    process_alive,
+    spawn,
+    stop_group_after,
+    wait_exit,
+)
 from workspace_adapter.base.status import Status
-from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.base.times import parse_iso, utc_now, utc_now_iso
 from workspace_adapter.flows.bun import bun_argv, code_mode_refusal
 from workspace_adapter.flows.output import (
     OnLine,
@@ -32,11 +39,20 @@ from workspace_adapter.flows.output import (
     parse_result,
 )
 from workspace_adapter.flows.package import FlowPackage, FlowStep
+from workspace_adapter.flows.stepfiles import (
+    READ_BUDGET,
+    SH,
+    WRAPPER,
+    FileFollower,
+    RunFiles,
+    StepRecord,
+)
 
 DEFAULT_KILL_GRACE = 5.0
-# After the step's main process exits, how long its pipes may stay open (a leftover child
-# holding them) before the rest of its process group is killed.
-DRAIN_GRACE = 1.0
+# How often a running step's output files are looked at: often while it prints, less often
+# while it is quiet. Its end is noticed at once (a pidfd), whatever the interval.
+POLL_MIN_SECONDS = 0.01
+POLL_MAX_SECONDS = 0.2
 ENV_WHITELIST: tuple[str, ...] = (
     "PATH",
     "HOME",
@@ -170,23 +186,77 @@ def _start_error(argv: list[str], exc: OSError) -> str:
     return f"cannot start {program!r}: {exc.strerror or exc}"
 
 
-async def _feed(stream: anyio.abc.ByteSendStream | None, data: bytes) -> None:
-    if stream is None:
-        return
-    # A step that never reads its stdin, or exits early, is not an error of ours.
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        await stream.send(data)
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        await stream.aclose()
-
-
 class _Flags:
     canceled = False
+
+
+class _Leader:
+    """The process a step run waits on: the step's ``sh`` wrapper, our child or not."""
+
+    def __init__(self, pid: int, group: ProcessGroup, popen: subprocess.Popen[bytes] | None):
+        self.pid = pid
+        self.group = group
+        self.popen = popen  # None: left by an earlier backend (not ours to reap)
+        self.ended = anyio.Event()
+
+    async def wait(self) -> None:
+        await wait_exit(self.pid)
+        if self.popen is not None:
+            self.popen.wait()  # already ended: this only reaps it
+        self.ended.set()
+
+    def exit_code(self, files: RunFiles) -> int | None:
+        if self.popen is not None:
+            return self.popen.returncode
+        return files.exit_code()
+
+
+def _start(
+    argv: list[str], files: RunFiles, payload: bytes, env: dict[str, str], cwd: Path
+) -> tuple[subprocess.Popen[bytes], ProcessGroup]:
+    """Write the run's folder and start the step in it (blocking: call it in a thread)."""
+    files.prepare(payload)
+    out = files.open_output(files.stdout)
+    try:
+        err = files.open_output(files.stderr)
+        try:
+            with files.context.open("rb") as stdin:
+                return spawn(
+                    [SH, "-c", WRAPPER, str(files.exit), *argv],
+                    stdin=stdin,
+                    stdout=out,
+                    stderr=err,
+                    cwd=cwd,
+                    env=env,
+                )
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
+
+
+def _resolve(argv: list[str], env: Mapping[str, str], cwd: Path) -> list[str]:
+    """``argv`` with its program as a path, refused up front as the shell would refuse it."""
+    program = argv[0] if argv else ""
+    if not program:
+        raise _StartError("the step's command is empty; give it an argv")
+    if "/" in program:
+        found: str | None = str(cwd / program)
+        if not os.path.isfile(found or ""):
+            found = None
+    else:
+        found = shutil.which(program, mode=os.F_OK, path=env.get("PATH"))
+    if found is None:
+        raise _StartError(_start_error(argv, FileNotFoundError(program)))
+    if not os.access(found, os.X_OK):
+        raise _StartError(_start_error(argv, PermissionError(program)))
+    return [found, *argv[1:]]
 
 
 async def run_step(
     invocation: StepInvocation,
     *,
+    run_dir: Path | None = None,
     on_line: OnLine | None = None,
     on_started: OnStarted | None = None,
     cancel: anyio.Event | None = None,
@@ -194,76 +264,204 @@ async def run_step(
 ) -> StepOutcome:
     """Run one step to its end and report how it went.
 
+    The step's files go to ``run_dir`` (see :mod:`~workspace_adapter.flows.stepfiles`; a
+    temporary folder when None); the caller removes it once the outcome is safe.
     ``on_line(stream, line)`` gets each line as it is printed (``stream`` is ``"stdout"`` or
     ``"stderr"``); ``on_started(pid)`` fires once the process exists. Setting ``cancel``
     stops the step and returns a ``canceled`` outcome with its output tails. Cancelling the
     calling task instead kills the step's process group the same way and re-raises.
     """
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="workspace-step-") as temporary:
+            return await run_step(
+                invocation,
+                run_dir=Path(temporary),
+                on_line=on_line,
+                on_started=on_started,
+                cancel=cancel,
+                kill_grace=kill_grace,
+            )
     step = invocation.step
     started_at = utc_now_iso()
     env = invocation.environment()
+    files = RunFiles(run_dir)
     argv: list[str] = []
     try:
         argv = _argv(invocation, env)
         if not step.cwd.is_dir():
             raise _StartError(f"step folder {step.cwd} does not exist; fix the step's cwd")
-        process, group = await spawn_async(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=step.cwd,
-            env=env,
+        argv = _resolve(argv, env, step.cwd)
+        payload = msgspec.json.encode(invocation.context()) + b"\n"
+        # Forking a process blocks for milliseconds: not on the event loop.
+        popen, group = await anyio.to_thread.run_sync(
+            _start, argv, files, payload, env, step.cwd, abandon_on_cancel=False
         )
     except _StartError as exc:
-        return StepOutcome(
-            status=Status.FAILED, error=str(exc), started_at=started_at, finished_at=utc_now_iso()
-        )
+        return _not_started(str(exc), started_at)
     except OSError as exc:
-        return StepOutcome(
-            status=Status.FAILED,
-            error=_start_error(argv, exc),
-            started_at=started_at,
-            finished_at=utc_now_iso(),
-        )
-    out = StreamCapture("stdout", on_line)
-    err = StreamCapture("stderr", on_line)
-    flags = _Flags()
-    timeout = step.timeout_ms / 1000
-    # From here on the process exists: whatever fails (even ``on_started``) must stop it.
+        return _not_started(_start_error(argv, exc), started_at)
+    leader = _Leader(popen.pid, group, popen)
     try:
+        files.started(StepRecord(pid=popen.pid, marker=group.marker, startedAt=started_at))
         if on_started is not None:
-            on_started(process.pid)
-        payload = msgspec.json.encode(invocation.context()) + b"\n"
+            on_started(popen.pid)
+    except BaseException:
+        # From here on the process exists: whatever fails (even ``on_started``) must stop it.
+        with anyio.CancelScope(shield=True):
+            await stop_group_after(leader.wait, group, kill_grace)
+        raise
+    return await _follow(
+        leader, files, started_at, step.timeout_ms / 1000, on_line, cancel, kill_grace
+    )
+
+
+async def attach_step(
+    run_dir: Path,
+    *,
+    timeout_ms: int,
+    on_line: OnLine | None = None,
+    cancel: anyio.Event | None = None,
+    kill_grace: float = DEFAULT_KILL_GRACE,
+) -> StepOutcome | None:
+    """Take up a step an earlier process started in ``run_dir`` and report how it ends.
+
+    A step still running is followed and awaited (its timeout counted from its start); a step
+    that ended is judged from its exit code and its FLOW_RESULT line. None when the folder
+    tells nothing: no step was started there, or it left neither an exit code nor a result.
+    """
+    files = RunFiles(run_dir)
+    record = await anyio.to_thread.run_sync(files.step_record)
+    if record is None:
+        return None
+    if process_alive(record.pid, record.marker):
+        leader = _Leader(record.pid, ProcessGroup(record.pid, record.marker), None)
+        elapsed = _seconds_since(record.startedAt)
+        return await _follow(
+            leader,
+            files,
+            record.startedAt,
+            max(0.0, timeout_ms / 1000 - elapsed),
+            on_line,
+            cancel,
+            kill_grace,
+        )
+    ended = await anyio.to_thread.run_sync(_ended_outcome, files, record, on_line)
+    return ended
+
+
+def _followers(files: RunFiles, on_line: OnLine | None) -> tuple[FileFollower, FileFollower]:
+    return (
+        FileFollower(files.stdout, StreamCapture("stdout", on_line), files),
+        FileFollower(files.stderr, StreamCapture("stderr", on_line), files),
+    )
+
+
+def _read_to_end(followers: tuple[FileFollower, ...]) -> None:
+    """What is left in the files, then close them (the step has ended)."""
+    for follower in followers:
+        while follower.read():
+            pass
+        follower.close()
+        follower.capture.finish()
+
+
+def _ended_outcome(
+    files: RunFiles, record: StepRecord, on_line: OnLine | None
+) -> StepOutcome | None:
+    followers = _followers(files, on_line)
+    _read_to_end(followers)
+    out, err = followers[0].capture, followers[1].capture
+    code = files.exit_code()
+    if code is None and out.result_line is None and files.saved_result() is None:
+        return None
+    return _outcome(files, out, err, record.startedAt, code, timed_out=None, canceled=False)
+
+
+def _seconds_since(iso_time: str) -> float:
+    try:
+        return max(0.0, (utc_now() - parse_iso(iso_time)).total_seconds())
+    except ValueError:
+        return 0.0
+
+
+async def _follow(
+    leader: _Leader,
+    files: RunFiles,
+    started_at: str,
+    timeout: float,
+    on_line: OnLine | None,
+    cancel: anyio.Event | None,
+    kill_grace: float,
+) -> StepOutcome:
+    """Follow a started step's files until it ends (or times out, or is canceled)."""
+    followers = _followers(files, on_line)
+    flags = _Flags()
+    try:
         with anyio.move_on_after(timeout) as deadline:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_feed, process.stdin, payload)
-                if process.stdout is not None:
-                    tg.start_soon(out.pump, process.stdout)
-                if process.stderr is not None:
-                    tg.start_soon(err.pump, process.stderr)
+                tg.start_soon(leader.wait)
                 if cancel is not None:
                     tg.start_soon(_watch_cancel, cancel, tg.cancel_scope, flags)
-                await process.wait()
-                with anyio.move_on_after(DRAIN_GRACE):
-                    await out.closed.wait()
-                    await err.closed.wait()
+                await _pump(followers, leader.ended)
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             # Also for a step that exited on its own: a child it left behind goes too.
-            await stop_group_async(process, group, kill_grace)
-            await process.aclose()
-    out.finish()
-    err.finish()
-    result, result_error = parse_result(out.result_line, out.result_dropped)
-    exit_code = process.returncode
+            await stop_group_after(leader.wait, leader.group, kill_grace)
+            _read_to_end(followers)
+    return _outcome(
+        files,
+        followers[0].capture,
+        followers[1].capture,
+        started_at,
+        leader.exit_code(files),
+        timed_out=timeout if deadline.cancelled_caught else None,
+        canceled=flags.canceled,
+        pid=leader.pid,
+    )
+
+
+async def _pump(followers: tuple[FileFollower, ...], ended: anyio.Event) -> None:
+    """Read the files as they grow until the step's leader has ended, then read the rest."""
+    delay = POLL_MIN_SECONDS
+    while True:
+        done = ended.is_set()
+        got = 0
+        for follower in followers:
+            got += follower.read()
+        if done:
+            if got:
+                continue
+            return
+        if got >= READ_BUDGET:
+            await anyio.lowlevel.checkpoint()
+            continue
+        delay = POLL_MIN_SECONDS if got else min(delay * 2, POLL_MAX_SECONDS)
+        with anyio.move_on_after(delay):
+            await ended.wait()
+
+
+def _outcome(
+    files: RunFiles,
+    out: StreamCapture,
+    err: StreamCapture,
+    started_at: str,
+    exit_code: int | None,
+    *,
+    timed_out: float | None,
+    canceled: bool,
+    pid: int | None = None,
+) -> StepOutcome:
+    result_line, dropped = out.result_line, out.result_dropped
+    if result_line is None:
+        result_line, dropped = files.saved_result(), 0
+    result, result_error = parse_result(result_line, dropped)
     error: str | None = None
     status = Status.FAILED
-    if flags.canceled:
+    if canceled:
         status, error = Status.CANCELED, "canceled"
-    elif deadline.cancelled_caught:
-        error = f"timed out after {timeout:.1f}s"
+    elif timed_out is not None:
+        error = f"timed out after {timed_out:.1f}s"
     elif exit_code is not None and exit_code < 0:
         error = f"killed by signal {_signal_name(-exit_code)}"
     elif exit_code:
@@ -282,7 +480,13 @@ async def run_step(
         stderr_tail=err.tail_text(),
         started_at=started_at,
         finished_at=utc_now_iso(),
-        pid=process.pid,
+        pid=pid,
+    )
+
+
+def _not_started(error: str, started_at: str) -> StepOutcome:
+    return StepOutcome(
+        status=Status.FAILED, error=error, started_at=started_at, finished_at=utc_now_iso()
     )
 
 
