@@ -20,6 +20,7 @@ from workspace_adapter.base.tails import TAIL_BYTES
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep, load_flow
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome, run_step
+from workspace_adapter.flows.stepfiles import KEEP_BYTES, PUNCH_STEP, punch_hole
 
 MakeFlow = Callable[..., Path]
 EVENT: dict[str, Any] = {"id": "evt-1", "type": "go", "payload": {"n": 1}}
@@ -376,3 +377,31 @@ async def test_a_failing_on_started_callback_still_stops_the_step(
         await run_step(invocation(package, tmp_path), on_started=on_started, kill_grace=2)
     assert len(pids) == 1
     assert gone(pids[0])
+
+
+async def test_a_flood_keeps_the_run_folder_small_on_disk(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    """The output files keep their size but not their blocks: what was read is punched out."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x" * (8 * 1024 * 1024))
+    with probe.open("r+b") as handle:
+        if not punch_hole(handle.fileno(), 0, 4 * 1024 * 1024):
+            pytest.skip("this file system cannot punch holes")
+    script = """
+        import sys
+        line = b"z" * 1023 + b"\\n"
+        for _ in range(40 * 1024):
+            sys.stdout.buffer.write(line)
+        sys.stdout.buffer.write(b'FLOW_RESULT {"status": "changed"}\\n')
+        sys.stdout.flush()
+        # Stay alive a moment: the result line must survive the punching that follows.
+        sys.stdout.buffer.write(line * (8 * 1024))
+    """
+    package = python_flow(make_flow, script)
+    run_dir = tmp_path / "run"
+    outcome = await run_step(invocation(package, tmp_path), run_dir=run_dir)
+    assert (outcome.status, outcome.result_status) == ("completed", "changed"), outcome.error
+    stdout = (run_dir / "stdout").stat()
+    assert stdout.st_size == (48 * 1024) * 1024 + len(b'FLOW_RESULT {"status": "changed"}\n')
+    assert stdout.st_blocks * 512 <= KEEP_BYTES + PUNCH_STEP + 1024 * 1024
