@@ -119,4 +119,7 @@ def _say_error(message: str, exit_code: int) -> None:
     """``error: <message>`` on stderr; a daemon logging JSON lines says it as one of those."""
     logs = sys.modules.get("workspace_adapter.base.logs")  # never imported just for this
     if logs is None or not logs.failed(message, exit_code):
-        print(f"error: {message}", file=sys.stderr)
+        from workspace_adapter.base.display import lines
+
+        # A message may quote what a backend or a store said: no raw control characters.
+        print(f"error: {lines(message)}", file=sys.stderr)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from workspace_adapter.base import status as status_rule
+from workspace_adapter.base.display import cell
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, EXIT_BAD_INPUT, UserError
 from workspace_adapter.local import configfile
 
@@ -40,11 +41,11 @@ def _records(g: Globals) -> Records:
 
 def summary(attempt: Attempt) -> str:
     """One line: id, status, release, operation, when, and why."""
-    why = f"  {attempt.message}" if attempt.message else ""
-    release = f"{attempt.upstream_repo}@{attempt.upstream_tag}"
+    why = f"  {cell(attempt.message)}" if attempt.message else ""
+    release = f"{cell(attempt.upstream_repo)}@{cell(attempt.upstream_tag)}"
     return (
-        f"{attempt.id}  {attempt.status:<18} {release}  {attempt.operation}  "
-        f"{attempt.updated_at}{why}"
+        f"{cell(attempt.id)}  {cell(attempt.status):<18} {release}  {attempt.operation}  "
+        f"{cell(attempt.updated_at)}{why}"
     )
 
 
@@ -93,7 +94,7 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
         out=sys.stderr if as_json else sys.stdout,
     )
     if not as_json:
-        print(f"attempt {attempt.id}: {operation} of {original.id} ({original.event_id})")
+        print(f"attempt {attempt.id}: {operation} of {original.id} ({cell(original.event_id)})")
     done = anyio.run(delivery.deliver, attempt)
     if as_json:
         sys.stdout.write(msgspec.json.encode(done).decode() + "\n")

@@ -29,6 +29,7 @@ import msgspec
 
 from workspace_adapter.base import paths
 from workspace_adapter.base import status as status_rule
+from workspace_adapter.base.display import cell
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
 from workspace_adapter.base.gitenv import no_git_env
 from workspace_adapter.base.processes import process_alive
@@ -84,7 +85,7 @@ def doctor(g: Globals, *, as_json: bool = False) -> int:
         sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
     else:
         for c in report.checks:
-            print(f"{c.status:<4}  {c.check}: {c.message}")
+            print(f"{c.status:<4}  {c.check}: {cell(c.message)}")
     return code
 
 

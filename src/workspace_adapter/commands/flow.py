@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workspace_adapter.base import display
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from workspace_adapter.base.status import Status
@@ -170,7 +171,7 @@ def _release_event(g: Globals, fork_name: str, tag: str) -> dict[str, Any]:
     try:
         return normalize_event(raw)
     except EventError as exc:
-        raise UserError(f"--fork {fork_name} --tag {tag}: {exc}") from None
+        raise UserError(f"--fork {fork_name!r} --tag {tag!r}: {exc}") from None
 
 
 def read_event(path: Path) -> dict[str, Any]:
@@ -212,11 +213,11 @@ async def _run_steps(
                 print(f"{signal.Signals(signum).name}: stopping the step", file=sys.stderr)
                 cancel.set()
 
-    def on_line(stream: str, line: str) -> None:
-        if stream == "stdout" and line.startswith("FLOW_RESULT "):
+    def on_line(stream: str, text: str) -> None:
+        if stream == "stdout" and text.startswith("FLOW_RESULT "):
             return  # shown as the summary, or as the JSON document
         target = sys.stderr if as_json or stream == "stderr" else sys.stdout
-        print(line, file=target, flush=True)
+        print(display.line(text), file=target, flush=True)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(cancel_on_signal)
@@ -261,12 +262,12 @@ def _print_summary(package: FlowPackage, step: FlowStep, outcome: StepOutcome, s
     print(f"{package.name}/{step.name}: {paint(status, out)} ({secs:.1f}s)", file=out)
     result = outcome.result or {}
     if result.get("message"):
-        print(f"  {result['message']}", file=out)
+        print(f"  {display.cell(result['message'])}", file=out)
     if outcome.error:
-        print(f"  reason: {outcome.error}", file=out)
+        print(f"  reason: {display.cell(outcome.error)}", file=out)
     artifacts = result.get("artifacts")
     for line in artifact_lines(artifacts if isinstance(artifacts, dict) else {}):
-        print(f"  {line}", file=out)
+        print(f"  {display.cell(line)}", file=out)
     out.flush()
 
 

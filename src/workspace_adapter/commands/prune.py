@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from workspace_adapter.base.display import cell
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
 from workspace_adapter.base.sqlitefile import SchemaVersionError, classify, describe
 from workspace_adapter.base.times import iso, utc_now
@@ -189,14 +190,14 @@ def prune(
             except (sqlite3.Error, UserError, SchemaVersionError) as exc:
                 entry["status"], entry["error"] = "error", _problem(name, path, exc)
                 failed = True
-                print(f"error: {entry['error']}", file=sys.stderr)
+                print(f"error: {cell(entry['error'])}", file=sys.stderr)
         if entry["status"] == "pruned" and (vacuum or any(entry["deleted"].values())):
             try:
                 _checkpoint(path, vacuum, busy_timeout)
             except sqlite3.Error as exc:
                 entry["status"], entry["error"] = "error", f"{name} store {path}: VACUUM: {exc}"
                 failed = True
-                print(f"error: {entry['error']} (the deletions are kept)", file=sys.stderr)
+                print(f"error: {cell(entry['error'])} (the deletions are kept)", file=sys.stderr)
             else:
                 entry["vacuumed"] = vacuum
         if not as_json:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workspace_adapter.base import status as status_rule
+from workspace_adapter.base.display import cell, line
 from workspace_adapter.base.errors import UserError
 
 if TYPE_CHECKING:
@@ -58,9 +59,9 @@ def _read_event(file: str) -> dict[str, Any]:
 
 
 def _on_output(as_json: bool) -> Callable[[str, str, str], None]:
-    def show(run_id: str, stream: str, line: str) -> None:
+    def show(run_id: str, stream: str, text: str) -> None:
         out = sys.stderr if as_json or stream == "stderr" else sys.stdout
-        print(f"[{run_id}] {line}", file=out, flush=True)
+        print(f"[{cell(run_id)}] {line(text)}", file=out, flush=True)
 
     return show
 
@@ -82,15 +83,16 @@ def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -
             }
         )
     else:
-        print(f"{verb} {outcome.event_id}: {outcome.status}, {len(outcome.run_ids)} run(s)")
+        said = f"{cell(outcome.event_id)}: {cell(outcome.status)}"
+        print(f"{verb} {said}, {len(outcome.run_ids)} run(s)")
         for run in outcome.runs:
-            line = f"  {run.id}  {run.flowName}/{run.stepName}  {run.flow_status}"
+            row = f"  {cell(run.id)}  {cell(run.flowName)}/{cell(run.stepName)}  {run.flow_status}"
             if run.error:
-                line += f"  ({run.error})"
-            print(line)
+                row += f"  ({cell(run.error)})"
+            print(row)
         if not outcome.runs:
             for run_id in outcome.run_ids:
-                print(f"  {run_id}")
+                print(f"  {cell(run_id)}")
     if not outcome.run_ids:
         # Not ``matched``: codex-flows answers a duplicate with 0 and the existing run ids.
         print("warning: no flow matched this event", file=sys.stderr)
@@ -100,8 +102,13 @@ def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -
 
 def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:
     from workspace_adapter.client import dispatch_and_follow
+    from workspace_adapter.events import EventError, check_sendable
 
     event = _read_event(file)
+    try:
+        check_sendable(event)  # before connecting: bad input is exit 2, never a lost link
+    except EventError as exc:
+        raise UserError(f"{file}: {exc}; fix the event file") from None
     outcome = run_remote(
         lambda: dispatch_and_follow(g.backend_url, event, wait=wait, on_output=_on_output(as_json))
     )
@@ -129,7 +136,7 @@ def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool
         _print_json({"events": found})
         return 0
     for event in found:
-        print(f"{event.get('receivedAt', '')}  {event.get('type')}  {event.get('id')}")
+        print("  ".join(cell(event.get(key, "")) for key in ("receivedAt", "type", "id")))
     if not found:
         print("no events")
     return 0
@@ -155,10 +162,10 @@ def list_runs(
         _print_json({"runs": msgspec.to_builtins(runs)})
         return 0
     for run in runs:
-        result_status = run.result_status or "-"
+        result_status = cell(run.result_status or "-")
         print(
-            f"{run.id}  {run.status:<9}  {result_status:<18}  "
-            f"{run.flowName}/{run.stepName}  {run.eventId}"
+            f"{cell(run.id)}  {cell(run.status):<9}  {result_status:<18}  "
+            f"{cell(run.flowName)}/{cell(run.stepName)}  {cell(run.eventId)}"
         )
     if not runs:
         print("no runs")
@@ -174,5 +181,5 @@ def cancel(g: Globals, run_id: str, *, as_json: bool = False) -> int:
     if as_json:
         _print_json(msgspec.to_builtins(run))
     else:
-        print(f"{run.id}: {run.status}")
+        print(f"{cell(run.id)}: {cell(run.status)}")
     return 0

@@ -136,11 +136,13 @@ def select_fork(config: FlowConfig, payload: Mapping[str, Any] | None) -> FlowCo
     """The config for the fork the event names, the fork entry laid over the package's keys.
 
     Without ``forks`` (a package with only ``[config]``) the config is returned as it is.
-    Raises :class:`ForkNotConfigured` when the event names none of ``forks``.
+    Raises :class:`ForkNotConfigured` when the event names none of ``forks``, and
+    :class:`SettingsError` when a name the run would hand to git holds a NUL.
     """
+    payload = payload or {}
+    _check_release_names(payload)
     if not config.forks:
         return config
-    payload = payload or {}
     named, repo = payload.get("fork"), payload.get("repo")
     if isinstance(named, str):
         fork = next((f for f in config.forks if f.name == named), None)
@@ -174,6 +176,16 @@ def select_fork(config: FlowConfig, payload: Mapping[str, Any] | None) -> FlowCo
         canonical_remote=fork.canonical_remote,
         candidates_remote=fork.candidates_remote,
     )
+
+
+def _check_release_names(payload: Mapping[str, Any]) -> None:
+    """A NUL cannot go into a git argument: refused here, before any git command runs."""
+    for key in ("fork", "repo", "tag", "ref"):
+        value = payload.get(key)
+        if isinstance(value, str) and "\x00" in value:
+            raise SettingsError(
+                f"event payload.{key} {value!r} contains a NUL character; send the name as text"
+            )
 
 
 def tag_matches(release_tags: str, tag: str) -> bool:
