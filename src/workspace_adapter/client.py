@@ -6,6 +6,12 @@ One connection per CLI invocation: ``initialize``, then, where the backend offer
 backend without it (codex-flows' workspace backend) is polled with ``flow.getRun`` instead.
 Frames are encoded and decoded by :mod:`workspace_adapter.protocol`; runs arrive as its
 :class:`~workspace_adapter.protocol.WireRun`.
+Following survives a dropped connection (:func:`follow_until_done`): the backend closes a
+subscriber that reads too slowly (1008), or restarts; the follower connects again, subscribes
+again, re-reads the runs and goes on, so it still ends with the runs' real outcome (the lines
+printed meanwhile are not shown, and it says so). Output is handed to the caller's callback in
+a thread of its own through a bounded buffer (:class:`OutputRelay`), so a slow reader of our
+own stdout never stops us reading the socket.
 :class:`ReconnectingClient` is the long-lived variant for a daemon (``workspace serve``): it
 reconnects with backoff when the backend restarts.
 """
@@ -15,6 +21,9 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import sys
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -27,6 +36,7 @@ from workspace_adapter import __version__
 from workspace_adapter import protocol as rpc
 from workspace_adapter.base.errors import (
     EXIT_BACKEND_UNREACHABLE,
+    EXIT_BAD_INPUT,
     BackendRefused,
     BackendUnreachable,
     UserError,
@@ -39,8 +49,21 @@ POLL_FIRST_SECONDS = 0.05
 POLL_MAX_SECONDS = 1.0
 """Polling ``flow.getRun`` (no ``flow.subscribe``): 50 ms, doubling up to 1 s between rounds."""
 
+RECONNECT_SECONDS = 30.0
+"""How long a follower whose connection dropped keeps trying to reach the backend again."""
+RECONNECT_FIRST_SECONDS = 0.1
+RECONNECT_MAX_SECONDS = 2.0
+RELAY_LIMIT_CHARS = 4 * 1024 * 1024
+"""Output waiting for the callback, at most (:class:`OutputRelay`); more is dropped, counted."""
+RECEIVE_QUEUE_FRAMES = 1024
+"""Frames the WebSocket takes off the socket ahead of us (websockets' default is 16): a burst
+of output lines is kept here rather than left in the backend's outbox for us, which closes us
+(1008) once it is full."""
+
 OutputCallback = Callable[[str, str, str], None]
 """Called with (run id, stream, line) for each line a step prints."""
+NoticeCallback = Callable[[str], None]
+"""Called with a one-line warning for the user (output lost, connection dropped)."""
 
 T = TypeVar("T")
 
@@ -88,6 +111,28 @@ class ConnectionLost(UserError):
         super().__init__(
             f"backend at {url} closed the connection: {detail}", EXIT_BACKEND_UNREACHABLE
         )
+        self.detail = detail
+
+
+class FollowLost(UserError):
+    """The connection dropped while following runs and the backend did not come back."""
+
+    def __init__(self, url: str, run_ids: list[str], seconds: float) -> None:
+        super().__init__(
+            f"lost the backend at {url} while following {', '.join(run_ids)} and could not "
+            f"reconnect within {seconds:g}s; `workspace show RUN_ID --follow` picks a run up again",
+            EXIT_BACKEND_UNREACHABLE,
+        )
+        self.run_ids = run_ids
+
+
+class BlankToken(UserError):
+    """The token variable is set to blanks: it would be sent, and match nothing (exit 2)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"{TOKEN_ENV} is blank; set it to the backend's token, or unset it", EXIT_BAD_INPUT
+        )
 
 
 class RequestTimeout(UserError, TimeoutError):
@@ -111,7 +156,7 @@ class WorkspaceClient:
         self.ws = ws
         self.url = url
         self._ids = itertools.count(1)
-        self.notifications: list[rpc.Notification] = []
+        self.notifications: deque[rpc.Notification] = deque()
         self.server_info: dict[str, Any] = {}
         self.methods: frozenset[str] | None = None
         """``capabilities.workspaceMethods`` of the initialize reply; None when not listed."""
@@ -166,7 +211,7 @@ class WorkspaceClient:
     async def next_notification(self) -> rpc.Notification:
         """The next queued or incoming notification."""
         if self.notifications:
-            return self.notifications.pop(0)
+            return self.notifications.popleft()
         while True:
             message = await self._receive()
             if isinstance(message, rpc.Notification):
@@ -201,8 +246,17 @@ class WorkspaceClient:
         await self.ws.close()
 
 
+def token_from_env() -> str | None:
+    """``$CODEX_WORKSPACE_BACKEND_TOKEN``; None when unset or empty, :class:`BlankToken` when
+    it holds only blanks (a token of spaces is a mistake, never a secret)."""
+    token = os.environ.get(TOKEN_ENV)
+    if token and not token.strip():
+        raise BlankToken
+    return token or None
+
+
 def _token(token: str | None) -> str | None:
-    return token or os.environ.get(TOKEN_ENV) or None
+    return token or token_from_env()
 
 
 def _headers(token: str | None) -> dict[str, str] | None:
@@ -222,6 +276,7 @@ async def open_client(url: str, token: str | None = None, timeout: float = 5.0) 
                 url,
                 additional_headers=_headers(token),
                 max_size=16 * 1024 * 1024,
+                max_queue=RECEIVE_QUEUE_FRAMES,
                 open_timeout=timeout,
                 compression=None,
             )
@@ -287,18 +342,24 @@ async def follow_runs(
         except msgspec.ValidationError:
             return  # not a notification we can read; the run's final state still comes
 
-    # Runs that ended before we subscribed (a duplicate dispatch) send nothing more.
-    for run_id in run_ids:
-        got = await client.request(
-            "flow.getRun", rpc.RunIdParams(runId=run_id), result=rpc.RunResult
-        )
-        if got.run.terminal:
-            finished[run_id] = got.run
-    # Lines that arrived while we asked are still ours to show, even for a finished run.
-    while client.notifications:
-        handle(client.notifications.pop(0))
-    while len(finished) < len(run_ids):
-        handle(await client.next_notification())
+    try:
+        # Runs that ended before we subscribed (a duplicate dispatch) send nothing more.
+        for run_id in run_ids:
+            got = await client.request(
+                "flow.getRun", rpc.RunIdParams(runId=run_id), result=rpc.RunResult
+            )
+            if got.run.terminal:
+                finished[run_id] = got.run
+        # Lines that arrived while we asked are still ours to show, even for a finished run.
+        while client.notifications:
+            handle(client.notifications.popleft())
+        while len(finished) < len(run_ids):
+            handle(await client.next_notification())
+    except ConnectionLost:
+        # What did arrive before the drop is shown; a follower on a new connection goes on.
+        while client.notifications:
+            handle(client.notifications.popleft())
+        raise
     return [finished[r] for r in run_ids]
 
 
@@ -337,12 +398,177 @@ async def poll_runs(
         delay = min(longest, delay * 2)
 
 
+class OutputRelay:
+    """Hands output lines to a callback in a thread of its own, through a bounded buffer.
+
+    The event loop reads the WebSocket; a callback that writes to a pipe nobody reads would
+    block it, the backend's outbox for us would fill, and the backend would close us as a slow
+    subscriber (1008). Here the loop only appends a line; while more than ``limit`` characters
+    wait, new lines are dropped and counted. Notices are never dropped.
+    """
+
+    def __init__(
+        self,
+        deliver: OutputCallback,
+        notice: NoticeCallback,
+        limit: int = RELAY_LIMIT_CHARS,
+    ) -> None:
+        self._deliver = deliver
+        self._notice = notice
+        self._limit = limit
+        self._items: deque[tuple[str, str, str] | str] = deque()
+        self._size = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self.dropped = 0
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="output-relay", daemon=True)
+        self._thread.start()
+
+    def __call__(self, run_id: str, stream: str, line: str) -> None:
+        with self._changed:
+            if self._size and self._size + len(line) > self._limit:
+                self.dropped += 1
+                return
+            self._items.append((run_id, stream, line))
+            self._size += len(line)
+            self._changed.notify()
+
+    def notice(self, text: str) -> None:
+        """A one-line warning, in order with the output around it."""
+        with self._changed:
+            self._items.append(text)
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._items and not self._closed:
+                    self._changed.wait()
+                if not self._items:
+                    return
+                batch = list(self._items)
+                self._items.clear()
+                self._size = 0
+            try:
+                for item in batch:
+                    if isinstance(item, str):
+                        self._notice(item)
+                    else:
+                        self._deliver(*item)
+            except BaseException as exc:  # a closed stdout, say: the caller hears it in close()
+                with self._changed:
+                    self._error = exc
+                    self._closed = True
+                    self._items.clear()
+                return
+
+    def close(self, *, drain: bool = True) -> None:
+        """Deliver what waits (``drain``) or drop it, then stop; re-raises the callback's error.
+
+        Without ``drain`` the thread is given a moment to finish the line it is writing and is
+        then left behind (a daemon thread blocked on a pipe nobody reads).
+        """
+        with self._changed:
+            if not drain:
+                self._items.clear()
+            self._closed = True
+            self._changed.notify()
+        self._thread.join(None if drain else 0.5)
+        if self.dropped and drain:
+            self._notice(
+                f"{self.dropped} output line(s) not shown: this command's output was read "
+                "more slowly than the runs wrote it"
+            )
+        if self._error is not None and drain:
+            raise self._error
+
+
+def _stderr_notice(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+async def follow_until_done(
+    client: WorkspaceClient,
+    event_id: str,
+    run_ids: list[str],
+    on_output: OutputCallback | None = None,
+    *,
+    token: str | None = None,
+    connect_timeout: float = 5.0,
+    reconnect_for: float = RECONNECT_SECONDS,
+    on_notice: NoticeCallback = _stderr_notice,
+) -> list[WireRun]:
+    """:func:`follow_runs` to the end, on a new connection each time the backend drops ours.
+
+    ``client`` must already be subscribed to ``event_id`` where the backend offers it; it is
+    closed here, with every later connection. Output goes through an :class:`OutputRelay`.
+    After a drop (1008 for a slow reader, a restart, a lost network), the lines printed until
+    the follower is back are not shown, and ``on_notice`` says so once per drop; the runs'
+    final state is read again on the new connection, so the outcome is the real one.
+    :class:`FollowLost` when the backend stays away for ``reconnect_for`` seconds.
+    """
+    relay = OutputRelay(on_output, on_notice) if on_output is not None else None
+    session = client
+    resubscribe = False
+    done = False
+    try:
+        while True:
+            try:
+                if resubscribe:
+                    await subscribe(session, event_id)
+                runs = await follow_runs(session, run_ids, relay)
+                done = True
+                return runs
+            except ConnectionLost as lost:
+                await session.close()
+                said = f"the backend dropped this follower ({lost.detail}); reconnecting"
+                (relay.notice if relay is not None else on_notice)(
+                    f"{said}: output of {', '.join(run_ids)} until then is not shown"
+                )
+                try:
+                    session = await _reconnect(session.url, token, connect_timeout, reconnect_for)
+                except BackendUnreachable:
+                    raise FollowLost(session.url, run_ids, reconnect_for) from None
+                resubscribe = True
+    finally:
+        with anyio.CancelScope(shield=True):
+            await session.close()
+            if relay is not None:
+                if done:
+                    await anyio.to_thread.run_sync(relay.close)
+                else:
+                    relay.close(drain=False)
+
+
+async def _reconnect(
+    url: str, token: str | None, connect_timeout: float, within: float
+) -> WorkspaceClient:
+    """A new session, trying with backoff for ``within`` seconds; else BackendUnreachable."""
+    deadline = anyio.current_time() + within
+    delay = RECONNECT_FIRST_SECONDS
+    while True:
+        try:
+            return await open_client(url, token, connect_timeout)
+        except BackendUnreachable:
+            if anyio.current_time() + delay > deadline:
+                raise
+        await anyio.sleep(delay * (0.5 + random.random()))
+        delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+
+
+AcknowledgedCallback = Callable[["DispatchOutcome"], None]
+"""Called with the dispatch's outcome (its event id and run ids) as soon as the backend
+acknowledged it, before any run is followed."""
+
+
 async def dispatch_and_follow(
     url: str,
     event: dict[str, Any],
     *,
     wait: bool = True,
     on_output: OutputCallback | None = None,
+    on_acknowledged: AcknowledgedCallback | None = None,
     token: str | None = None,
     connect_timeout: float = 5.0,
 ) -> DispatchOutcome:
@@ -355,6 +581,7 @@ async def dispatch_and_follow(
         str(event.get("id", "")),
         wait,
         on_output,
+        on_acknowledged,
         token,
         connect_timeout,
     )
@@ -366,6 +593,7 @@ async def replay_and_follow(
     *,
     wait: bool = True,
     on_output: OutputCallback | None = None,
+    on_acknowledged: AcknowledgedCallback | None = None,
     token: str | None = None,
     connect_timeout: float = 5.0,
 ) -> DispatchOutcome:
@@ -377,6 +605,7 @@ async def replay_and_follow(
         event_id,
         wait,
         on_output,
+        on_acknowledged,
         token,
         connect_timeout,
     )
@@ -389,6 +618,7 @@ async def _send_and_follow(
     event_id: str,
     wait: bool,
     on_output: OutputCallback | None,
+    on_acknowledged: AcknowledgedCallback | None,
     token: str | None,
     connect_timeout: float,
 ) -> DispatchOutcome:
@@ -404,11 +634,36 @@ async def _send_and_follow(
             matched=reply.matched,
             run_ids=reply.runIds,
         )
+        if on_acknowledged is not None:
+            on_acknowledged(outcome)
         if wait and outcome.run_ids:
-            outcome.runs = await follow_runs(client, outcome.run_ids, on_output)
+            outcome.runs = await follow_until_done(
+                client,
+                outcome.event_id,
+                outcome.run_ids,
+                on_output,
+                token=token,
+                connect_timeout=connect_timeout,
+            )
         return outcome
     finally:
-        await client.close()
+        await client.close()  # again after follow_until_done closed it: a no-op
+    try:
+        if on_acknowledged is not None:
+            on_acknowledged(outcome)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await client.close()
+        raise
+    outcome.runs = await follow_until_done(
+        client,
+        outcome.event_id,
+        outcome.run_ids,
+        on_output,
+        token=token,
+        connect_timeout=connect_timeout,
+    )
+    return outcome
 
 
 async def cancel_run(url: str, run_id: str, *, token: str | None = None) -> WireRun:

@@ -48,6 +48,10 @@ def run(
         if task.kind != "flow":
             raise UserError(f"--event only applies to flow tasks; {task.id} is a command task")
         override = taskrun.read_event_file(event_file)
+    if task.kind == "flow" and task.enabled:
+        from workspace_adapter.client import token_from_env  # a flow task loads it anyway
+
+        token_from_env()  # a blank token is bad input: refused before a run is recorded
     save_config()
     store = StateStore.for_workspace(config.root, g.mode).open()
     try:

@@ -5,6 +5,8 @@ what the step said, its artifacts and the last lines of its output; exit 0. With
 it streams the run's lines as ``workspace run`` does (``flow.subscribe``, else polling) until
 the run ends, then prints the same summary; lines printed before it attached are not sent
 again (the backend keeps a run's output tails once it ended, which plain ``show`` prints).
+When the backend drops the connection (a slow reader is closed with 1008), it connects again
+and follows on; the lines printed meanwhile are not shown, and a warning says so.
 The exit code is then the run's status's (1 failed or canceled, 3 needs a person).
 ``--json`` prints one document on stdout, ``{"run": <run>}`` with the run as ``flow.getRun``
 sends it; followed output then goes to stderr.
@@ -51,7 +53,9 @@ def show(g: Globals, run_id: str, *, follow: bool = False, as_json: bool = False
                     file=sys.stderr,
                 )
             await client.subscribe(session, got.run.eventId)
-            [done] = await client.follow_runs(session, [run_id], on_output)
+            # Through drops too (a slow reader of our output is closed with 1008): the run's
+            # final state is what the exit code says.
+            [done] = await client.follow_until_done(session, got.run.eventId, [run_id], on_output)
             return done
         finally:
             await session.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -336,11 +337,20 @@ class FlowDispatcher(Protocol):
     ) -> FlowOutcome: ...
 
 
-class WebSocketDispatcher:
-    """The CLI's dispatcher: the backend at ``url``, over the WebSocket (the client)."""
+AcknowledgedSink = Callable[[str, list[str]], None]
+"""Called with (event id, run ids) once the backend has acknowledged a dispatch."""
 
-    def __init__(self, url: str) -> None:
+
+class WebSocketDispatcher:
+    """The CLI's dispatcher: the backend at ``url``, over the WebSocket (the client).
+
+    ``on_acknowledged`` hears the event id and run ids as soon as the backend took the event,
+    before the runs are followed.
+    """
+
+    def __init__(self, url: str, on_acknowledged: AcknowledgedSink | None = None) -> None:
         self.url = url
+        self.on_acknowledged = on_acknowledged
 
     def __call__(
         self, event: dict[str, Any], *, wait: bool, timeout: float, on_output: OutputSink
@@ -349,10 +359,14 @@ class WebSocketDispatcher:
 
         from workspace_adapter import client
 
+        def acknowledged(outcome: client.DispatchOutcome) -> None:
+            if self.on_acknowledged is not None:
+                self.on_acknowledged(outcome.event_id, outcome.run_ids)
+
         async def follow() -> client.DispatchOutcome:
             with anyio.fail_after(timeout):
                 return await client.dispatch_and_follow(
-                    self.url, event, wait=wait, on_output=on_output
+                    self.url, event, wait=wait, on_output=on_output, on_acknowledged=acknowledged
                 )
 
         outcome = anyio.run(follow)
@@ -372,7 +386,7 @@ def _run_flow(
     """Dispatch the task's event and fill ``record``.
 
     Returns an exit code override or None, and the line to print when the backend refused us
-    (401/403) or None.
+    (401/403) or dropped us for good while we followed its runs, or None.
     """
     event = build_event(config, task, record, override)
     record.event_id = event["id"]
@@ -390,9 +404,15 @@ def _run_flow(
     try:
         outcome = dispatcher(event, wait=wait, timeout=task.timeout_seconds, on_output=on_output)
     except UserError as exc:  # BackendUnreachable, BackendRefused, an RPC error, a lost link
+        from workspace_adapter.client import FollowLost  # loaded: it is what raised
+
         record.status, record.reason = Status.FAILED, exc.message
         if isinstance(exc, BackendRefused):
             record.reason = exc.reason  # running, but it wants a token: never "not reachable"
+            refusal = exc.message
+        elif isinstance(exc, FollowLost):
+            # The runs were acknowledged and may go on: the record keeps their ids.
+            record.reason = "lost the backend while following the runs"
             refusal = exc.message
         elif exc.exit_code == EXIT_BACKEND_UNREACHABLE:
             record.reason = "backend not reachable"
@@ -415,6 +435,23 @@ def _run_flow(
             record.reason = _runs_reason(outcome.runs, record.status)
     record.stdout_tail, record.stderr_tail = tails["stdout"].text(), tails["stderr"].text()
     return override_code, refusal
+
+
+def _keep_dispatch(store: StateStore, record: TaskRun, event_id: str, run_ids: list[str]) -> None:
+    """Store an acknowledged dispatch's ids in the running record at once.
+
+    Should this process die while it follows the runs (SIGKILL), the record it leaves, marked
+    ``interrupted`` by the next command, still names the event and the runs that went on.
+    """
+    import json  # a flow task's branch: json is loaded anyway
+
+    record.event_id, record.run_ids = event_id, list(run_ids)
+    # Only the two ids: the row's pid stays, so the run still counts as running meanwhile.
+    with store.connect() as db:
+        db.execute(
+            "UPDATE runs SET event_id = ?, run_ids = ? WHERE id = ?",
+            (event_id, json.dumps(run_ids, separators=(",", ":"), ensure_ascii=False), record.id),
+        )
 
 
 def _print_run_summaries(runs: list[WireRun], sink: TextIO) -> None:
@@ -476,11 +513,15 @@ def execute(
                     sinks=sinks,
                 )
             else:
+                if dispatcher is None:
+                    dispatcher = WebSocketDispatcher(
+                        backend_url, functools.partial(_keep_dispatch, store, record)
+                    )
                 override_code, refusal = _run_flow(
                     config,
                     task,
                     record,
-                    dispatcher=dispatcher or WebSocketDispatcher(backend_url),
+                    dispatcher=dispatcher,
                     sinks=sinks,
                     override=override,
                     wait=task.wait if wait is None else wait,
