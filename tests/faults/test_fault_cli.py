@@ -222,7 +222,7 @@ def test_sigkill_of_run_leaves_the_flow_tasks_event_and_run_ids_in_its_record(
     Before: the record kept neither the event id nor the run ids (they were written when the
     run ended), so nothing pointed at the backend run that went on. Now both are written the
     moment the backend acknowledges the dispatch; after the kill, the next command marks the
-    record `failed`, `interrupted`, and `workspace runs --json` still shows both.
+    record `failed`, `interrupted`, and `workspace runs --json` and `tasks --json` show both.
     """
     write_tasks(
         root,
@@ -248,6 +248,13 @@ def test_sigkill_of_run_leaves_the_flow_tasks_event_and_run_ids_in_its_record(
     assert (record["status"], record["reason"]) == ("failed", "interrupted")
     assert record["eventId"] == f"workspace:{WORKSPACE_NAME}:sleepy:{record['id']}"
     [run_id] = record["runIds"]
+    tasks = subprocess.run(
+        [str(WORKSPACE), "--workspace-root", str(root), "tasks", "--json"],
+        capture_output=True,
+        check=True,
+    )
+    [row] = json.loads(tasks.stdout)["tasks"]
+    assert (row["lastRun"]["eventId"], row["lastRun"]["runIds"]) == (record["eventId"], [run_id])
     run = daemon.call("flow.getRun", {"runId": run_id})
     assert isinstance(run, dict)
     assert (run["run"]["eventId"], run["run"]["status"]) == (record["eventId"], "running")

@@ -8,13 +8,16 @@ next ``workspace tick`` would decide. ``--json`` prints one document::
      "tasks": [{"taskId": "harness", "kind": "command", "enabled": true,
                 "description": null, "schedule": "0 * * * *", "catchup": "latest",
                 "lastRun": {"id": "...", "status": "completed", "reason": null,
-                            "startedAt": "...", "finishedAt": "..."},
+                            "startedAt": "...", "finishedAt": "...",
+                            "eventId": null, "runIds": []},
                 "due": false, "nextDue": "2026-12-01T03:00:00.000Z",
                 "action": "idle", "reason": "no slot since the last one (...)"}]}
 
-``lastRun`` is null for a task that never ran; ``nextDue`` is null for a task without a
-schedule or a disabled one, and the first slot the next tick runs when ``due`` is true. ``action``
-is the tick's decision (``run overlap skip baseline idle disabled``), null without a schedule.
+``lastRun`` is null for a task that never ran; a flow task's names its event and backend runs
+from the moment the backend took the event (a run killed while following them keeps them).
+``nextDue`` is null for a task without a schedule or a disabled one, and the first slot the
+next tick runs when ``due`` is true. ``action`` is the tick's decision (``run overlap skip
+baseline idle disabled``), null without a schedule.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ def _row(task: TaskConfig, last: TaskRun | None, plan: schedule.Decision | None)
             "reason": last.reason,
             "startedAt": last.started_at,
             "finishedAt": last.finished_at,
+            "eventId": last.event_id,
+            "runIds": last.run_ids,
         },
         "due": bool(plan is not None and plan.due),
         "nextDue": next_due,

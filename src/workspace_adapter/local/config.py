@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT = "30m"
 MAX_CATCHUP_SLOTS = 10
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_STATUSES: Mapping[int, str] = MappingProxyType({})
 
 
 class EventTemplate(Value):
@@ -43,7 +44,11 @@ class EventTemplate(Value):
 
 
 class TaskConfig(Value):
-    """One ``[[workspace.tasks]]`` entry (SPEC §3); ``line`` is where it starts in the file."""
+    """One ``[[workspace.tasks]]`` entry (SPEC §3); ``line`` is where it starts in the file.
+
+    ``statuses`` maps a command task's non-zero exit codes to the status its run records
+    (``{3: "needs_intervention"}``); a code it does not name is ``failed``.
+    """
 
     __slots__ = (
         "catchup",
@@ -57,6 +62,7 @@ class TaskConfig(Value):
         "kind",
         "line",
         "schedule",
+        "statuses",
         "timeout",
         "wait",
     )
@@ -73,6 +79,7 @@ class TaskConfig(Value):
         timeout: str = DEFAULT_TIMEOUT,
         command: list[str] | None = None,  # command tasks
         env: Mapping[str, str] = _EMPTY,
+        statuses: Mapping[int, str] = _NO_STATUSES,
         flow: str | None = None,  # flow tasks
         wait: bool = True,
         event: EventTemplate | None = None,
@@ -87,6 +94,7 @@ class TaskConfig(Value):
         self.timeout = timeout
         self.command = command
         self.env = env
+        self.statuses = statuses
         self.flow = flow
         self.wait = wait
         self.event = event
@@ -278,6 +286,7 @@ class WorkspaceConfig(Value):
                 {
                     **t.as_dict(),
                     "env": dict(t.env),
+                    "statuses": dict(t.statuses),
                     "event": None
                     if t.event is None
                     else {**t.event.as_dict(), "payload": dict(t.event.payload)},

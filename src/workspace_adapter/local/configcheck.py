@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from workspace_adapter.base.status import OUTCOMES
 from workspace_adapter.base.tomlpos import TomlPositions
 from workspace_adapter.local.config import (
     DEFAULT_TIMEOUT,
@@ -35,6 +36,7 @@ TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # A git remote or branch name as the fork engine accepts it (no leading '-', no '..').
 GIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 DURATION_RE = re.compile(r"(\d+)([smh])")
+EXIT_CODE_RE = re.compile(r"[1-9][0-9]{0,2}")
 
 
 class EventSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -57,12 +59,15 @@ class TaskSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: str = DEFAULT_TIMEOUT
     command: list[str] | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    statuses: dict[str, str] = msgspec.field(default_factory=dict)
     flow: str | None = None
     wait: bool = True
     event: EventSchema | None = None
 
     def value(self, line: int) -> TaskConfig:
         fields = msgspec.structs.asdict(self)
+        # TOML keys are strings; task_rules made sure each is an exit code before this counts.
+        fields["statuses"] = {int(k): v for k, v in self.statuses.items() if k.isdecimal()}
         if self.event is not None:
             fields["event"] = EventTemplate(**msgspec.structs.asdict(self.event))
         return TaskConfig(**fields, line=line)
@@ -115,7 +120,7 @@ class NotifySchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _WORKSPACE_KEYS = ("name", "timezone", "tasks", "forks", "sources", "notify")
-_COMMAND_ONLY = ("command", "env")
+_COMMAND_ONLY = ("command", "env", "statuses")
 _FLOW_ONLY = ("flow", "wait", "event")
 
 
@@ -289,6 +294,8 @@ class Checker:
                             f"expected str, got {_toml_type(item)} (quote the value)",
                         )
                 continue
+            if key == "statuses" and isinstance(value, dict):
+                continue  # task_rules names each bad entry, its exit code quoted
             try:
                 msgspec.convert(value, field.type)
             except msgspec.ValidationError as exc:
@@ -342,6 +349,7 @@ class Checker:
                 else:
                     continue
                 self.add(line_of("env", name), f"{key_path}.env.{name}", problem)
+            self.exit_statuses(raw.get("statuses"), key_path, line_of)
             wrong, other = [k for k in _FLOW_ONLY if k in raw], "flow"
         elif kind == "flow":
             flow = raw.get("flow")
@@ -352,6 +360,19 @@ class Checker:
             wrong, other = [], ""
         for key in wrong:
             self.add(line_of(key), f"{key_path}.{key}", f"only applies to {other} tasks")
+
+    def exit_statuses(self, statuses: Any, key_path: str, line_of: Any) -> None:
+        """``statuses = { 3 = "needs_intervention" }``: exit codes 1-255 to outcomes."""
+        for code, status in statuses.items() if isinstance(statuses, dict) else ():
+            if not EXIT_CODE_RE.fullmatch(code) or int(code) > 255:
+                problem = f"{code!r} is not an exit code (a whole number from 1 to 255)"
+            elif not isinstance(status, str):
+                problem = f"expected a status string, got {_toml_type(status)}"
+            elif status not in OUTCOMES:
+                problem = f"{status!r} is not one of {', '.join(OUTCOMES)}"
+            else:
+                continue
+            self.add(line_of("statuses", code), f'{key_path}.statuses."{code}"', problem)
 
     def source_rules(self, raw: dict[str, Any], key_path: str, line_of: Any) -> None:
         for key in ("url", "repo"):

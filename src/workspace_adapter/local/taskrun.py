@@ -170,8 +170,13 @@ def run_command(
     sinks: Sinks,
     timeout_text: str = "",
     kill_grace: float = KILL_GRACE_SECONDS,
+    statuses: Mapping[int, str] | None = None,
 ) -> tuple[Status, str | None, int | None, str, str]:
-    """Run ``argv``; (status, reason, exit code, stdout tail, stderr tail)."""
+    """Run ``argv``; (status, reason, exit code, stdout tail, stderr tail).
+
+    A non-zero exit is ``failed`` unless ``statuses`` maps its code to another outcome (the
+    task's ``statuses``); a timeout, a signal or a program that could not start never is.
+    """
     lifeline = Lifeline()
     try:
         proc, group = spawn(
@@ -189,9 +194,18 @@ def run_command(
     # From here until cut(), a SIGKILL of this process kills the task's group too.
     lifeline.tie(group.pid)
     try:
-        return _follow_command(proc, group, timeout, sinks, timeout_text, kill_grace)
+        status, reason, code, out, err = _follow_command(
+            proc, group, timeout, sinks, timeout_text, kill_grace
+        )
     finally:
         lifeline.cut()
+    if code is not None and code > 0 and reason == _exited(code) and statuses:
+        status = Status(statuses.get(code, status))
+    return status, reason, code, out, err
+
+
+def _exited(code: int) -> str:
+    return f"exited with code {code}"
 
 
 def _spawn_failure(program: str, exc: OSError) -> str:
@@ -240,7 +254,7 @@ def _follow_command(
     if reason is None and code < 0:
         reason = f"killed by signal {signal.Signals(-code).name}"
     elif reason is None and code > 0:
-        reason = f"exited with code {code}"
+        reason = _exited(code)
     status = Status.COMPLETED if reason is None else Status.FAILED
     return status, reason, code, tails[0].text(), tails[1].text()
 
@@ -511,6 +525,7 @@ def execute(
                     timeout=task.timeout_seconds,
                     timeout_text=task.timeout,
                     sinks=sinks,
+                    statuses=task.statuses,
                 )
             else:
                 if dispatcher is None:
