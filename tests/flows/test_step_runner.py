@@ -405,3 +405,14 @@ async def test_a_flood_keeps_the_run_folder_small_on_disk(
     stdout = (run_dir / "stdout").stat()
     assert stdout.st_size == (48 * 1024) * 1024 + len(b'FLOW_RESULT {"status": "changed"}\n')
     assert stdout.st_blocks * 512 <= KEEP_BYTES + PUNCH_STEP + 1024 * 1024
+
+
+async def test_an_event_id_with_a_nul_byte_fails_the_run_with_one_line(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    """An event stored before ids were checked for NUL: the run fails, the runner does not."""
+    package = python_flow(make_flow, "print('never runs')")
+    outcome = await run_step(invocation(package, tmp_path, event_id="bad\0id"))
+    assert outcome.status == "failed"
+    assert outcome.error is not None and "null byte" in outcome.error
+    assert "\n" not in outcome.error

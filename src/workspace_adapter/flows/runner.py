@@ -300,6 +300,12 @@ async def run_step(
         return _not_started(str(exc), started_at)
     except OSError as exc:
         return _not_started(_start_error(argv, exc), started_at)
+    except ValueError as exc:  # a NUL byte in argv or env (an event id stored long ago)
+        return _not_started(
+            f"cannot start the step: {exc} in its command or environment; "
+            "fix the event or the step's command",
+            started_at,
+        )
     leader = _Leader(popen.pid, group, popen)
     try:
         files.started(StepRecord(pid=popen.pid, marker=group.marker, startedAt=started_at))
