@@ -421,15 +421,12 @@ async def follow_until_done(
     relay = OutputRelay(on_output, on_notice) if on_output is not None else None
     session = client
     resubscribe = False
-    done = False
     try:
         while True:
             try:
                 if resubscribe:
                     await subscribe(session, event_id)
                 runs = await follow_runs(session, run_ids, relay)
-                done = True
-                return runs
             except ConnectionLost as lost:
                 await session.close()
                 said = f"the backend dropped this follower ({lost.detail}); reconnecting"
@@ -441,14 +438,16 @@ async def follow_until_done(
                 except BackendUnreachable:
                     raise FollowLost(session.url, run_ids, reconnect_for) from None
                 resubscribe = True
-    finally:
-        with anyio.CancelScope(shield=True):
-            await session.close()
+                continue
             if relay is not None:
-                if done:
-                    await anyio.to_thread.run_sync(relay.close)
-                else:
-                    relay.close(drain=False)
+                # Every line before the summary the caller prints next; blocks while our own
+                # stdout is not read, as printing the summary would.
+                await anyio.to_thread.run_sync(relay.close)
+            return runs
+    finally:
+        if relay is not None:
+            relay.close(drain=False)  # after an error; a no-op once drained
+        await session.close()
 
 
 async def _reconnect(
@@ -558,22 +557,6 @@ async def _send_and_follow(
         return outcome
     finally:
         await client.close()  # again after follow_until_done closed it: a no-op
-    try:
-        if on_acknowledged is not None:
-            on_acknowledged(outcome)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await client.close()
-        raise
-    outcome.runs = await follow_until_done(
-        client,
-        outcome.event_id,
-        outcome.run_ids,
-        on_output,
-        token=token,
-        connect_timeout=connect_timeout,
-    )
-    return outcome
 
 
 async def cancel_run(url: str, run_id: str, *, token: str | None = None) -> WireRun:

@@ -22,6 +22,8 @@ from support.backend import Backend, dead_url
 from support.processes import gone, pid_alive
 from support.waiting import wait_until
 
+from workspace_adapter import client
+from workspace_adapter import protocol as rpc
 from workspace_adapter.client import TOKEN_ENV
 from workspace_adapter.local.state import StateStore
 
@@ -181,6 +183,39 @@ def test_a_cli_dropped_as_a_slow_subscriber_reconnects_and_exits_with_the_runs_s
         assert b"burst/after-go: completed [" + run_id.encode() + b"]" in out
     finally:
         daemon.stop()
+
+
+async def test_a_follower_whose_backend_stays_away_says_which_runs_it_lost(
+    root: Path, tmp_path: Path
+) -> None:
+    """The backend is SIGKILLed while a follower waits for a run, and does not come back.
+
+    The follower tries to connect again for its window, then gives up with one line (exit 4)
+    that names the run, so `workspace show RUN_ID --follow` can pick it up later.
+    """
+    daemon = Backend(root, tmp_path / "data").start()
+    session = await client.open_client(daemon.url)
+    step_group = 0
+    try:
+        await client.subscribe(session, "lost-1")
+        reply = await session.request(
+            "flow.dispatch", {"event": {"id": "lost-1", "type": "sleep.event"}}
+        )
+        [run_id] = reply["runIds"]
+        line = ""
+        while not line.startswith("child "):
+            note = await session.next_notification()
+            if note.method == rpc.RUN_OUTPUT:
+                line = rpc.decode_params(note, rpc.RunOutput).line
+        step_group = os.getpgid(int(line.split()[1]))
+        daemon.stop(signal.SIGKILL)
+        with pytest.raises(client.FollowLost) as lost:
+            await client.follow_until_done(session, "lost-1", [run_id], reconnect_for=0.3)
+    finally:
+        if step_group:  # the step outlives a SIGKILLed backend by design; not this test's
+            os.killpg(step_group, signal.SIGKILL)
+    assert lost.value.exit_code == 4
+    assert run_id in lost.value.message and "could not reconnect within 0.3s" in lost.value.message
 
 
 def test_sigkill_of_run_kills_the_command_task_and_what_it_started(

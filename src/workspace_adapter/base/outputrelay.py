@@ -39,7 +39,8 @@ class OutputRelay:
         self._limit = limit
         self._items: deque[tuple[str, str, str] | str] = deque()
         self._size = 0
-        self._closed = False
+        self._closed = False  # no more lines: the thread ends once it delivered what waits
+        self._stopped = False  # close() was called
         self._error: BaseException | None = None
         self.dropped = 0
         self._changed = threading.Condition()
@@ -88,9 +89,13 @@ class OutputRelay:
         """Deliver what waits (``drain``) or drop it, then stop; re-raises the callback's error.
 
         Without ``drain`` the thread is given a moment to finish the line it is writing and is
-        then left behind (a daemon thread blocked on a pipe nobody reads).
+        then left behind (a daemon thread blocked on a pipe nobody reads). Closing again does
+        nothing more.
         """
         with self._changed:
+            if self._stopped:
+                return
+            self._stopped = True
             if not drain:
                 self._items.clear()
             self._closed = True
