@@ -143,10 +143,6 @@ def test_an_event_over_1_mib_is_bad_input_before_connecting(
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs events.check_sendable in local/taskrun.py _run_flow (another engineer's file)",
-)
 def test_a_flow_task_event_over_1_mib_is_bad_input(root: Path, tmp_path: Path) -> None:
     """`workspace run <flow task> --event FILE` whose event is over the limit: exit 2, the
     record says why, and no connection is tried (the backend URL answers nothing)."""

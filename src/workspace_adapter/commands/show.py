@@ -18,6 +18,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from workspace_adapter.base import display
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.commands.remote import run_remote
 
@@ -37,7 +38,7 @@ def show(g: Globals, run_id: str, *, follow: bool = False, as_json: bool = False
         if stream == "stdout" and line.startswith("FLOW_RESULT ") and not as_json:
             return  # the summary says it in words
         out = sys.stderr if as_json or stream == "stderr" else sys.stdout
-        print(line.rstrip("\n"), file=out, flush=True)
+        print(display.line(line.rstrip("\n")), file=out, flush=True)
 
     async def fetch() -> WireRun:
         session = await client.open_client(g.backend_url)
@@ -78,26 +79,27 @@ def summary(run: WireRun, sink: Any, *, with_output: bool = True) -> list[str]:
     from workspace_adapter.flows.summary import artifact_lines, paint
 
     status = run.flow_status if run.terminal else run.status
-    lines = [f"{run.id}  {run.flowName}/{run.stepName}  {paint(status, sink)}"]
-    lines.append(f"  event    {run.eventId}{'  (replay)' if run.replay else ''}")
-    times = [f"created {run.createdAt}"]
+    c = display.cell
+    lines = [f"{c(run.id)}  {c(run.flowName)}/{c(run.stepName)}  {paint(status, sink)}"]
+    lines.append(f"  event    {c(run.eventId)}{'  (replay)' if run.replay else ''}")
+    times = [f"created {c(run.createdAt)}"]
     if run.startedAt:
-        times.append(f"started {run.startedAt}")
+        times.append(f"started {c(run.startedAt)}")
     if run.completedAt:
-        times.append(f"ended {run.completedAt}")
+        times.append(f"ended {c(run.completedAt)}")
     lines.append("  " + ", ".join(times))
     if run.exitCode is not None:
         lines.append(f"  exit     {run.exitCode}")
     said = run.flow_result.get("message") if run.flow_result is not None else None
     if said:
-        lines.append(f"  said     {said}")
+        lines.append(f"  said     {c(said)}")
     if run.error:
-        lines.append(f"  reason   {run.error}")
-    lines += [f"  {line}" for line in artifact_lines(run.artifacts)]
+        lines.append(f"  reason   {c(run.error)}")
+    lines += [f"  {c(line)}" for line in artifact_lines(run.artifacts)]
     if with_output:
         for name, text in (("stdout", run.stdoutTail or run.stdout), ("stderr", run.stderrTail)):
             kept = [x for x in text.splitlines() if not x.startswith("FLOW_RESULT ")]
             if kept:
                 lines.append(f"  {name} (last {min(len(kept), TAIL_LINES)} lines):")
-                lines += [f"    {x}" for x in kept[-TAIL_LINES:]]
+                lines += [f"    {display.line(x)}" for x in kept[-TAIL_LINES:]]
     return lines

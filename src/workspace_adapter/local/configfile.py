@@ -170,7 +170,11 @@ def _write_cache(root: Path, data: dict[str, Any]) -> None:
         ignore = target.parent / ".gitignore"
         if not ignore.exists():
             # Keeps .workspace/ out of git even when the repository forgot to ignore it.
-            ignore.write_text("*\n", encoding="utf-8")
+            try:
+                ignore.write_text("*\n", encoding="utf-8")
+            except OSError:
+                ignore.unlink(missing_ok=True)  # an empty one (a full disk) would ignore nothing
+                raise
         tmp.write_bytes(encoded)
         os.replace(tmp, target)
     except OSError:

@@ -261,6 +261,19 @@ class StateStore:
                 ),
             )
 
+    def record_dispatch(self, record: TaskRun) -> None:
+        """Store a running flow task's event id and run ids as soon as they are known.
+
+        Only those two columns: the row stays ``running`` with its pid, so should the command
+        die while it follows the runs, the record the next command marks ``interrupted`` still
+        names the event and the runs that went on.
+        """
+        with self.connect() as db:
+            db.execute(
+                "UPDATE runs SET event_id = ?, run_ids = ? WHERE id = ?",
+                (record.event_id, _encode_run_ids(record.run_ids), record.id),
+            )
+
     def runs(self, task_id: str | None = None, limit: int = 20) -> list[TaskRun]:
         """The newest runs first, of one task or of all."""
         where, args = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())

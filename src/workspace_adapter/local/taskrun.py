@@ -24,8 +24,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 
+from workspace_adapter.base import display
 from workspace_adapter.base import status as status_rule
-from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, BackendRefused, UserError
+from workspace_adapter.base.errors import (
+    EXIT_BACKEND_UNREACHABLE,
+    EXIT_BAD_INPUT,
+    BackendRefused,
+    UserError,
+)
 from workspace_adapter.base.flags import env_flag
 from workspace_adapter.base.lifeline import Lifeline
 from workspace_adapter.base.processes import ProcessGroup, spawn, stop_group
@@ -402,8 +408,15 @@ def _run_flow(
     Returns an exit code override or None, and the line to print when the backend refused us
     (401/403) or dropped us for good while we followed its runs, or None.
     """
+    from workspace_adapter.events import EventError, check_sendable  # a flow task's branch
+
     event = build_event(config, task, record, override)
     record.event_id = event["id"]
+    try:
+        check_sendable(event)
+    except EventError as exc:  # too big, a NUL byte: the operator's to fix, and never sent
+        record.status, record.reason = Status.FAILED, str(exc)
+        return EXIT_BAD_INPUT, None
     tails = {"stdout": OutputTail(), "stderr": OutputTail()}
 
     def on_output(run_id: str, stream: str, line: str) -> None:
@@ -411,7 +424,7 @@ def _run_flow(
             return  # the summary below says it in words; the record keeps the run ids
         text = line if line.endswith("\n") else line + "\n"
         tails["stderr" if stream == "stderr" else "stdout"].add(text.encode())
-        _write(sinks.stderr if stream == "stderr" else sinks.stdout, text)
+        _write(sinks.stderr if stream == "stderr" else sinks.stdout, display.line(line) + "\n")
 
     override_code: int | None = None
     refusal: str | None = None
@@ -452,20 +465,10 @@ def _run_flow(
 
 
 def _keep_dispatch(store: StateStore, record: TaskRun, event_id: str, run_ids: list[str]) -> None:
-    """Store an acknowledged dispatch's ids in the running record at once.
-
-    Should this process die while it follows the runs (SIGKILL), the record it leaves, marked
-    ``interrupted`` by the next command, still names the event and the runs that went on.
-    """
-    import json  # a flow task's branch: json is loaded anyway
-
+    """Store an acknowledged dispatch's ids in the running record at once (see
+    :meth:`StateStore.record_dispatch`)."""
     record.event_id, record.run_ids = event_id, list(run_ids)
-    # Only the two ids: the row's pid stays, so the run still counts as running meanwhile.
-    with store.connect() as db:
-        db.execute(
-            "UPDATE runs SET event_id = ?, run_ids = ? WHERE id = ?",
-            (event_id, json.dumps(run_ids, separators=(",", ":"), ensure_ascii=False), record.id),
-        )
+    store.record_dispatch(record)
 
 
 def _print_run_summaries(runs: list[WireRun], sink: TextIO) -> None:
@@ -477,10 +480,10 @@ def _print_run_summaries(runs: list[WireRun], sink: TextIO) -> None:
         found = run.flow_result
         said = found.get("message") if found is not None else None
         if said:
-            lines.append(f"  {said}")
+            lines.append(f"  {display.cell(said)}")
         if run.error:
-            lines.append(f"  reason: {run.error}")
-        lines += [f"  {line}" for line in artifact_lines(run.artifacts)]
+            lines.append(f"  reason: {display.cell(run.error)}")
+        lines += [f"  {display.cell(line)}" for line in artifact_lines(run.artifacts)]
         _write(sink, "\n".join(lines) + "\n")
 
 

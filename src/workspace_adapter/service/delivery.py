@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from workspace_adapter import client as wsclient
 from workspace_adapter import protocol as rpc
-from workspace_adapter.base import logs
+from workspace_adapter.base import display, logs
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.base.logs import get_logger
@@ -120,12 +120,15 @@ class AttemptDelivery:
         self.log = get_logger(component="watch")
 
     def say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        """One line to the operator; tags, ids and reasons come from outside: escaped."""
+        print(display.cell(line), file=self.out, flush=True)
 
     def _on_output(self, run_id: str, stream: str, line: str) -> None:
         if stream == "stdout" and line.startswith("FLOW_RESULT "):
             return  # the attempt's summary line says it in words
-        logs.notice("run.output", f"  {run_id} | {line}", run_id=run_id, stream=stream)
+        logs.notice(
+            "run.output", f"  {run_id} | {display.line(line)}", run_id=run_id, stream=stream
+        )
 
     async def deliver(self, attempt: Attempt) -> Attempt:
         """Send a claimed attempt, follow its runs, and return it as recorded at the end."""
