@@ -26,7 +26,8 @@ from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.events import event_of
 from workspace_adapter.flows.executor import StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep
-from workspace_adapter.flows.runner import StepInvocation, StepOutcome
+from workspace_adapter.flows.output import OnLine
+from workspace_adapter.flows.runner import Pace, StepInvocation, StepOutcome
 from workspace_adapter.flows.stepfiles import RunFiles
 
 DEFAULT_MAX_PENDING = 10_000
@@ -280,6 +281,7 @@ class RunQueue:
                 on_line=self._on_line(run),
                 on_started=on_started,
                 cancel=self._active[run_id].cancel,
+                pace=self._pace(run),
             )
         except Exception as exc:
             log.exception("step.crashed")
@@ -297,6 +299,7 @@ class RunQueue:
                 timeout_ms=timeout_ms,
                 on_line=self._on_line(run),
                 cancel=self._active[run.id].cancel,
+                pace=self._pace(run),
             )
         except Exception as exc:
             log.exception("step.crashed")
@@ -312,7 +315,15 @@ class RunQueue:
     def _folder(self, run_id: str) -> RunFiles:
         return RunFiles.of_run(self.runs_dir, run_id)
 
-    def _on_line(self, run: FlowRun) -> Any:
+    def _pace(self, run: FlowRun) -> Pace:
+        event_id, run_id = run.event_id, run.id
+
+        async def pace() -> None:
+            await self.hub.room_for_output(event_id, run_id)
+
+        return pace
+
+    def _on_line(self, run: FlowRun) -> OnLine:
         event_id, run_id = run.event_id, run.id
 
         def on_line(stream: str, line: str) -> None:

@@ -6,6 +6,11 @@ marks itself overflowed and drops what it held, so one slow client cannot grow t
 memory or slow the others; its connection is then closed with 1008. A reply to the client's
 own request waits for room instead: one large answer (a ``flow.listRuns`` of runs with long
 output tails) is not a sign of a client that stopped reading.
+
+A run's output is paced the other way round: its step writes to files and never waits, and
+the backend reads those files no faster than the connections that hear the run take the
+lines (:meth:`SubscriptionHub.room_for_output`). So a client that reads, however large the
+burst, is not closed; one that stops reading for :data:`OUTPUT_PATIENCE_SECONDS` is.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from workspace_adapter.protocol import (
 )
 
 OUTBOX_LIMIT_BYTES = 1024 * 1024
+# How long a run's output waits for a connection that hears it to take what it has queued.
+OUTPUT_PATIENCE_SECONDS = 5.0
 # Subscriptions one connection may hold; a client subscribing in a loop cannot grow the daemon.
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 1024
 
@@ -68,14 +75,24 @@ class Outbox:
         if self.closed:
             return
         if self.size and self.size + len(frame) > self.limit:
-            self.overflowed = True
-            self.close()
-            if self.on_overflow is not None:
-                self.on_overflow()
+            self.give_up()
             return
         self._frames.append(frame)
         self.size += len(frame)
         self._ready.set()
+
+    def give_up(self) -> None:
+        """Drop a connection that does not read (its socket is then closed with 1008)."""
+        self.overflowed = True
+        self.close()
+        if self.on_overflow is not None:
+            self.on_overflow()
+
+    async def wait_below(self, size: int) -> None:
+        """Return once at most ``size`` bytes wait here, or the outbox is closed."""
+        while not self.closed and self.size > size:
+            self._room.clear()
+            await self._room.wait()
 
     def close(self) -> None:
         self.closed = True
@@ -197,6 +214,24 @@ class SubscriptionHub:
         targets = self._targets(run.eventId, run.id)
         if targets:
             self._publish(targets, encode_notification(RUN_UPDATED, RunUpdated(run)))
+
+    async def room_for_output(
+        self, event_id: str, run_id: str, patience: float = OUTPUT_PATIENCE_SECONDS
+    ) -> None:
+        """Return once every connection that hears this run has room for more of its output.
+
+        Room means the outbox is at most a quarter full, so the next piece of output (see the
+        runner's paced reads) fits. A connection that has not made room within ``patience``
+        seconds is given up, as one that overflows.
+        """
+        for outbox in self._targets(event_id, run_id):
+            low = outbox.limit // 4
+            if outbox.size <= low:
+                continue
+            try:
+                await asyncio.wait_for(outbox.wait_below(low), patience)
+            except TimeoutError:
+                outbox.give_up()
 
     def run_output(self, event_id: str, run_id: str, stream: str, line: str) -> None:
         targets = self._targets(event_id, run_id)

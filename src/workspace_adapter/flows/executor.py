@@ -11,6 +11,7 @@ from workspace_adapter.flows.output import OnLine
 from workspace_adapter.flows.runner import (
     DEFAULT_KILL_GRACE,
     OnStarted,
+    Pace,
     StepInvocation,
     StepOutcome,
     attach_step,
@@ -23,7 +24,8 @@ class StepExecutor(Protocol):
 
     ``run_dir`` is the run's own folder for what the step leaves while it runs (its output
     and exit status, so an outcome survives the death of the process that started it); None
-    for a run nothing will look for again.
+    for a run nothing will look for again. ``pace()`` is awaited between pieces of output: it
+    returns once those who stream the lines have room for more.
     """
 
     async def run(
@@ -34,6 +36,7 @@ class StepExecutor(Protocol):
         on_line: OnLine | None = None,
         on_started: OnStarted | None = None,
         cancel: anyio.Event | None = None,
+        pace: Pace | None = None,
     ) -> StepOutcome: ...
 
     async def attach(
@@ -43,6 +46,7 @@ class StepExecutor(Protocol):
         timeout_ms: int,
         on_line: OnLine | None = None,
         cancel: anyio.Event | None = None,
+        pace: Pace | None = None,
     ) -> StepOutcome | None:
         """Take up a run an earlier backend started in ``run_dir``: follow it if its step
         still runs, judge it from its files if it ended; None when they tell nothing."""
@@ -63,6 +67,7 @@ class LocalExecutor:
         on_line: OnLine | None = None,
         on_started: OnStarted | None = None,
         cancel: anyio.Event | None = None,
+        pace: Pace | None = None,
     ) -> StepOutcome:
         return await run_step(
             invocation,
@@ -71,6 +76,7 @@ class LocalExecutor:
             on_started=on_started,
             cancel=cancel,
             kill_grace=self.kill_grace,
+            pace=pace,
         )
 
     async def attach(
@@ -80,6 +86,7 @@ class LocalExecutor:
         timeout_ms: int,
         on_line: OnLine | None = None,
         cancel: anyio.Event | None = None,
+        pace: Pace | None = None,
     ) -> StepOutcome | None:
         return await attach_step(
             run_dir,
@@ -87,4 +94,5 @@ class LocalExecutor:
             on_line=on_line,
             cancel=cancel,
             kill_grace=self.kill_grace,
+            pace=pace,
         )

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from workspace_adapter.flows.output import (
 )
 from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.stepfiles import (
+    PACED_READ,
     READ_BUDGET,
     SH,
     WRAPPER,
@@ -66,6 +67,7 @@ ENV_WHITELIST: tuple[str, ...] = (
 
 
 OnStarted = Callable[[int], None]
+Pace = Callable[[], Awaitable[None]]
 
 
 class StepInvocation(msgspec.Struct, kw_only=True):
@@ -261,6 +263,7 @@ async def run_step(
     on_started: OnStarted | None = None,
     cancel: anyio.Event | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    pace: Pace | None = None,
 ) -> StepOutcome:
     """Run one step to its end and report how it went.
 
@@ -280,6 +283,7 @@ async def run_step(
                 on_started=on_started,
                 cancel=cancel,
                 kill_grace=kill_grace,
+                pace=pace,
             )
     step = invocation.step
     started_at = utc_now_iso()
@@ -317,7 +321,7 @@ async def run_step(
             await stop_group_after(leader.wait, group, kill_grace)
         raise
     return await _follow(
-        leader, files, started_at, step.timeout_ms / 1000, on_line, cancel, kill_grace
+        leader, files, started_at, step.timeout_ms / 1000, on_line, cancel, kill_grace, pace
     )
 
 
@@ -328,6 +332,7 @@ async def attach_step(
     on_line: OnLine | None = None,
     cancel: anyio.Event | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    pace: Pace | None = None,
 ) -> StepOutcome | None:
     """Take up a step an earlier process started in ``run_dir`` and report how it ends.
 
@@ -350,6 +355,7 @@ async def attach_step(
             on_line,
             cancel,
             kill_grace,
+            pace,
         )
     ended = await anyio.to_thread.run_sync(_ended_outcome, files, record, on_line)
     return ended
@@ -398,6 +404,7 @@ async def _follow(
     on_line: OnLine | None,
     cancel: anyio.Event | None,
     kill_grace: float,
+    pace: Pace | None,
 ) -> StepOutcome:
     """Follow a started step's files until it ends (or times out, or is canceled)."""
     followers = _followers(files, on_line)
@@ -408,7 +415,7 @@ async def _follow(
                 tg.start_soon(leader.wait)
                 if cancel is not None:
                     tg.start_soon(_watch_cancel, cancel, tg.cancel_scope, flags)
-                await _pump(followers, leader.ended)
+                await _pump(followers, leader.ended, pace)
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
@@ -427,21 +434,28 @@ async def _follow(
     )
 
 
-async def _pump(followers: tuple[FileFollower, ...], ended: anyio.Event) -> None:
-    """Read the files as they grow until the step's leader has ended, then read the rest."""
+async def _pump(followers: tuple[FileFollower, ...], ended: anyio.Event, pace: Pace | None) -> None:
+    """Read the files as they grow until the step's leader has ended and all is read.
+
+    With ``pace``, each small read waits for it: the lines go out no faster than the slowest
+    listener takes them (the step itself never waits: it writes to a file).
+    """
     delay = POLL_MIN_SECONDS
+    budget = READ_BUDGET if pace is None else PACED_READ
     while True:
         done = ended.is_set()
-        got = 0
+        got, more = 0, False
         for follower in followers:
-            got += follower.read()
-        if done:
-            if got:
-                continue
-            return
-        if got >= READ_BUDGET:
+            read = follower.read(budget)
+            got += read
+            more = more or read >= budget
+        if got and pace is not None:
+            await pace()
+        if more:
             await anyio.lowlevel.checkpoint()
             continue
+        if done:
+            return
         delay = POLL_MIN_SECONDS if got else min(delay * 2, POLL_MAX_SECONDS)
         with anyio.move_on_after(delay):
             await ended.wait()

@@ -42,6 +42,9 @@ WRAPPER = (
 READ_CHUNK = 64 * 1024
 READ_BUDGET = 1024 * 1024
 """How much one look at a file reads before it lets the event loop run others."""
+PACED_READ = 8 * 1024
+"""How much one look reads when someone streams the lines: the lines of 8 KiB, even one byte
+each, make a few hundred KiB of notifications, well inside a subscriber's outbox."""
 KEEP_BYTES = TAIL_BYTES + MAX_LINE_BYTES
 """What stays on disk behind the reader: enough for a tail and a FLOW_RESULT line."""
 PUNCH_STEP = 4 * 1024 * 1024
@@ -186,7 +189,7 @@ class FileFollower:
             return 0
         total = 0
         while total < budget:
-            chunk = os.pread(fd, READ_CHUNK, self.offset)
+            chunk = os.pread(fd, min(READ_CHUNK, budget - total), self.offset)
             if not chunk:
                 break
             self.offset += len(chunk)
