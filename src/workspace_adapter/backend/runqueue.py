@@ -25,8 +25,8 @@ from workspace_adapter.base.sqlitefile import StoreUnavailable
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.events import event_of
 from workspace_adapter.flows.executor import StepExecutor
-from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.output import OnLine
+from workspace_adapter.flows.package import FlowPackage, FlowStep
 from workspace_adapter.flows.runner import Pace, StepInvocation, StepOutcome
 from workspace_adapter.flows.stepfiles import RunFiles
 
