@@ -224,7 +224,7 @@ def _start(
         try:
             with files.context.open("rb") as stdin:
                 return spawn(
-                    [SH, "-c", WRAPPER, str(files.exit), *argv],
+                    [SH, "-c", WRAPPER, str(files.folder), *argv],
                     stdin=stdin,
                     stdout=out,
                     stderr=err,

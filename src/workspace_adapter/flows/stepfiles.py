@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import datetime as dt
 import os
 import re
 import shutil
@@ -27,14 +28,18 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.processes import process_marker
 from workspace_adapter.base.tails import TAIL_BYTES
+from workspace_adapter.base.times import iso
 from workspace_adapter.flows.output import MAX_LINE_BYTES, StreamCapture
 
 SH = "/bin/sh"
-# "$0" is the exit file, "$@" the step's argv. The wrapper re-raises the signal that killed the
-# step (for the signals that end a process), so its own parent still sees "killed by SIGx".
+# "$0" is the run's folder, "$@" the step's argv. The wrapper writes its own pid first (so a
+# backend that dies before it noted the pid still finds the step), then the step's exit code.
+# It re-raises the signal that killed the step (for the signals that end a process), so its
+# own parent still sees "killed by SIGx".
 WRAPPER = (
-    '"$@"; c=$?; echo "$c" > "$0"; '
+    'echo $$ > "$0/pid"; "$@"; c=$?; echo "$c" > "$0/exit"; '
     "case $c in 129|130|131|132|134|135|136|137|138|139|140|141|142|143) "
     "kill -$((c - 128)) $$;; esac; "
     'exit "$c"'
@@ -51,6 +56,7 @@ PUNCH_STEP = 4 * 1024 * 1024
 """Punch only once this much more could go: one system call per 4 MiB of output."""
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
+_PROC = Path("/proc")
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -66,7 +72,7 @@ class StepRecord(msgspec.Struct, kw_only=True):
 class RunFiles:
     """The files of one run's folder (see the module docstring)."""
 
-    __slots__ = ("context", "exit", "folder", "result", "stderr", "stdout", "step")
+    __slots__ = ("context", "exit", "folder", "pid", "result", "stderr", "stdout", "step")
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -74,6 +80,7 @@ class RunFiles:
         self.stdout = folder / "stdout"
         self.stderr = folder / "stderr"
         self.exit = folder / "exit"
+        self.pid = folder / "pid"
         self.step = folder / "step.json"
         self.result = folder / "result"
 
@@ -101,10 +108,28 @@ class RunFiles:
         self.step.write_bytes(msgspec.json.encode(record))
 
     def step_record(self) -> StepRecord | None:
+        """Who runs the step: ``step.json``, or else the pid its wrapper wrote (the process
+        that started it died before it noted it); None when no step was started here."""
         try:
             return msgspec.json.decode(self.step.read_bytes(), type=StepRecord)
         except (OSError, msgspec.DecodeError):
+            pass
+        try:
+            pid = int(self.pid.read_text().strip())
+            since = self.context.stat().st_mtime
+        except (OSError, ValueError):
             return None
+        marker = process_marker(pid) if self.is_wrapper(pid) else "gone"
+        started = dt.datetime.fromtimestamp(since, dt.UTC)
+        return StepRecord(pid=pid, marker=marker, startedAt=iso(started))
+
+    def is_wrapper(self, pid: int) -> bool:
+        """Whether ``pid`` is this folder's wrapper (its command line names the folder)."""
+        try:
+            argv = (_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return len(argv) > 3 and argv[1] == b"-c" and argv[3] == os.fsencode(self.folder)
 
     def exit_code(self) -> int | None:
         """The step's exit code as its wrapper wrote it; None while it runs (or if it was
