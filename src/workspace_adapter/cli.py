@@ -94,6 +94,11 @@ def _flow_args(p: argparse.ArgumentParser) -> None:
         "--fork", metavar="NAME", help="a [[workspace.forks]] entry: run one release, no event file"
     )
     fr.add_argument("--tag", metavar="TAG", help="with --fork: the upstream release tag")
+    fr.add_argument(
+        "--continue-past-conflicts",
+        action="store_true",
+        help="a patch series: skip a patch that conflicts and try the rest, to report them all",
+    )
     fr.add_argument("--json", action="store_true", help="print the FlowResult as JSON")
     fr.add_argument(
         "-v",
@@ -114,6 +119,9 @@ def _harness_args(p: argparse.ArgumentParser) -> None:
     hi = h_sub.add_parser("init", help=text, description=text)
     _common(hi, top=False)
     hi.add_argument("--force", action="store_true", help="replace an existing harness/")
+    hi.add_argument(
+        "--patches", action="store_true", help="a fork kept as three patch branches instead"
+    )
     hi.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     text = "cut an upstream release: bump, commit, tag, push to its bare remote"
     hr = h_sub.add_parser("release", help=text, description=text)
@@ -122,6 +130,11 @@ def _harness_args(p: argparse.ArgumentParser) -> None:
         "--bump", choices=("patch", "minor"), default="patch", help="version part (default patch)"
     )
     hr.add_argument("--conflict", action="store_true", help="touch the same lines as a fork commit")
+    hr.add_argument(
+        "--patches",
+        action="store_true",
+        help="the patch harness's next case: absorb a patch, then conflict with one",
+    )
     hr.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
@@ -473,6 +486,7 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
                 fork=ns.fork,
                 tag=ns.tag,
                 verbose=ns.verbose,
+                continue_past_conflicts=ns.continue_past_conflicts,
             )
         return flow.flow_list(g, as_json=ns.json)
     if command == "init":
@@ -494,8 +508,10 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
         from workspace_adapter.commands import harness
 
         if ns.harness_command == "init":
-            return harness.init(g, force=ns.force, as_json=ns.json)
-        return harness.release(g, bump=ns.bump, conflict=ns.conflict, as_json=ns.json)
+            return harness.init(g, force=ns.force, as_json=ns.json, patches=ns.patches)
+        return harness.release(
+            g, bump=ns.bump, conflict=ns.conflict, as_json=ns.json, patches=ns.patches
+        )
     if command == "backend":
         from workspace_adapter.commands import backend
 

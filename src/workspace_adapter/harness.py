@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from workspace_adapter.base.errors import UserError
@@ -240,8 +241,14 @@ def _build_fork(harness: Path) -> None:
     _git(fork, "push", "--quiet", "jojo", "main")
 
 
-def init_harness(root: Path, *, force: bool = False) -> None:
-    """Build ``root/harness`` (bare remotes, upstream clone, fork); refuse to replace one."""
+def init_harness(
+    root: Path, *, force: bool = False, build_fork: Callable[[Path], None] | None = None
+) -> None:
+    """Build ``root/harness`` (bare remotes, upstream clone, fork); refuse to replace one.
+
+    ``build_fork`` builds ``fork`` in the folder it is given, after the upstream (default: the
+    tutorial's fork; :mod:`workspace_adapter.patchharness` passes its patch-series fork).
+    """
     target = root / "harness"
     if target.exists() and not force:
         raise UserError(f"{target} already exists; pass --force to rebuild it")
@@ -254,7 +261,7 @@ def init_harness(root: Path, *, force: bool = False) -> None:
         for name in REMOTES:
             _git(build / "remotes", "init", "--quiet", "--bare", "-b", "main", f"{name}.git")
         _build_upstream(build)
-        _build_fork(build)
+        (build_fork or _build_fork)(build)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=".harness-old-", dir=root))
             target.rename(old / "harness")
@@ -291,8 +298,8 @@ def _conflicting_index(index: str, tag: str) -> str:
     return index.replace(exports.group(0), line)
 
 
-def cut_release(root: Path, *, bump: str = "patch", conflict: bool = False) -> str:
-    """Bump, commit, tag and push an upstream release; returns the new tag."""
+def next_version(root: Path, bump: str = "patch") -> tuple[int, int, int]:
+    """The version the next release of the upstream clone gets; refuses an unusable clone."""
     upstream = root / "harness" / "upstream"
     if not (upstream / ".git").is_dir():
         raise UserError(f"{upstream} not found; run `workspace harness init` first")
@@ -301,13 +308,30 @@ def cut_release(root: Path, *, bump: str = "patch", conflict: bool = False) -> s
     if _git(upstream, "status", "--porcelain").strip():
         raise UserError(f"{upstream} has uncommitted changes; commit or discard them first")
     major, minor, patch = latest_version(upstream)
-    major, minor, patch = (major, minor, patch + 1) if bump == "patch" else (major, minor + 1, 0)
+    return (major, minor, patch + 1) if bump == "patch" else (major, minor + 1, 0)
+
+
+def release_time(version: tuple[int, int, int]) -> dt.datetime:
+    """The date of a release follows from its version: the same release, the same sha."""
+    major, minor, patch = version
+    return _EPOCH + dt.timedelta(days=60, hours=major * 10000 + minor * 100 + patch)
+
+
+def cut_release(
+    root: Path, *, bump: str = "patch", conflict: bool = False, note: str | None = None
+) -> str:
+    """Bump, commit, tag and push an upstream release; returns the new tag.
+
+    ``note`` replaces the changelog line (and commit subject) of a plain release.
+    """
+    upstream = root / "harness" / "upstream"
+    major, minor, patch = next_version(root, bump)
     version = f"{major}.{minor}.{patch}"
     tag = f"v{version}"
     _git(upstream, "checkout", "--quiet", "main")
     package = json.loads((upstream / "package.json").read_text(encoding="utf-8"))
     package["version"] = version
-    note = "Export version()." if conflict else "Maintenance release."
+    note = "Export version()." if conflict else (note or "Maintenance release.")
     changelog = (upstream / "CHANGELOG.md").read_text(encoding="utf-8")
     head, _, rest = changelog.partition("\n\n")
     files = {
@@ -322,9 +346,7 @@ def cut_release(root: Path, *, bump: str = "patch", conflict: bool = False) -> s
         check = f"test('version', () => assert.equal(require('..').version(), '{version}'));\n"
         files["test/index.test.js"] = tests + check
     _write(upstream, files)
-    # The date follows from the version, so the same release gets the same sha everywhere.
-    when = _EPOCH + dt.timedelta(days=60, hours=major * 10000 + minor * 100 + patch)
-    _commit(upstream, f"Release {tag}: {note}", UPSTREAM_WHO, when)
+    _commit(upstream, f"Release {tag}: {note}", UPSTREAM_WHO, release_time((major, minor, patch)))
     _git(upstream, "tag", tag)
     _git(upstream, "push", "--quiet", "origin", "main", f"refs/tags/{tag}")
     return tag

@@ -19,6 +19,7 @@ from workspace_adapter.base.status import Status
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.builtin import FORK_FLOW
 from workspace_adapter.flows.summary import artifact_lines, paint
+from workspace_adapter.maintenance.patchtable import patch_lines
 from workspace_adapter.maintenance.progress import VERBOSE_ENV
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def flow_run(
     fork: str | None = None,
     tag: str | None = None,
     verbose: bool = False,
+    continue_past_conflicts: bool = False,
 ) -> int:
     """Run every step of flow ``name`` whose trigger matches the event, here and now.
 
@@ -89,6 +91,8 @@ def flow_run(
     ``{"status": "skipped", "message": ...}``. The steps' lines then go to stderr.
     ``verbose`` sets ``CODEX_FLOW_VERBOSE=1`` for the steps (the runner passes it on): the
     fork maintenance step then prints every command and the tools' full output.
+    ``continue_past_conflicts`` sets ``payload.options.continuePastConflicts`` on the event: a
+    fork with a patch series then skips a patch that conflicts and tries the rest.
     """
     import anyio
 
@@ -110,6 +114,8 @@ def flow_run(
     if event is None:
         path = Path(event_file) if event_file else _default_fixture(package, g.workspace_root)
         event = read_event(path)
+    if continue_past_conflicts:
+        event = _with_option(event, "continuePastConflicts")
     matches = matching_steps([package], event)
     if not matches and fork is not None and package.name == FORK_FLOW:
         # Asked for by name: run it even though a workspace package serves this fork's events.
@@ -149,6 +155,15 @@ def _step_verbosity(verbose: bool) -> Iterator[None]:
             os.environ.pop(VERBOSE_ENV, None)
         else:
             os.environ[VERBOSE_ENV] = before
+
+
+def _with_option(event: dict[str, Any], option: str) -> dict[str, Any]:
+    """``event`` with ``payload.options.<option>`` turned on (the other options kept)."""
+    payload = event.get("payload")
+    payload = dict(payload) if isinstance(payload, dict) else {}
+    options = payload.get("options")
+    payload["options"] = {**(options if isinstance(options, dict) else {}), option: True}
+    return {**event, "payload": payload}
 
 
 def _release_event(g: Globals, fork_name: str, tag: str) -> dict[str, Any]:
@@ -266,8 +281,11 @@ def _print_summary(package: FlowPackage, step: FlowStep, outcome: StepOutcome, s
     if outcome.error:
         print(f"  reason: {display.cell(outcome.error)}", file=out)
     artifacts = result.get("artifacts")
-    for line in artifact_lines(artifacts if isinstance(artifacts, dict) else {}):
+    artifacts = artifacts if isinstance(artifacts, dict) else {}
+    for line in artifact_lines(artifacts):
         print(f"  {display.cell(line)}", file=out)
+    for line in patch_lines(artifacts.get("patches")):
+        print(f"  {line}", file=out)
     out.flush()
 
 

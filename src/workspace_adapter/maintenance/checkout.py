@@ -1,4 +1,4 @@
-"""Where the fork's checkout was found, and putting it back there.
+"""The fork's checkout: a repository of its own (rule 2), where it was found, putting it back.
 
 SPEC §7: every run leaves the checkout on the branch it found, with a clean tree, whatever the
 outcome. Rule 4 refuses a fork that is dirty or mid-operation, so anything found changed here
@@ -8,10 +8,14 @@ was changed by the run (a stopped rebase, a check that wrote files) and is the r
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
+from workspace_adapter.base.status import Status
 from workspace_adapter.maintenance.git import Git
+from workspace_adapter.maintenance.outcome import Outcome
+from workspace_adapter.maintenance.settings import MaintenanceSettings
 
 
 class FoundCheckout(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,6 +26,37 @@ class FoundCheckout(msgspec.Struct, frozen=True, kw_only=True):
 
     def describe(self) -> str:
         return self.branch or self.sha
+
+
+def require_own_repository(git: Git, settings: MaintenanceSettings) -> None:
+    """Rule 2: the fork checkout exists and is a repository of its own."""
+    s = settings
+    if not s.fork_path.is_dir():
+        raise Outcome(
+            Status.BLOCKED,
+            f"fork checkout {s.fork_repo} does not exist ({s.fork_path}); clone the fork "
+            "there or run `workspace harness init`",
+        )
+    done = git("rev-parse", "--show-toplevel")
+    if not done.ok:
+        raise Outcome(
+            Status.BLOCKED,
+            f"fork checkout {s.fork_repo} is not a git repository ({done.last_line()}); "
+            "clone the fork there",
+        )
+    top = Path(done.stdout.strip())
+    if top.resolve() != s.fork_path.resolve():
+        raise Outcome(
+            Status.BLOCKED,
+            f"fork checkout {s.fork_repo} is not its own repository: it is a folder inside "
+            f"{top}; clone the fork into {s.fork_repo}",
+        )
+    if git.ref_sha("HEAD") is None:
+        raise Outcome(
+            Status.BLOCKED,
+            f"fork checkout {s.fork_repo} has no commit checked out (an empty repository?); "
+            "clone the fork there",
+        )
 
 
 def found_checkout(git: Git) -> FoundCheckout:

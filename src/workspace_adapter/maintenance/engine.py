@@ -2,7 +2,8 @@
 
 The rules are SPEC §7, numbered 1-10 in the comments below. The engine never leaves the fork
 half-way: a stopped rebase is aborted, a failed check puts the branch back, and the branch the
-checkout was on is restored whatever happens.
+checkout was on is restored whatever happens. A fork with a patch series is rebuilt instead of
+rebased (:mod:`.patches`); checks and publishing are the same.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from workspace_adapter.maintenance.checkout import (
     FoundCheckout,
     abort_rebase,
     found_checkout,
+    require_own_repository,
     revert_leftovers,
     switch_back,
 )
 from workspace_adapter.maintenance.git import CommandLog, Git
 from workspace_adapter.maintenance.outcome import Outcome, log_traceback, one_line, short
+from workspace_adapter.maintenance.patches import SeriesRebuild
 from workspace_adapter.maintenance.progress import Phase, Progress, verbose_from
 from workspace_adapter.maintenance.publish import (
     branch_refs,
     keep_candidate,
+    push_atomic,
     push_with_lease,
     run_checks,
 )
@@ -77,6 +81,11 @@ class ForkMaintenance:
         self._restore_problem: str | None = None
         self._reverted: str | None = None
         self._identity_flags: list[str] | None = None
+        self.series = (
+            SeriesRebuild(self.git, settings, settings.patches, self.progress, self._identity)
+            if settings.patches is not None
+            else None
+        )
 
     def run(self) -> FlowResult:
         started = time.perf_counter()
@@ -124,13 +133,13 @@ class ForkMaintenance:
                 "totalSeconds": round(total, 4),
                 "commandSeconds": round(self.log.seconds, 4),
             },
-        }
+        } | ({"patches": self.series.as_artifacts()} if self.series else {})
 
     # -- the run ------------------------------------------------------------------------------
 
     def _maintain(self) -> tuple[Status, str]:
         self.tag = self._release_tag()
-        self._require_own_repository()
+        require_own_repository(self.git, self.settings)
         with self._fork_lock():
             return self._maintain_locked(self.tag)
 
@@ -171,36 +180,6 @@ class ForkMaintenance:
         if not self.log.run(["git", "check-ref-format", f"refs/tags/{tag}"], cwd).ok:
             raise Outcome(Status.FAILED, f"event payload.tag {tag!r} is not a valid git tag name")
         return tag
-
-    def _require_own_repository(self) -> None:
-        """Rule 2: the fork checkout exists and is a repository of its own."""
-        s = self.settings
-        if not s.fork_path.is_dir():
-            raise Outcome(
-                Status.BLOCKED,
-                f"fork checkout {s.fork_repo} does not exist ({s.fork_path}); clone the fork "
-                "there or run `workspace harness init`",
-            )
-        done = self.git("rev-parse", "--show-toplevel")
-        if not done.ok:
-            raise Outcome(
-                Status.BLOCKED,
-                f"fork checkout {s.fork_repo} is not a git repository ({done.last_line()}); "
-                "clone the fork there",
-            )
-        top = Path(done.stdout.strip())
-        if top.resolve() != s.fork_path.resolve():
-            raise Outcome(
-                Status.BLOCKED,
-                f"fork checkout {s.fork_repo} is not its own repository: it is a folder inside "
-                f"{top}; clone the fork into {s.fork_repo}",
-            )
-        if self.git.ref_sha("HEAD") is None:
-            raise Outcome(
-                Status.BLOCKED,
-                f"fork checkout {s.fork_repo} has no commit checked out (an empty repository?); "
-                "clone the fork there",
-            )
 
     @contextlib.contextmanager
     def _fork_lock(self) -> Iterator[None]:
@@ -318,24 +297,20 @@ class ForkMaintenance:
         """Rules 6-10 on the target branch, whose head is ``before``."""
         s = self.settings
         self.before_sha = self.after_sha = before
-        with self.progress.phase("rebase") as phase:
-            rebased = not self.git.is_ancestor(release, before)
-            if rebased:
+        if self.series is not None:
+            rebased, what = self.series.rebuild(tag, release, before)
+            if rebased and self.series.head is not None:
                 self._unverified_base = before
-                old_base = self.git.merge_base(before, release)
-                after = self._rebase(tag, release, before, phase)
-                self.after_sha = after
-                if old_base:
-                    self._range_diff(f"{old_base}..{before}", f"{release}..{after}")
-                count = self.git.count_commits(f"{release}..{after}")
-                what = (
-                    f"rebased {count} fork commits of {s.target_branch} onto {tag} "
-                    f"({short(release)}): {short(before)} -> {short(after)}"
-                )
-                phase.summary = what.removeprefix("rebased ")
-            else:
-                what = f"{s.fork_repo} {s.target_branch} already contains {tag} ({short(release)})"
-                phase.summary = f"{s.target_branch} already contains {tag}; nothing to rebase"
+                moved = self.git("reset", "--hard", "--quiet", self.series.head)
+                self.after_sha = self.git.head_sha()
+                if not moved.ok:
+                    raise Outcome(
+                        Status.BLOCKED,
+                        f"cannot move {s.target_branch} to the rebuilt commit "
+                        f"{short(self.series.head)}: {moved.last_line()}",
+                    )
+        else:
+            rebased, what = self._rebase_phase(tag, release, before)
         checks = list(s.verify_commands)
         self.checks, failed = run_checks(self.log, self.progress, s.fork_path, checks)
         if failed is not None:
@@ -357,6 +332,29 @@ class ForkMaintenance:
         pushed = self._push()
         status: Status = Status.CHANGED if rebased else Status.COMPLETED
         return status, f"{what}; checks passed; {pushed}"
+
+    def _rebase_phase(self, tag: str, release: str, before: str) -> tuple[bool, str]:
+        """Rule 6: rebase onto the release unless the branch has it; (rebased, what was done)."""
+        s = self.settings
+        with self.progress.phase("rebase") as phase:
+            rebased = not self.git.is_ancestor(release, before)
+            if rebased:
+                self._unverified_base = before
+                old_base = self.git.merge_base(before, release)
+                after = self._rebase(tag, release, before, phase)
+                self.after_sha = after
+                if old_base:
+                    self._range_diff(f"{old_base}..{before}", f"{release}..{after}")
+                count = self.git.count_commits(f"{release}..{after}")
+                what = (
+                    f"rebased {count} fork commits of {s.target_branch} onto {tag} "
+                    f"({short(release)}): {short(before)} -> {short(after)}"
+                )
+                phase.summary = what.removeprefix("rebased ")
+            else:
+                what = f"{s.fork_repo} {s.target_branch} already contains {tag} ({short(release)})"
+                phase.summary = f"{s.target_branch} already contains {tag}; nothing to rebase"
+        return rebased, what
 
     def _set_aside(self) -> None:
         stashed = revert_leftovers(self.git, self._stash_label(), self._identity)
@@ -416,11 +414,15 @@ class ForkMaintenance:
         """Keep the unverified rebase as a candidate ref and put the branch back at ``before``."""
         # The reset below is --hard: whatever the checks changed goes to the stash first.
         self._set_aside()
-        entry, clause = keep_candidate(self.git, self.settings, tag, rebased, before)
+        ref = self.series.rebuilt_ref(tag) if self.series else None
+        entry, clause = keep_candidate(self.git, self.settings, tag, rebased, before, ref)
         self._unverified_base = None
         self.after_sha = before
-        self.candidate_refs = [entry] if entry else []
+        self.candidate_refs = ([entry] if entry else []) + self._series_refs(set())
         return clause
+
+    def _series_refs(self, pushed: set[str]) -> list[dict[str, Any]]:
+        return self.series.candidate_refs(pushed) if self.series else []
 
     def _push(self) -> str:
         """Rule 9: publish only when push is on; report which remotes got the branch."""
@@ -428,10 +430,14 @@ class ForkMaintenance:
         pushed: set[str] = set()
         with self.progress.phase("publish") as phase:
             try:
-                if s.push:
+                if s.push and self.series is not None:
+                    series = self.series
+                    push_atomic(self.git, s, self._leases, series.pushes, series.leases, pushed)
+                elif s.push:
                     push_with_lease(self.git, s, self._leases, pushed)
             finally:
                 self.candidate_refs = branch_refs(s, self.after_sha, pushed)
+                self.candidate_refs += self._series_refs(pushed)
                 self.pushed = bool(pushed)
             said = f"pushed to {', '.join(s.push_remotes)}" if s.push else "push is off"
             refs = [f"{r['remote']} {r['ref']} {short(r['sha'])}" for r in self.candidate_refs]

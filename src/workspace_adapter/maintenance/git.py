@@ -229,6 +229,10 @@ class Git:
         """The commit ``rev`` names (peeling tags), or None when it names none."""
         return self._value("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
 
+    def resolve_tree(self, rev: str) -> str | None:
+        """The tree of the commit ``rev`` names: two commits with one tree have one content."""
+        return self._value("rev-parse", "--verify", "--quiet", f"{rev}^{{tree}}")
+
     def ref_sha(self, ref: str) -> str | None:
         return self._value("rev-parse", "--verify", "--quiet", ref)
 

@@ -43,16 +43,22 @@ def run_checks(
 
 
 def keep_candidate(
-    git: Git, settings: MaintenanceSettings, tag: str, rebased: str, before: str
+    git: Git,
+    settings: MaintenanceSettings,
+    tag: str,
+    rebased: str,
+    before: str,
+    ref: str | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
     """Rule 7: keep an unverified rebase as ``refs/workspace/candidates/<tag>``, reset the branch.
 
-    The branch goes back to ``before`` even when the ref cannot be written (the commit then
-    stays in HEAD's reflog, and the message says so). Returns the candidate ref entry, or None
-    when there is none, and the clause the result message ends with.
+    ``ref`` names another place (a rebuilt patch series keeps it as ``<tag>/rebuilt``). The
+    branch goes back to ``before`` even when the ref cannot be written (the commit then stays in
+    HEAD's reflog, and the message says so). Returns the candidate ref entry, or None when there
+    is none, and the clause the result message ends with.
     """
     branch = settings.target_branch
-    ref = CANDIDATE_PREFIX + tag
+    ref = ref or CANDIDATE_PREFIX + tag
     kept = git("update-ref", ref, rebased)
     where = (
         f"as {ref} ({short(rebased)})"
@@ -118,6 +124,56 @@ def push_with_lease(
         pushed.add(remote)
 
 
+def push_atomic(
+    git: Git,
+    settings: MaintenanceSettings,
+    leases: dict[str, str | None],
+    extra: list[tuple[str, str]],
+    extra_leases: dict[str, dict[str, str | None]],
+    pushed: set[str],
+) -> None:
+    """Push HEAD and each ``(sha, ref)`` of ``extra`` to every push remote, all or none.
+
+    One ``git push --atomic`` per remote, every ref leased on the value read at the start of
+    the run (``leases`` for the branch, ``extra_leases[remote][ref]`` for the others; None: the
+    ref must not exist there). A dry run of every remote goes first, as for a single branch.
+    """
+    branch = f"refs/heads/{settings.target_branch}"
+
+    def push(remote: str, *flags: str) -> Completed:
+        expected = {branch: leases.get(remote)} | {
+            ref: extra_leases.get(remote, {}).get(ref) for _, ref in extra
+        }
+        lease = [f"--force-with-lease={ref}:{sha or ''}" for ref, sha in expected.items()]
+        specs = [f"HEAD:{branch}", *(f"{sha}:{ref}" for sha, ref in extra)]
+        return git("push", "--atomic", "--porcelain", *flags, *lease, remote, *specs)
+
+    for remote in settings.push_remotes:
+        _refused_atomic(remote, push(remote, "--dry-run"), pushed)
+    for remote in settings.push_remotes:
+        _refused_atomic(remote, push(remote), pushed)
+        pushed.add(remote)
+
+
+def _refused_atomic(remote: str, done: Completed, pushed: set[str]) -> None:
+    if done.ok:
+        return
+    so_far = f"; already pushed to {', '.join(sorted(pushed))}" if pushed else ""
+    moved = [
+        line.split("\t")[1].split(":", 1)[-1]
+        for line in done.stdout.splitlines()
+        if line.startswith("!") and "stale info" in line and "\t" in line
+    ]
+    if moved or "stale info" in done.stderr:
+        refs = ", ".join(moved) or "a ref"
+        raise Outcome(
+            Status.BLOCKED,
+            f"remote moved: {remote}'s {refs} changed since the run read it; nothing "
+            f"overwritten there (the push is atomic){so_far}; fetch, review and re-run",
+        )
+    raise Outcome(Status.BLOCKED, f"push to {remote} failed: {done.last_line()}{so_far}")
+
+
 def _refused(
     settings: MaintenanceSettings,
     remote: str,
@@ -137,3 +193,32 @@ def _refused(
             f"has changed since; nothing overwritten{so_far}; fetch, review and re-run",
         )
     raise Outcome(Status.BLOCKED, f"push to {remote} failed: {done.last_line()}{so_far}")
+
+
+def patch_leases(
+    git: Git, settings: MaintenanceSettings, branches: list[str]
+) -> dict[str, dict[str, str | None]]:
+    """Each push remote's ``branches`` as they are now (None: absent), what a push may replace.
+
+    With fetch on they are read from the remote itself; with fetch off, from the fork's
+    remote-tracking refs, as the maintained branch's lease is.
+    """
+    leases: dict[str, dict[str, str | None]] = {}
+    for remote in settings.push_remotes:
+        found: dict[str, str] = {}
+        if settings.fetch:
+            listed = git("ls-remote", "--heads", remote)
+            if not listed.ok:
+                raise Outcome(
+                    Status.BLOCKED, f"listing {remote}'s branches failed: {listed.last_line()}"
+                )
+            for line in listed.stdout.splitlines():
+                sha, _, ref = line.partition("\t")
+                found[ref.strip()] = sha.strip()
+        else:
+            for name in branches:
+                tracked = git.ref_sha(f"refs/remotes/{remote}/{name}")
+                if tracked:
+                    found[f"refs/heads/{name}"] = tracked
+        leases[remote] = {f"refs/heads/{n}": found.get(f"refs/heads/{n}") for n in branches}
+    return leases

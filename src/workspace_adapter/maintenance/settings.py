@@ -8,6 +8,10 @@ names (``payload.fork``, else ``payload.repo``) and lays it over the package's k
 wins over ``[config]``. ``CODEX_FLOW_FETCH`` / ``CODEX_FLOW_PUSH`` override the config when
 set; ``payload.options.fetch`` is honoured both ways, while ``payload.options.push`` can only
 turn pushing off, so a client can never turn pushing on by itself.
+
+A fork may declare a patch series (``patches``, :class:`PatchSeries`): then the maintained
+branch is rebuilt as the release plus each patch in order (:mod:`.patches`) instead of rebased.
+``payload.options.continuePastConflicts`` lets such a run go on past a patch that conflicts.
 """
 
 from __future__ import annotations
@@ -25,10 +29,103 @@ from workspace_adapter.base.flags import env_flag
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[^:/]+:")
+_GLOB = re.compile(r"^[A-Za-z0-9*?\[][A-Za-z0-9._/*?\[\]!-]*$")
+_DIGITS = re.compile(r"(\d+)")
 
 
 class SettingsError(ValueError):
     """A config value the flow cannot work with; the message names the field."""
+
+
+class PatchSeries(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A fork's patch series, ``patches = {...}`` in its entry; exactly one of the two keys.
+
+    ``branches``: a list of branch names in the order they apply, or one glob whose matches
+    apply in the natural order of their names (``patch/2-x`` before ``patch/10-y``). Each
+    branch is one patch: its commits since it left the previous release. ``series``: a folder
+    of the fork checkout, committed on the maintained branch, holding a quilt ``series`` file
+    (one patch file per line, ``#`` comments); plain diffs and ``git format-patch`` mails both.
+    """
+
+    branches: str | list[str] | None = None
+    series: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = _series_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @property
+    def is_glob(self) -> bool:
+        return isinstance(self.branches, str)
+
+
+def _series_problem(series: PatchSeries) -> str | None:
+    """Why ``series`` cannot be a patch series, from the config alone; None when it can."""
+    if series.branches is None and series.series is None:
+        return (
+            'give `branches` (a list of branch names, or a glob such as "patch/*") or '
+            "`series` (a folder with a quilt series file)"
+        )
+    if series.branches is not None and series.series is not None:
+        return "give either `branches` or `series`, not both"
+    if isinstance(series.branches, str):
+        return _glob_problem(series.branches)
+    if series.branches is not None:
+        if not series.branches:
+            return '`branches` must name at least one branch (or be a glob such as "patch/*")'
+        seen: set[str] = set()
+        for i, name in enumerate(series.branches):
+            if any(c in name for c in "*?["):
+                return (
+                    f"`branches[{i}]` = {name!r} is a glob; a list names its branches exactly "
+                    f'(write `branches = "{name}"` for a glob)'
+                )
+            if not _usable_name(name):
+                return f"`branches[{i}]` = {name!r} is not a usable branch name"
+            if name in seen:
+                return f"`branches` names {name!r} twice; a patch applies once"
+            seen.add(name)
+        return None
+    folder = series.series or ""
+    parts = Path(folder).parts
+    if not folder.strip() or Path(folder).is_absolute() or ".." in parts or "\x00" in folder:
+        return (
+            f"`series` = {folder!r} must be a folder inside the fork checkout, "
+            'e.g. "debian/patches"'
+        )
+    return None
+
+
+def _glob_problem(glob: str) -> str | None:
+    bad = f"`branches` = {glob!r} is not a usable glob of branch names"
+    if not _GLOB.match(glob) or ".." in glob or glob.endswith(("/", ".lock")) or "//" in glob:
+        return f"{bad} (letters, digits, '.', '_', '-', '/' and the wildcards * ? [...])"
+    depth = 0
+    for char in glob:
+        if char == "[":
+            if depth:
+                return f"{bad} ('[' inside '[...]')"
+            depth = 1
+        elif char == "]" and depth:
+            depth = 0
+    if depth:
+        return f"{bad} (a '[' is not closed)"
+    return None
+
+
+def _usable_name(name: str) -> bool:
+    return (
+        bool(_NAME.match(name))
+        and ".." not in name
+        and "//" not in name
+        and not (name.endswith(("/", ".lock")))
+    )
+
+
+def natural_key(name: str) -> list[tuple[int, int | str]]:
+    """Sort key of a name with its digit runs compared as numbers: ``2-x`` before ``10-y``."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name)]
 
 
 class ForkFields(msgspec.Struct, kw_only=True, frozen=True):
@@ -54,6 +151,7 @@ class ForkEntry(ForkFields, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     """One ``[[workspace.forks]]`` entry as a step receives it (``path`` already absolute)."""
 
     workspace_root: str | None = None
+    patches: PatchSeries | None = None
 
 
 class FlowConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -80,6 +178,7 @@ class FlowConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     release_tags: str | None = None
     canonical_remote: str | None = None
     candidates_remote: str | None = None
+    patches: PatchSeries | None = None
 
 
 class ForkNotConfigured(ValueError):
@@ -106,6 +205,9 @@ class MaintenanceSettings(msgspec.Struct, kw_only=True, frozen=True):
     release_tags: str | None = None
     canonical_remote: str | None = None
     candidates_remote: str | None = None
+    patches: PatchSeries | None = None
+    # payload.options.continuePastConflicts: a conflicting patch is skipped, not the end.
+    continue_past_conflicts: bool = False
 
 
 def load_config(raw: Mapping[str, Any] | None) -> FlowConfig:
@@ -175,6 +277,7 @@ def select_fork(config: FlowConfig, payload: Mapping[str, Any] | None) -> FlowCo
         release_tags=fork.release_tags,
         canonical_remote=fork.canonical_remote,
         candidates_remote=fork.candidates_remote,
+        patches=fork.patches if fork.patches is not None else (config.patches if own else None),
     )
 
 
@@ -242,6 +345,7 @@ def resolve_settings(
             fetch = wanted_fetch
         if _option(options, "push") is False:
             push = False
+    go_on = isinstance(options, Mapping) and bool(_option(options, "continuePastConflicts"))
     root = workspace_root.resolve()
     fork = Path(config.fork_repo).expanduser()
     return MaintenanceSettings(
@@ -263,4 +367,6 @@ def resolve_settings(
         release_tags=config.release_tags,
         canonical_remote=config.canonical_remote,
         candidates_remote=config.candidates_remote,
+        patches=config.patches,
+        continue_past_conflicts=go_on,
     )
