@@ -9,6 +9,7 @@ subprocess; the bad-input and publishing cases drive the engine in-process, whic
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 import pytest
 from support.patchseries import (
     SERIES_FILES,
+    WORKSPACE,
     build_template,
     commit_series_folder,
     expected_tree,
@@ -28,18 +30,38 @@ from support.patchseries import (
     result_of,
 )
 
+from workspace_adapter.commands import attempts
 from workspace_adapter.events import FlowResult
 from workspace_adapter.maintenance.engine import ForkMaintenance
+from workspace_adapter.maintenance.patchtable import patch_lines
 from workspace_adapter.maintenance.settings import (
     FlowConfig,
     ForkEntry,
+    ForkFields,
     load_config,
     resolve_settings,
 )
 from workspace_adapter.patchharness import PATCH_BRANCHES
+from workspace_adapter.service.schema import Attempt
 
 P010, P020, P030 = PATCH_BRANCHES
 BRANCHES = {"branches": "patch/*"}
+# workspace.toml's fork entry takes `patches` once its schema (local/) carries the key.
+fork_entry_takes_patches = pytest.mark.skipif(
+    "patches" not in ForkFields.__struct_fields__,
+    reason="workspace.toml's [[workspace.forks]] has no `patches` key yet",
+)
+FORK_ENTRY = """
+[workspace]
+name = "patches"
+
+[[workspace.forks]]
+name = "harness"
+path = "harness/fork"
+repo = "peezy-tech/patch-moi-harness"
+upstream_url = "harness/remotes/upstream.git"
+verify_commands = ["node --test"]
+"""
 
 
 @pytest.fixture(scope="session")
@@ -383,3 +405,98 @@ def test_without_a_series_the_rebase_mode_reports_no_patches(root: Path) -> None
     assert result.status == "changed", result.message
     assert result.message.startswith("rebased 3 fork commits of main onto v0.1.4")
     assert git(fork, "status", "--porcelain") == ""
+
+
+# -- the series declared in workspace.toml's fork entry -------------------------------------------
+
+
+@fork_entry_takes_patches
+def test_a_fork_entry_declares_the_series_for_the_builtin_flow(root: Path) -> None:
+    """`[[workspace.forks]] patches = {...}`: `workspace flow run fork-maintenance --fork
+    harness --tag v0.1.5 --continue-past-conflicts` reports every patch of the series."""
+    shutil.rmtree(root / "flows")
+    (root / "workspace.toml").write_text(FORK_ENTRY + 'patches = { branches = "patch/*" }\n')
+    argv = ["flow", "run", "fork-maintenance", "--fork", "harness", "--tag", "v0.1.5"]
+    done = subprocess.run(
+        [*WORKSPACE, "--workspace-root", str(root), *argv, "--continue-past-conflicts", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    result = result_of(done)
+    assert result["status"] == "needs_intervention", result["message"]
+    assert patch_table(result) == {P010: "upstreamed", P020: "conflict", P030: "applied"}
+
+
+@fork_entry_takes_patches
+@pytest.mark.parametrize(
+    ("patches", "said"),
+    [
+        ("{ branches = [] }", "`branches` must name at least one branch"),
+        ('{ branches = "patch/[0-9" }', "a '[' is not closed"),
+        ('{ branches = ["a"], series = "p" }', "not both"),
+    ],
+)
+def test_a_fork_entry_with_a_bad_series_is_a_config_error(
+    tmp_path: Path, patches: str, said: str
+) -> None:
+    """Exit 2 and one line naming the file, the line and `workspace.forks[0].patches`."""
+    (tmp_path / "workspace.toml").write_text(FORK_ENTRY + f"patches = {patches}\n")
+    done = subprocess.run(
+        [*WORKSPACE, "--workspace-root", str(tmp_path), "tasks"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    line = FORK_ENTRY.count("\n") + 1
+    assert f"workspace.toml:{line}: workspace.forks[0].patches: " in done.stderr
+    assert said in done.stderr
+
+
+# -- the table people read -------------------------------------------------------------------------
+
+
+CONFLICT_ENTRY = {
+    "name": "patch/020-fork-banner",
+    "status": "conflict",
+    "files": ["index.js"],
+    "upstreamCommits": [{"sha": "ba921f3561c422252bbd6ec82a4c08574b79ba83", "subject": "v\x1b[2J"}],
+}
+
+
+def test_the_patch_table_names_a_conflicts_files_and_commits_and_escapes_stored_text() -> None:
+    lines = patch_lines([{"name": P010, "status": "upstreamed"}, CONFLICT_ENTRY])
+    assert lines[0] == f"patch   {P010}  upstreamed"
+    assert lines[1].startswith(f"patch   {P020}  conflict in index.js with upstream ba921f3561c4")
+    assert "\x1b" not in lines[1] and "\\x1b" in lines[1]
+    assert patch_lines(None) == [] and patch_lines("garbage") == []
+
+
+ATTEMPT = {
+    "id": "att_1",
+    "event_id": "e",
+    "operation": "dispatch",
+    "status": "needs_intervention",
+    "upstream_repo": "peezy-tech/patch-moi-harness",
+    "upstream_tag": "v0.1.5",
+    "created_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00Z",
+}
+
+
+def test_attempts_shows_one_line_for_an_attempt_without_patches() -> None:
+    attempt = Attempt(**ATTEMPT)
+    assert attempts.table(attempt) == [attempts.summary(attempt)]
+
+
+@pytest.mark.skipif(
+    "patches" not in Attempt.__struct_fields__,
+    reason="the attempt records keep no patch table yet",
+)
+def test_attempts_lists_the_patches_of_an_attempt_that_keeps_them() -> None:
+    """`workspace attempts`: an attempt's line, then its patches when its record has them."""
+    attempt = Attempt(**ATTEMPT, patches=[CONFLICT_ENTRY])
+    assert attempts.table(attempt)[1].startswith(f"  patch   {P020}  conflict in index.js")

@@ -13,6 +13,10 @@
 ``retry`` opens a new ``retry`` attempt: it replays the event when the backend knows it
 (``flow.replay``), else dispatches the stored event. ``replay`` opens a ``replay`` attempt that
 only replays. Exit codes follow the new attempt's status (SPEC §2); 4 when undelivered.
+
+An attempt whose runs rebuilt a patch series lists its patches under its line, one per line
+(name, status, and for a conflict its files and the upstream commits behind it), from the
+attempt's ``patches`` (the runs' ``artifacts.patches``) when the records keep them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.display import cell
 from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, EXIT_BAD_INPUT, UserError
 from workspace_adapter.local import configfile
+from workspace_adapter.maintenance.patchtable import patch_lines
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
@@ -49,6 +54,12 @@ def summary(attempt: Attempt) -> str:
     )
 
 
+def table(attempt: Attempt) -> list[str]:
+    """The attempt's line, then one line per patch of a rebuilt patch series."""
+    patches = getattr(attempt, "patches", None)  # records that keep the runs' patch tables
+    return [summary(attempt), *(f"  {line}" for line in patch_lines(patches))]
+
+
 def list_attempts(g: Globals, status: str | None, as_json: bool) -> int:
     if status is not None and status not in status_rule.ATTEMPT_STATUSES:
         raise UserError(
@@ -63,7 +74,7 @@ def list_attempts(g: Globals, status: str | None, as_json: bool) -> int:
     if not found:
         print("no attempts" + (f" with status {status}" if status else ""))
     for attempt in found:
-        print(summary(attempt))
+        print("\n".join(table(attempt)))
     return 0
 
 
@@ -98,6 +109,9 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
     done = anyio.run(delivery.deliver, attempt)
     if as_json:
         sys.stdout.write(msgspec.json.encode(done).decode() + "\n")
+    else:
+        for line in table(done)[1:]:
+            print(line)
     if done.status == "undelivered":
         if done.message == UNREACHABLE:
             print(
