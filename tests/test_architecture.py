@@ -101,7 +101,8 @@ def test_protocol_is_sans_io() -> None:
     ("rooms", "forbidden", "why"),
     [
         (("maintenance",), ("backend", "cli", "commands", "loops"), "the fork engine"),
-        (("flows",), ("backend", "cli", "commands", "loops"), "the step runner and catalog"),
+        (("flows",), ("backend", "cli", "commands", "loops", "cluster"), "the step runner"),
+        (("cluster",), ("backend", "cli", "commands", "loops", "local"), "the Celery executor"),
         (("backend",), ("cli", "commands", "loops", "local"), "the daemon"),
         (("local", "sources", "service"), ("backend", "loops"), "tasks and release watchers"),
         (
@@ -110,6 +111,7 @@ def test_protocol_is_sans_io() -> None:
                 "backend",
                 "cli",
                 "client",
+                "cluster",
                 "commands",
                 "events",
                 "flows",

@@ -31,6 +31,7 @@ WORKSPACE_TABLES: dict[str, type[msgspec.Struct]] = {
     "workspace.sources": configcheck.SourceSchema,
     "workspace.forks": configcheck.ForkSchema,
     "workspace.notify": configcheck.NotifySchema,
+    "workspace.executor": configcheck.ExecutorSchema,
 }
 FLOW_ROOT = "flow.toml"
 

@@ -173,6 +173,36 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--local-app-server", action="store_true", help="refused: start one and pass its URL"
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "direct", "celery"),
+        help="where steps run: local subprocesses (direct is the same) or Celery workers "
+        "(default: [workspace.executor] in workspace.toml, else local)",
+    )
+    p.add_argument(
+        "--broker",
+        metavar="URL",
+        help="Redis broker of the Celery executor, redis://[:PASSWORD@]HOST:PORT/DB (default: "
+        "$CODEX_WORKSPACE_BROKER_URL, then [workspace.executor] broker)",
+    )
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--broker",
+        metavar="URL",
+        help="Redis broker, redis://[:PASSWORD@]HOST:PORT/DB (default: "
+        "$CODEX_WORKSPACE_BROKER_URL, then [workspace.executor] broker)",
+    )
+    p.add_argument("--concurrency", type=int, default=2, help="steps at once (default 2)")
+    p.add_argument(
+        "--queues",
+        action="append",
+        default=[],
+        metavar="Q",
+        help="queues to take runs from, comma-separated or repeated (default workspace)",
+    )
+    p.add_argument("--name", metavar="NAME", help="this worker's name (default workspace-PID@HOST)")
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -279,6 +309,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "harness": ("the tutorial's local harness repos", _harness_args),
     "backend": ("the workspace backend daemon (JSON-RPC over WebSocket + HTTP)", _backend_args),
     "serve": ("backend + scheduler loop + release watcher, in one process", _serve_args),
+    "worker": ("a Celery worker that runs flow steps for a backend (Redis)", _worker_args),
     "dispatch": ("send an event (JSON file, - for stdin) to the backend", _dispatch_args),
     "replay": ("run a stored event again", _replay_args),
     "events": ("events the backend stored, newest first", _events_args),
@@ -442,8 +473,9 @@ def globals_of(ns: Parsed) -> Globals:
 
 
 def is_daemon(ns: Parsed) -> bool:
-    """``backend``, ``serve`` and ``watch`` without ``--once``: they log at info by default."""
-    return ns.command in ("backend", "serve") or (
+    """``backend``, ``serve``, ``worker`` and ``watch`` without ``--once``: they log at info
+    by default."""
+    return ns.command in ("backend", "serve", "worker") or (
         ns.command == "watch" and not getattr(ns, "once", False)
     )
 
@@ -522,6 +554,12 @@ def _dispatch(ns: Parsed, g: Globals) -> int:
         from workspace_adapter.commands import serve
 
         return serve.serve(g, **_backend_flags(ns), tick_interval=ns.tick_interval)
+    if command == "worker":
+        from workspace_adapter.commands import worker
+
+        return worker.worker(
+            g, broker=ns.broker, concurrency=ns.concurrency, queues=ns.queues, name=ns.name
+        )
     if command == "watch":
         from workspace_adapter.commands import watch
 
@@ -570,6 +608,8 @@ def _backend_flags(ns: Parsed) -> dict[str, Any]:
         "env_allow": ns.env_allow,
         "app_server_url": ns.app_server_url,
         "local_app_server": ns.local_app_server,
+        "executor": ns.executor,
+        "broker": ns.broker,
     }
 
 

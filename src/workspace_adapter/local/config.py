@@ -225,10 +225,36 @@ class NotifyConfig(Value):
         self.command = command
 
 
+class ExecutorConfig(Value):
+    """``[workspace.executor]``: where the backend runs flow steps.
+
+    ``kind`` is ``local`` (a subprocess of the backend; ``direct`` is read as ``local``) or
+    ``celery`` (Celery workers over the Redis ``broker``).
+    """
+
+    __slots__ = ("broker", "kind")
+
+    def __init__(
+        self, *, kind: Literal["local", "celery"] = "local", broker: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.broker = broker
+
+
 class WorkspaceConfig(Value):
     """A loaded, validated workspace.toml."""
 
-    __slots__ = ("forks", "name", "notify", "path", "root", "sources", "tasks", "timezone")
+    __slots__ = (
+        "executor",
+        "forks",
+        "name",
+        "notify",
+        "path",
+        "root",
+        "sources",
+        "tasks",
+        "timezone",
+    )
 
     def __init__(
         self,
@@ -241,6 +267,7 @@ class WorkspaceConfig(Value):
         sources: list[SourceConfig],
         notify: NotifyConfig | None = None,
         forks: list[ForkConfig] | None = None,
+        executor: ExecutorConfig | None = None,
     ) -> None:
         self.path = path
         self.root = root
@@ -250,6 +277,7 @@ class WorkspaceConfig(Value):
         self.sources = sources
         self.notify = notify
         self.forks = [] if forks is None else forks
+        self.executor = executor
 
     def fork(self, name: str) -> ForkConfig:
         """The fork called ``name``; exit 2 listing the configured ones otherwise."""
@@ -296,6 +324,7 @@ class WorkspaceConfig(Value):
             "sources": [{**s.as_dict(), "payload": dict(s.payload)} for s in self.sources],
             "notify": None if self.notify is None else self.notify.as_dict(),
             "forks": [f.as_dict() for f in self.forks],
+            "executor": None if self.executor is None else self.executor.as_dict(),
         }
 
     @classmethod
@@ -313,6 +342,7 @@ class WorkspaceConfig(Value):
             sources=[SourceConfig(**s) for s in data["sources"]],
             notify=NotifyConfig(**data["notify"]) if data["notify"] is not None else None,
             forks=[ForkConfig(**f) for f in data["forks"]],
+            executor=ExecutorConfig(**data["executor"]) if data.get("executor") else None,
         )
 
 

@@ -20,9 +20,11 @@ import msgspec
 
 from workspace_adapter.base.status import OUTCOMES
 from workspace_adapter.base.tomlpos import TomlPositions
+from workspace_adapter.cluster.brokerurl import broker_problem
 from workspace_adapter.local.config import (
     DEFAULT_TIMEOUT,
     EventTemplate,
+    ExecutorConfig,
     ForkConfig,
     NotifyConfig,
     SourceConfig,
@@ -119,7 +121,15 @@ class NotifySchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     command: list[str] | None = None
 
 
-_WORKSPACE_KEYS = ("name", "timezone", "tasks", "forks", "sources", "notify")
+class ExecutorSchema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[workspace.executor]`` (:class:`~workspace_adapter.local.config.ExecutorConfig`);
+    ``direct`` is codex-flows' name for ``local``."""
+
+    kind: Literal["local", "direct", "celery"] = "local"
+    broker: str | None = None
+
+
+_WORKSPACE_KEYS = ("name", "timezone", "tasks", "forks", "sources", "notify", "executor")
 _COMMAND_ONLY = ("command", "env", "statuses")
 _FLOW_ONLY = ("flow", "wait", "event")
 
@@ -201,6 +211,7 @@ class Checker:
         notify = None
         if "notify" in ws:
             notify = self.notify(ws["notify"])
+        executor = self.executor(ws["executor"]) if "executor" in ws else None
         return WorkspaceConfig(
             path=path,
             root=root,
@@ -210,6 +221,7 @@ class Checker:
             sources=[s for s in sources if s is not None],
             notify=notify,
             forks=forks,
+            executor=executor,
         )
 
     def entries(self, ws: dict[str, Any], table: str, struct: Any, rules: Any) -> list[Any]:
@@ -509,6 +521,24 @@ class Checker:
                 self.pos.workspace_key("notify"), "workspace.notify.command", "must not contain NUL"
             )
         return notify
+
+    def executor(self, raw: Any) -> ExecutorConfig | None:
+        try:
+            schema = msgspec.convert(raw, ExecutorSchema)
+        except msgspec.ValidationError as exc:
+            field = _fields(ExecutorSchema).get(str(exc).rsplit(".", 1)[-1].rstrip("`"))
+            sub, problem = _split_validation(exc, field.type if field else ExecutorSchema)
+            key_path = ".".join(["workspace.executor", *sub])
+            line = self.pos.find(key_path) or self.pos.workspace_key("executor")
+            self.add(line, key_path, problem)
+            return None
+        refused = None if schema.broker is None else broker_problem(schema.broker)
+        if refused is not None:
+            line = self.pos.find("workspace.executor.broker") or self.pos.workspace_key("executor")
+            self.add(line, "workspace.executor.broker", refused)
+            return None
+        kind: Literal["local", "celery"] = "celery" if schema.kind == "celery" else "local"
+        return ExecutorConfig(kind=kind, broker=schema.broker)
 
 
 _FIELDS: dict[Any, dict[str, Any]] = {}
