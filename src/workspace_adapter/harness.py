@@ -214,20 +214,30 @@ def _build_upstream(harness: Path) -> None:
     _git(upstream, "push", "--quiet", "origin", "--tags")
 
 
-def _build_fork(harness: Path) -> None:
+def start_fork(harness: Path) -> Path:
+    """``harness/fork``: a new repository with its three remotes, ``main`` at v0.1.3."""
     fork = harness / "fork"
     _git(harness, "init", "--quiet", "-b", "main", "fork")
     for name in ("origin", "upstream", "jojo"):
         _git(fork, "remote", "add", name, f"../remotes/{name}.git")
     _git(fork, "fetch", "--quiet", "--tags", "upstream")
     _git(fork, "checkout", "--quiet", "-B", "main", "refs/tags/v0.1.3")
-    index = (fork / "index.js").read_text(encoding="utf-8")
+    return fork
+
+
+def with_fork_banner(index: str) -> str:
+    """``index.js`` with the fork's ``forkBanner()``, exported on the line upstream exports."""
     exports = _EXPORTS_LINE.search(index)
     assert exports is not None
-    forked = index.replace(
+    return index.replace(
         exports.group(0),
         _FORK_BANNER + "\n" + exports.group(0).replace(" };", ", forkBanner };"),
     )
+
+
+def _build_fork(harness: Path) -> None:
+    fork = start_fork(harness)
+    forked = with_fork_banner((fork / "index.js").read_text(encoding="utf-8"))
     readme = (fork / "README.md").read_text(encoding="utf-8") + _FORK_README_NOTE
     commits = (
         ({"index.js": forked}, "fork: add forkBanner()"),

@@ -23,8 +23,6 @@ from pathlib import Path
 
 from workspace_adapter.harness import (
     _EPOCH,
-    _EXPORTS_LINE,
-    _FORK_BANNER,
     _FORK_README_NOTE,
     _FORK_TEST,
     FORK_WHO,
@@ -36,6 +34,8 @@ from workspace_adapter.harness import (
     init_harness,
     next_version,
     release_time,
+    start_fork,
+    with_fork_banner,
 )
 
 PATCH_BRANCHES = ("patch/010-add-numbers", "patch/020-fork-banner", "patch/030-fork-readme")
@@ -52,13 +52,6 @@ def _numbers(index: str) -> str:
     return index.replace(_ADD_BEFORE, _ADD_AFTER, 1)
 
 
-def _banner(index: str) -> str:
-    exports = _EXPORTS_LINE.search(index)
-    assert exports is not None
-    line = exports.group(0)
-    return index.replace(line, _FORK_BANNER + "\n" + line.replace(" };", ", forkBanner };"))
-
-
 def _patch_commits(fork: Path) -> dict[str, list[tuple[dict[str, str], str]]]:
     """Each patch branch's commits on v0.1.3: (files, message), in order."""
     index = (fork / "index.js").read_text(encoding="utf-8")
@@ -66,7 +59,7 @@ def _patch_commits(fork: Path) -> dict[str, list[tuple[dict[str, str], str]]]:
     return {
         PATCH_BRANCHES[0]: [({"index.js": _numbers(index)}, _ADD_SUBJECT)],
         PATCH_BRANCHES[1]: [
-            ({"index.js": _banner(index)}, "fork: add forkBanner()"),
+            ({"index.js": with_fork_banner(index)}, "fork: add forkBanner()"),
             ({"test/fork.test.js": _FORK_TEST}, "fork: test forkBanner()"),
         ],
         PATCH_BRANCHES[2]: [({"README.md": readme}, "fork: note what the fork carries")],
@@ -75,12 +68,7 @@ def _patch_commits(fork: Path) -> dict[str, list[tuple[dict[str, str], str]]]:
 
 def build_patch_fork(harness: Path) -> None:
     """``harness/fork``: the patch branches on v0.1.3, and ``main`` = v0.1.3 + each of them."""
-    fork = harness / "fork"
-    _git(harness, "init", "--quiet", "-b", "main", "fork")
-    for name in ("origin", "upstream", "jojo"):
-        _git(fork, "remote", "add", name, f"../remotes/{name}.git")
-    _git(fork, "fetch", "--quiet", "--tags", "upstream")
-    _git(fork, "checkout", "--quiet", "-B", "main", "refs/tags/v0.1.3")
+    fork = start_fork(harness)
     commits = _patch_commits(fork)
     hour = 0
     for branch, steps in commits.items():

@@ -341,9 +341,10 @@ class SeriesRebuild:
             for commit in patch.commits:
                 if not tree("cherry-pick", "--no-commit", commit, config=self._config()).ok:
                     self._reset(tree, release)
-                    self.progress.say(
-                        f"patch    {patch.name}: applies only after the patches before it; "
-                        "no refreshed branch for it"
+                    self.progress.done(
+                        "patch",
+                        f"{patch.name}: applies only after the patches before it; no refreshed "
+                        "branch for it",
                     )
                     break
                 if not tree("diff", "--cached", "--quiet").ok:
@@ -353,6 +354,8 @@ class SeriesRebuild:
                         )
                     )
             else:
+                if tree.head_sha() == release:
+                    continue  # nothing of it is left on the release alone
                 report.sha = tree.head_sha()
                 report.ref = (
                     f"{CANDIDATE_PREFIX}{self._tag}/patch/{patch.name.removeprefix('patch/')}"
