@@ -226,8 +226,9 @@ class Cluster:
         self.workers: list[Worker] = []
         self.backends: list[Backend] = []
 
-    def worker(self, name: str, concurrency: int = 4) -> Worker:
-        root = write_cluster_flows(self.base / f"{name}-ws")
+    def worker(self, name: str, concurrency: int = 4, root: Path | None = None) -> Worker:
+        if root is None:
+            root = write_cluster_flows(self.base / f"{name}-ws")
         worker = Worker(root, self.redis.url, name, concurrency)
         self.workers.append(worker)
         return worker
