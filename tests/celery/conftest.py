@@ -109,11 +109,11 @@ def write_cluster_flows(root: Path) -> Path:
 class RedisServer:
     """One ``redis-server`` on a free loopback port, its files in a temporary folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int | None = None) -> None:
         assert REDIS_SERVER is not None
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [
                 REDIS_SERVER,

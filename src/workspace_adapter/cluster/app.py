@@ -31,8 +31,12 @@ def visibility_timeout(longest_step_ms: int) -> int:
     return math.ceil(longest_step_ms / 1000) + VISIBILITY_MARGIN_SECONDS
 
 
-def celery_app(broker: str, *, longest_step_ms: int = 300_000) -> Celery:
-    """The application for ``broker`` (see the module docstring)."""
+def celery_app(broker: str, *, longest_step_ms: int = 300_000, sender: bool = False) -> Celery:
+    """The application for ``broker`` (see the module docstring).
+
+    A ``sender`` (the backend) gives up on an unreachable broker at once instead of retrying
+    inside Celery: the executor retries with its own backoff and says why in the meantime.
+    """
     app = Celery("workspace", broker=broker, set_as_current=False)
     transport: dict[str, Any] = {
         "visibility_timeout": visibility_timeout(longest_step_ms),
@@ -41,6 +45,8 @@ def celery_app(broker: str, *, longest_step_ms: int = 300_000) -> Celery:
         "socket_keepalive": True,
         "socket_connect_timeout": 5,
     }
+    if sender:
+        transport.update(max_retries=1, interval_start=0, interval_step=0.2, interval_max=0.2)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -235,7 +235,7 @@ class CeleryExecutor:
 
     def _celery(self) -> Any:
         if self._app is None:
-            self._app = celery_app(self.broker)
+            self._app = celery_app(self.broker, sender=True)
         return self._app
 
     def redis(self) -> Any:

@@ -10,9 +10,13 @@ be read. ``--json`` prints::
      "checks": [{"check": "tools", "status": "fail", "message": "npm not found on PATH"}, ...]}
 
 ``status`` is ``ok``, ``warn`` (worth knowing, not a failure) or ``fail``; ``check`` is one of
-config, task, flows, tools, fork, gitignore, state, last-run, backend, app-server. An unreachable
+config, task, flows, tools, fork, gitignore, state, last-run, backend, app-server, broker,
+workers. An unreachable
 backend fails when a flow task needs it and is a warning otherwise; ``app-server`` appears only
 for a backend started with ``--app-server-url`` and warns while that app-server is unreachable.
+``broker`` and ``workers`` appear with the Celery executor (``[workspace.executor] kind =
+"celery"``, or ``CODEX_WORKSPACE_BROKER_URL`` set): the broker answers a ping, and which
+``workspace worker`` processes answer Celery's.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def doctor(g: Globals, *, as_json: bool = False) -> int:
     _check_state(report, root, g.mode, config)
     needs_backend = config is not None and any(t.kind == "flow" and t.enabled for t in config.tasks)
     _check_backend(report, g.backend_url, needs_backend)
+    _check_broker(report, config)
     failed = any(c.status == "fail" for c in report.checks)
     code = EXIT_BAD_INPUT if config is None else EXIT_FAILED if failed else EXIT_OK
     if as_json:
@@ -316,6 +321,73 @@ def _check_backend(report: _Report, url: str, needed: bool) -> None:
     name, version = info.get("name", "unknown"), info.get("version", "?")
     report.add("backend", "ok", f"{name} {version} at {url}")
     _check_app_server(report, url)
+
+
+WORKERS_PING_SECONDS = 1.0
+
+
+def _check_broker(report: _Report, config: config_mod.WorkspaceConfig | None) -> None:
+    """With the Celery executor: the broker answers, and which workers answer."""
+    from workspace_adapter.cluster.brokerurl import (
+        BROKER_ENV,
+        broker_problem,
+        chosen_broker,
+        redact,
+    )
+
+    executor = None if config is None else config.executor
+    celery_chosen = executor is not None and executor.kind == "celery"
+    url = chosen_broker(None, executor.broker if executor is not None else None)
+    if not celery_chosen and not os.environ.get(BROKER_ENV):
+        return
+    if url is None:
+        report.add("broker", "fail", f"the Celery executor has no broker; set {BROKER_ENV}")
+        return
+    problem = broker_problem(url)
+    if problem is not None:
+        report.add("broker", "fail", problem)
+        return
+    try:
+        import redis
+        from redis.exceptions import RedisError
+
+        from workspace_adapter.cluster.app import celery_app
+    except ImportError:
+        report.add(
+            "broker",
+            "fail",
+            "the celery extra is not installed: pip install 'workspace-adapter[celery]'",
+        )
+        return
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        report.add(
+            "broker",
+            "fail",
+            f"{redact(url)} does not answer ({type(exc).__name__}); runs wait queued until it "
+            "does: start Redis, or fix the URL",
+        )
+        return
+    finally:
+        client.close()
+    report.add("broker", "ok", f"{redact(url)} answers")
+    app = celery_app(url)
+    try:
+        replies = app.control.ping(timeout=WORKERS_PING_SECONDS) or []
+    except Exception as exc:  # Celery wraps transport errors in many classes
+        report.add("workers", "warn", f"cannot ask the workers: {type(exc).__name__}")
+        return
+    names = sorted(name for reply in replies for name in reply)
+    if names:
+        report.add("workers", "ok", f"{len(names)} answer: {', '.join(names)}")
+    else:
+        report.add(
+            "workers",
+            "warn",
+            "no worker answers; runs wait until one starts (workspace worker --broker URL)",
+        )
 
 
 def _check_app_server(report: _Report, url: str) -> None:
