@@ -154,7 +154,8 @@ class ForkConfig(Value):
     """One ``[[workspace.forks]]`` entry: a fork checkout kept rebased on its upstream's releases.
 
     ``release_tags`` is a glob, or a regular expression after ``re:``; ``repo`` is what an
-    event's ``payload.repo`` says for this fork (written ``repo`` or ``expected_repo``).
+    event's ``payload.repo`` says for this fork (written ``repo`` or ``expected_repo``);
+    ``patches`` is its patch series as plain values (``{"branches": …}`` or ``{"series": …}``).
     """
 
     __slots__ = (
@@ -164,6 +165,7 @@ class ForkConfig(Value):
         "fetch",
         "line",
         "name",
+        "patches",
         "path",
         "push",
         "push_remotes",
@@ -190,6 +192,7 @@ class ForkConfig(Value):
         canonical_remote: str | None = None,
         candidates_remote: str | None = None,
         repo: str | None = None,
+        patches: dict[str, Any] | None = None,
         line: int = 0,
     ) -> None:
         self.name = name
@@ -205,6 +208,7 @@ class ForkConfig(Value):
         self.canonical_remote = canonical_remote
         self.candidates_remote = candidates_remote
         self.repo = repo
+        self.patches = patches
         self.line = line
 
     def step_config(self, root: Path) -> dict[str, Any]:

@@ -112,6 +112,8 @@ class ForkSchema(ForkFields, kw_only=True, frozen=True, forbid_unknown_fields=Tr
         fields = msgspec.structs.asdict(self)
         expected = fields.pop("expected_repo")
         fields["repo"] = self.repo if self.repo is not None else expected
+        # Plain values: the validated-config cache stores the entry with marshal.
+        fields["patches"] = None if self.patches is None else msgspec.to_builtins(self.patches)
         return ForkConfig(**fields, line=line)
 
 

@@ -145,13 +145,13 @@ class ForkFields(msgspec.Struct, kw_only=True, frozen=True):
     canonical_remote: str | None = None
     candidates_remote: str | None = None
     repo: str | None = None
+    patches: PatchSeries | None = None
 
 
 class ForkEntry(ForkFields, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One ``[[workspace.forks]]`` entry as a step receives it (``path`` already absolute)."""
 
     workspace_root: str | None = None
-    patches: PatchSeries | None = None
 
 
 class FlowConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
