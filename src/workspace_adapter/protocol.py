@@ -40,6 +40,8 @@ SIGNATURE_HEADERS = ("x-flow-signature-256", "x-patch-flow-signature-256")
 RequestId = int | str | None
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# Where a cut list reply goes on: the ``nextCursor`` it carried, passed back as it was.
+Cursor = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")]
 
 
 class RpcFault(Exception):
@@ -184,6 +186,7 @@ class ReplayParams(msgspec.Struct, kw_only=True, omit_defaults=True):
 class ListEventsParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str | None = None
     limit: Limit = 50
+    cursor: Cursor | None = None
 
 
 class GetEventParams(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -194,6 +197,7 @@ class ListRunsParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     eventId: str | None = None
     status: Status | None = None
     limit: Limit = 50
+    cursor: Cursor | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in RUN_STATES:
@@ -239,10 +243,20 @@ class RunResult(msgspec.Struct):
 
 
 class RunsResult(msgspec.Struct, kw_only=True):
-    """The reply to ``flow.listRuns``; ``eventId`` echoes the filter when one was given."""
+    """The reply to ``flow.listRuns``; ``eventId`` echoes the filter when one was given, and
+    ``nextCursor`` is there only when the reply was cut short (pass it back as ``cursor``)."""
 
     eventId: str | msgspec.UnsetType = msgspec.UNSET
     runs: list[WireRun]
+    nextCursor: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class RunsPage(msgspec.Struct, kw_only=True):
+    """:class:`RunsResult` as the backend writes it: each run already encoded."""
+
+    eventId: str | msgspec.UnsetType = msgspec.UNSET
+    runs: list[msgspec.Raw]
+    nextCursor: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class EventResult(msgspec.Struct):
@@ -253,9 +267,17 @@ class EventResult(msgspec.Struct):
 
 
 class EventsResult(msgspec.Struct):
-    """The reply to ``flow.listEvents``."""
+    """The reply to ``flow.listEvents``; ``nextCursor`` as in :class:`RunsResult`."""
 
     events: list[dict[str, Any]]
+    nextCursor: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class EventsPage(msgspec.Struct):
+    """:class:`EventsResult` as the backend writes it: each event record already encoded."""
+
+    events: list[msgspec.Raw]
+    nextCursor: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class SubscribeResult(msgspec.Struct):

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.service import BackendService
+from workspace_adapter.backend.transport import descriptors
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 EVENT_POSTS = frozenset({"/events", "/flow-events"})
@@ -47,6 +49,22 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return bytes(body)
 
 
+async def read_body_or_refuse(request: Request, timeout: float) -> bytes | Response:
+    """The body, or the reply refusing it: 413 when too large, 408 when it comes too slowly.
+
+    Both close the connection: the rest of the body is never read.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            return await read_body(request)
+    except BodyTooLarge:
+        refusal = error_response(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        refusal = error_response(408, f"the body did not arrive within {timeout:g} s")
+    refusal.headers["Connection"] = "close"
+    return refusal
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(rpc.encode_json(body), status_code=status, media_type="application/json")
 
@@ -65,7 +83,7 @@ def error_response(
 
 def is_loopback(host: str) -> bool:
     """True for a loopback address or ``localhost``; names are not resolved."""
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -73,12 +91,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Guard:
-    """Refuses browser origins that are not allowed and, with a token, unauthenticated calls.
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header, without its port: ``[::1]:3586`` is ``[::1]``."""
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
-    ``/healthz`` and ``/readyz`` are open to HTTP (a WebSocket upgrade on those paths still
-    needs the token); ``POST /events`` with a secret configured is checked by its route
-    instead (a valid signature stands in for the token there).
+
+class Guard:
+    """Refuses what the backend does not serve before any route or WebSocket sees it.
+
+    In order: a ``Host`` that is no loopback name and none given with ``--public-host`` (a
+    DNS-rebinding page reaches the daemon under its own name), a browser origin that is not
+    allowed, and, with a token, an unauthenticated call. ``/healthz`` and ``/readyz`` are open
+    to HTTP (a WebSocket upgrade on those paths is checked); ``POST /events`` with a secret
+    configured is checked by its route instead (a valid signature stands in for the token).
     """
 
     def __init__(
@@ -88,19 +115,37 @@ class Guard:
         token: str | None,
         secret: str | None,
         allowed_origins: frozenset[str],
+        public_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.token = token
         self.secret = secret
         self.allowed_origins = allowed_origins
+        self.public_hosts = frozenset(name.lower() for name in public_hosts)
+
+    def host_allowed(self, header: bytes | None) -> bool:
+        """A loopback name or a public one, with or without a port; no header (HTTP/1.0) too."""
+        if header is None:
+            return True
+        text = header.decode("latin-1").strip().lower()
+        name = host_name(text)
+        return is_loopback(name) or bool({text, name} & self.public_hosts)
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         headers = dict(scope.get("headers") or [])
+        path = scope.get("path", "")
+        open_path = scope["type"] == "http" and path in OPEN_PATHS
+        host = headers.get(b"host")
+        if not open_path and not self.host_allowed(host):
+            shown = (host or b"").decode("latin-1")
+            return 421, (
+                f"host {shown!r} is not this backend's name; use 127.0.0.1 or localhost, "
+                "or start the backend with --public-host NAME"
+            )
         origin = headers.get(b"origin")
         if origin is not None and origin.decode("latin-1") not in self.allowed_origins:
             return 403, "origin not allowed; start the backend with --allow-origin"
-        path = scope.get("path", "")
-        if self.token is None or (scope["type"] == "http" and path in OPEN_PATHS):
+        if self.token is None or open_path:
             return None
         if self.secret is not None and path in EVENT_POSTS and scope.get("method") == "POST":
             return None
@@ -132,6 +177,11 @@ def _faults_as_http(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
+        except OSError as exc:
+            short = descriptors.fault(exc)
+            if short is None:
+                raise
+            return error_response(503, short.message, retry_after=1)
         except rpc.RpcFault as fault:
             data = fault.data or {}
             field = data.get("field")
@@ -160,6 +210,7 @@ def build_routes(
     secret: str | None,
     ready: Callable[[], bool],
     token: str | None = None,
+    body_timeout: float = 10.0,
 ) -> list[Route]:
     """Every HTTP route of SPEC §6 over ``service``."""
 
@@ -183,10 +234,9 @@ def build_routes(
         return token is not None and rpc.verify_token(token, request.headers.get("authorization"))
 
     async def post_event(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return error_response(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        body = await read_body_or_refuse(request, body_timeout)
+        if isinstance(body, Response):
+            return body
         if secret is not None and not authorized(request, body):
             return error_response(401, INVALID_SIGNATURE)
         try:
@@ -199,17 +249,18 @@ def build_routes(
         return json_response(reply, 202)
 
     async def list_events(request: Request) -> Response:
-        params = _query(request, rpc.ListEventsParams, {"type": "type", "limit": "limit"})
-        return json_response(rpc.EventsResult(await service.list_events(params.type, params.limit)))
+        params = _query(
+            request, rpc.ListEventsParams, {"type": "type", "limit": "limit", "cursor": "cursor"}
+        )
+        return json_response(await service.list_events(params.type, params.limit, params.cursor))
 
     async def get_event(request: Request) -> Response:
         return json_response(service.get_event(request.path_params["event_id"]))
 
     async def replay_event(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return error_response(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        body = await read_body_or_refuse(request, body_timeout)
+        if isinstance(body, Response):
+            return body
         if secret is not None and not authorized(request, body):
             return error_response(401, INVALID_SIGNATURE)
         wait = False
@@ -229,10 +280,16 @@ def build_routes(
         params = _query(
             request,
             rpc.ListRunsParams,
-            {"eventId": "eventId", "event_id": "eventId", "status": "status", "limit": "limit"},
+            {
+                "eventId": "eventId",
+                "event_id": "eventId",
+                "status": "status",
+                "limit": "limit",
+                "cursor": "cursor",
+            },
         )
-        runs = await service.list_runs(params.eventId, params.status, params.limit)
-        return json_response(service.runs_result(params.eventId, runs))
+        page = await service.list_runs(params.eventId, params.status, params.limit, params.cursor)
+        return json_response(page)
 
     async def get_run(request: Request) -> Response:
         # {"run": …}, as codex-flows answers here and as flow.getRun answers.

@@ -36,6 +36,12 @@ from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import Outbox, SubscriptionHub
+from workspace_adapter.backend.transport import (
+    Acceptor,
+    MemoryReturn,
+    descriptors,
+    head_deadline_protocol,
+)
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import SchemaVersionError, unavailable
@@ -47,6 +53,10 @@ from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 MAX_INFLIGHT_PER_CONNECTION = 256
 # How long a close frame may wait behind unread data before we give up on the client.
 CLOSE_TIMEOUT = 30.0
+# How long a client may take to send a request's head, and then its body.
+READ_TIMEOUT = 10.0
+# A reply this large leaves enough freed memory behind to be worth handing back.
+LARGE_REPLY_BYTES = 1024 * 1024
 SLOW_SUBSCRIBER = 1008
 # Where the secret and token may come from; never handed to a step, even when asked to.
 SECRET_ENV_NAMES = ("CODEX_FLOW_BACKEND_SECRET", "CODEX_WORKSPACE_BACKEND_TOKEN")
@@ -109,19 +119,29 @@ class BackendOptions(msgspec.Struct, kw_only=True):
     token: str | None = None
     secret: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    # Names clients may reach the daemon by besides the loopback ones (the Host header).
+    public_hosts: tuple[str, ...] = ()
     concurrency: int = 2
     env_allow: tuple[str, ...] = ()
     # The Codex app-server behind appServer.* (ws://…); None: those methods are unknown.
     app_server_url: str | None = None
+    # Seconds a client may take to send a request's head, and again its body.
+    read_timeout: float = READ_TIMEOUT
 
 
 class ClientSession:
     """One WebSocket: reads requests, handles them concurrently, writes through an outbox."""
 
     def __init__(
-        self, websocket: WebSocket, service: BackendService, receive: Receive, send: Send
+        self,
+        websocket: WebSocket,
+        service: BackendService,
+        receive: Receive,
+        send: Send,
+        memory: MemoryReturn,
     ) -> None:
         self.websocket = websocket
+        self.memory = memory
         # Frames move through the server's own receive/send: starlette's WebSocket checks its
         # state on every call, which costs more than the frame's JSON (accept and close still
         # go through it).
@@ -147,9 +167,14 @@ class ClientSession:
     async def serve(self) -> None:
         self.outbox.put(rpc.connected_notification(utc_now_iso()))
         self.service.hub.attach(self.outbox)
+        # The writer is a task of its own, stopped through its cancel scope, not a task
+        # group's child: anyio's task group keeps a cancelled child's CancelledError in a
+        # reference cycle with the whole session, so every closed connection stayed in memory
+        # until the cyclic collector came by (an idle daemon's, rarely).
+        reading = anyio.CancelScope()
+        writer = asyncio.get_running_loop().create_task(self._write(reading))
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write, tg.cancel_scope)
+            with reading:
                 while True:
                     message = await self._receive()
                     if message["type"] == "websocket.disconnect":
@@ -164,10 +189,21 @@ class ClientSession:
                     task = asyncio.get_running_loop().create_task(self._handle(frame))
                     self._requests.add(task)
                     task.add_done_callback(self._requests.discard)
-                tg.cancel_scope.cancel()
         finally:
             self.service.hub.drop(self.outbox)
-            await self._cancel_requests()
+            await self._cancel_requests()  # closes the outbox: the writer's next frame is None
+            await self._stop_writer(writer)
+            self.memory.connection_closed()
+
+    async def _stop_writer(self, writer: asyncio.Task[None]) -> None:
+        if self._sending is not None:
+            self._sending.cancel()  # a send waiting for a client that stopped reading
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([writer])
+        self._sending = None
+        self.outbox.on_overflow = None  # the outbox and the session no longer hold each other
+        if not writer.cancelled() and writer.exception() is not None:
+            self._log.error("ws.writer_failed", exc_info=writer.exception())
 
     async def _cancel_requests(self) -> None:
         """End the requests in flight and wait for them, as a task group's exit would."""
@@ -251,6 +287,8 @@ class ClientSession:
             reply = await self._answer(frame)
             if reply is None:
                 return
+            if len(reply) > LARGE_REPLY_BYTES:
+                self.memory.large_reply_sent()
             if self._writing or self.outbox.size or self.outbox.closed:
                 await self.outbox.put_reply(reply)
             else:
@@ -292,12 +330,15 @@ class ClientSession:
             if fault.request_id is None:
                 fault.request_id = request_id
             return rpc.encode_fault(fault)
-        except Exception:
-            self._log.exception("rpc.internal_error", request_id=request_id)
+        except Exception as exc:
+            problem = descriptors.fault(exc)  # out of file descriptors: retryable, logged apart
+            if problem is None:
+                self._log.exception("rpc.internal_error", request_id=request_id)
+                problem = rpc.RpcFault(rpc.INTERNAL_ERROR, "internal error")
             if notification:
                 return None
-            internal = rpc.RpcFault(rpc.INTERNAL_ERROR, "internal error", request_id=request_id)
-            return rpc.encode_fault(internal)
+            problem.request_id = request_id
+            return rpc.encode_fault(problem)
 
 
 class WebSocketsFirst:
@@ -307,9 +348,10 @@ class WebSocketsFirst:
     path too (their wrapped ``send`` is called once per reply).
     """
 
-    def __init__(self, http: ASGIApp, service: BackendService) -> None:
+    def __init__(self, http: ASGIApp, service: BackendService, memory: MemoryReturn) -> None:
         self.http = http
         self.service = service
+        self.memory = memory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -320,28 +362,61 @@ class WebSocketsFirst:
             await websocket.accept()
         except (WebSocketDisconnect, OSError):
             return
-        await ClientSession(websocket, self.service, receive, send).serve()
+        await ClientSession(websocket, self.service, receive, send, self.memory).serve()
 
 
-def build_app(service: BackendService, options: BackendOptions, ready: Any) -> Guard:
+def build_app(
+    service: BackendService,
+    options: BackendOptions,
+    ready: Any,
+    memory: MemoryReturn | None = None,
+) -> Guard:
     """The ASGI app: HTTP routes, a WebSocket on every path, behind the guard."""
     routes: list[Any] = build_routes(
-        service, secret=options.secret, ready=ready, token=options.token
+        service,
+        secret=options.secret,
+        ready=ready,
+        token=options.token,
+        body_timeout=options.read_timeout,
     )
     return Guard(
-        WebSocketsFirst(Starlette(routes=routes), service),
+        WebSocketsFirst(Starlette(routes=routes), service, memory or MemoryReturn()),
         token=options.token,
         secret=options.secret,
         allowed_origins=frozenset(options.allowed_origins),
+        public_hosts=frozenset(options.public_hosts),
     )
 
 
 class _Server(uvicorn.Server):
+    """uvicorn's server, accepting on ``listener`` through an :class:`Acceptor` of ours."""
+
+    def __init__(self, config: uvicorn.Config, listener: socket.socket) -> None:
+        super().__init__(config)
+        self.listener = listener
+        self.acceptor: Acceptor | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # Signals are ours: shutting down means cancelling steps, not only closing sockets,
         # and uvicorn would re-raise them afterwards, turning exit 0 into death by SIGTERM.
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # uvicorn listens on nothing: the acceptor does
+        if self.started:
+            self.acceptor = Acceptor(self.listener, self._protocol)
+            self.acceptor.start()
+
+    def _protocol(self) -> asyncio.Protocol:
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.acceptor is not None:
+            self.acceptor.stop()
+        await super().shutdown(sockets=[])
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -381,6 +456,11 @@ def check_options(options: BackendOptions) -> None:
             f"refusing to listen on non-loopback address {options.host} without a token; "
             "set CODEX_WORKSPACE_BACKEND_TOKEN or --token-file"
         )
+    if not is_loopback(options.host) and not options.public_hosts:
+        raise UserError(
+            f"--host {options.host} is not loopback: name the host clients reach it by with "
+            "--public-host NAME (repeatable), or CODEX_WORKSPACE_BACKEND_PUBLIC_HOST"
+        )
     passed_on = sorted(set(options.env_allow) & set(SECRET_ENV_NAMES))
     if passed_on:
         raise UserError(
@@ -388,6 +468,8 @@ def check_options(options: BackendOptions) -> None:
         )
     if options.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {options.concurrency}")
+    if not options.read_timeout > 0:
+        raise UserError(f"the read timeout must be above 0 seconds, got {options.read_timeout}")
     if not options.cwd.is_dir():
         raise UserError(f"--cwd {options.cwd} is not a folder")
 
@@ -482,9 +564,10 @@ async def serve_backend(
             on_write=checkpoints.wrote,
             app_server=app_server,
         )
-        app = build_app(service, options, ready=lambda: queue.accepting)
+        app = build_app(service, options, ready=lambda: queue.accepting, memory=MemoryReturn())
         config = uvicorn.Config(
             app,
+            http=head_deadline_protocol(options.read_timeout),
             ws="websockets-sansio",
             ws_max_size=rpc.MAX_FRAME_BYTES,
             ws_per_message_deflate=False,
@@ -493,14 +576,13 @@ async def serve_backend(
             access_log=True,  # one line per HTTP request at info, through base.logs
             timeout_graceful_shutdown=3,
         )
-        server = _Server(config)
+        server = _Server(config, sock)
         try:
             sidecar = companion(url, service) if companion is not None else None
             alongside = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    for run in failed:
-                        hub.run_updated(run.to_wire())
+                    queue.take_up(failed)
                     await tg.start(queue.serve)
                     queue.submit(queued)
                     if app_server is not None:
@@ -519,7 +601,7 @@ async def serve_backend(
                         # uvicorn starts accepting waits in the backlog instead of failing.
                         tg.start_soon(_run_alongside, alongside, sidecar)
                     tg.start_soon(_stop_on_signal, signals, server, queue, alongside, sidecar)
-                    await server.serve(sockets=[sock])
+                    await server.serve()
                     # The server stopped (a signal, or uvicorn gave up): finish the runs' story.
                     alongside.cancel()
                     await queue.shutdown()

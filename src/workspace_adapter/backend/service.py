@@ -9,8 +9,9 @@ sockets.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, NamedTuple
+import itertools
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import msgspec
@@ -49,6 +50,37 @@ def _unknown(field: str, value: str) -> rpc.RpcFault:
 
 # How long a client should wait before retrying a write the store could not take.
 RETRY_AFTER_SECONDS = {"busy": 1, "full": 30}
+# Encoded records a list reply carries at most (always at least one); the rest is a cursor away.
+LIST_REPLY_BYTES = 4 * 1024 * 1024
+
+Row = TypeVar("Row")
+
+
+def _before(cursor: str | None) -> int | None:
+    return None if cursor is None else int(cursor)
+
+
+def _page(
+    rows: Generator[tuple[int, Row], None, None],
+    limit: int,
+    encode: Callable[[Row], bytes],
+    budget: int = LIST_REPLY_BYTES,
+) -> tuple[list[msgspec.Raw], str | msgspec.UnsetType]:
+    """Up to ``limit`` of ``rows``, each encoded, and the cursor past the last one when the
+    next would have taken the records past ``budget`` bytes (else UNSET: nothing was cut).
+
+    Rows are read one at a time, so a long list never sits in memory whole.
+    """
+    records: list[msgspec.Raw] = []
+    size, last = 0, 0
+    with contextlib.closing(rows):
+        for seq, row in itertools.islice(rows, limit):
+            record = encode(row)
+            if records and size + len(record) > budget:
+                return records, str(last)
+            records.append(msgspec.Raw(record))
+            size, last = size + len(record), seq
+    return records, msgspec.UNSET
 
 
 def store_fault(problem: StoreUnavailable) -> rpc.RpcFault:
@@ -84,6 +116,8 @@ class BackendService:
         self.catalog = catalog
         self.queue = queue
         self.hub = hub
+        # List reads share one reader connection: one thread at a time, not one per caller.
+        self._list_reads = anyio.CapacityLimiter(1)
         self._log = get_logger(component="backend")
 
     @contextlib.contextmanager
@@ -124,15 +158,13 @@ class BackendService:
         return await self.replay(params.eventId, wait=params.wait)
 
     async def _list_events(self, params: rpc.ListEventsParams, outbox: Outbox | None) -> Any:
-        return rpc.EventsResult(await self.list_events(params.type, params.limit))
+        return await self.list_events(params.type, params.limit, params.cursor)
 
     async def _get_event(self, params: rpc.GetEventParams, outbox: Outbox | None) -> Any:
         return self.get_event(params.eventId)
 
     async def _list_runs(self, params: rpc.ListRunsParams, outbox: Outbox | None) -> Any:
-        return self.runs_result(
-            params.eventId, await self.list_runs(params.eventId, params.status, params.limit)
-        )
+        return await self.list_runs(params.eventId, params.status, params.limit, params.cursor)
 
     async def _get_run(self, params: rpc.RunIdParams, outbox: Outbox | None) -> Any:
         return rpc.RunResult(self.get_run(params.runId))
@@ -242,9 +274,17 @@ class BackendService:
 
     # --- inspection --------------------------------------------------------------------------
 
-    async def list_events(self, event_type: str | None, limit: int) -> list[dict[str, Any]]:
-        found = await anyio.to_thread.run_sync(self.store.list_events, event_type, limit)
-        return [as_event_record(e) for e in found]
+    async def list_events(
+        self, event_type: str | None, limit: int, cursor: str | None = None
+    ) -> rpc.EventsPage:
+        """The newest ``limit`` events from ``cursor`` on, cut at :data:`LIST_REPLY_BYTES`."""
+
+        def read() -> rpc.EventsPage:
+            rows = self.store.events_newest_first(event_type, _before(cursor))
+            events, next_cursor = _page(rows, limit, lambda e: rpc.encode_json(as_event_record(e)))
+            return rpc.EventsPage(events, nextCursor=next_cursor)
+
+        return await anyio.to_thread.run_sync(read, limiter=self._list_reads)
 
     def get_event(self, event_id: str) -> rpc.EventResult:
         stored = self.store.get_event(event_id)
@@ -253,20 +293,19 @@ class BackendService:
         runs = [r.to_wire() for r in self.store.runs_of_event(event_id)]
         return rpc.EventResult(as_event_record(stored), runs)
 
-    @staticmethod
-    def runs_result(event_id: str | None, runs: list[rpc.WireRun]) -> rpc.RunsResult:
-        """``{runs}``, with ``eventId`` echoed first when the runs were filtered by it."""
-        if event_id is None:
-            return rpc.RunsResult(runs=runs)
-        return rpc.RunsResult(eventId=event_id, runs=runs)
-
     async def list_runs(
-        self, event_id: str | None, status: str | None, limit: int
-    ) -> list[rpc.WireRun]:
-        runs: list[FlowRun] = await anyio.to_thread.run_sync(
-            self.store.list_runs, event_id, status, limit
-        )
-        return [r.to_wire() for r in runs]
+        self, event_id: str | None, status: str | None, limit: int, cursor: str | None = None
+    ) -> rpc.RunsPage:
+        """``{runs}`` as :meth:`list_events`, with ``eventId`` echoed first when the runs were
+        filtered by it."""
+
+        def read() -> rpc.RunsPage:
+            rows = self.store.runs_newest_first(event_id, status, _before(cursor))
+            runs, next_cursor = _page(rows, limit, lambda r: rpc.encode_json(r.to_wire()))
+            echo = msgspec.UNSET if event_id is None else event_id
+            return rpc.RunsPage(eventId=echo, runs=runs, nextCursor=next_cursor)
+
+        return await anyio.to_thread.run_sync(read, limiter=self._list_reads)
 
     def get_run(self, run_id: str) -> rpc.WireRun:
         run = self.queue.record(run_id)

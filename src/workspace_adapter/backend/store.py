@@ -13,8 +13,11 @@ list queries, which can touch a thousand rows, use another one on a worker threa
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sqlite3
 import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -302,31 +305,48 @@ class BackendStore:
 
     # --- list reads: call from a worker thread -----------------------------------------------
 
-    def list_events(self, event_type: str | None, limit: int) -> list[dict[str, Any]]:
-        sql = "SELECT body FROM events"
-        args: list[Any] = []
-        if event_type is not None:
-            sql += " WHERE type = ?"
-            args.append(event_type)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
+    def events_newest_first(
+        self, event_type: str | None, before: int | None = None
+    ) -> Generator[tuple[int, dict[str, Any]], None, None]:
+        """``(seq, stored body)`` of the events (of ``event_type``), newest first, from just
+        before the event numbered ``before``; read from SQLite one row at a time.
+
+        Holds the list reader until exhausted or closed: close it (``contextlib.closing``)
+        on the thread that started it.
+        """
+        where: dict[str, Any] = {"type = ?": event_type, "seq < ?": before}
+        with contextlib.closing(self._newest_first("seq, body FROM events", where)) as rows:
+            for seq, body in rows:
+                yield seq, dict(json_decoder.decode(body))
+
+    def runs_newest_first(
+        self, event_id: str | None, status: str | None, before: int | None = None
+    ) -> Generator[tuple[int, FlowRun], None, None]:
+        """``(seq, run)`` of the runs matching the filters, as :meth:`events_newest_first`."""
+        where: dict[str, Any] = {"event_id = ?": event_id, "status = ?": status, "seq < ?": before}
+        with contextlib.closing(self._newest_first(f"seq, {RUN_COLUMNS} FROM runs", where)) as rows:
+            for row in rows:
+                yield row[0], run_from_row(row[1:])
+
+    def _newest_first(
+        self, select: str, where: dict[str, Any]
+    ) -> Generator[tuple[Any, ...], None, None]:
+        """The rows of ``SELECT select`` under the clauses of ``where`` whose value is not None,
+        by ``seq`` descending."""
+        clauses = [clause for clause, value in where.items() if value is not None]
+        args = [value for value in where.values() if value is not None]
+        sql = f"SELECT {select}{' WHERE ' if clauses else ''}{' AND '.join(clauses)}"
         with self._reader_lock:
-            rows = self._reader.execute(sql, args).fetchall()
-        return [dict(json_decoder.decode(r[0])) for r in rows]
+            rows = self._reader.execute(f"{sql} ORDER BY seq DESC", args)
+            try:
+                yield from rows
+            finally:
+                rows.close()
+
+    def list_events(self, event_type: str | None, limit: int) -> list[dict[str, Any]]:
+        with contextlib.closing(self.events_newest_first(event_type)) as found:
+            return [body for _, body in itertools.islice(found, limit)]
 
     def list_runs(self, event_id: str | None, status: str | None, limit: int) -> list[FlowRun]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if event_id is not None:
-            clauses.append("event_id = ?")
-            args.append(event_id)
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        args.append(limit)
-        with self._reader_lock:
-            rows = self._reader.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY seq DESC LIMIT ?", args
-            ).fetchall()
-        return [run_from_row(r) for r in rows]
+        with contextlib.closing(self.runs_newest_first(event_id, status)) as found:
+            return [run for _, run in itertools.islice(found, limit)]

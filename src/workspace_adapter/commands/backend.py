@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, NotRequired, TypedDict, Unpack
 
 from workspace_adapter.base.errors import UserError
+
+# Where the names of --public-host come from when the flag is not given (comma-separated).
+PUBLIC_HOST_ENV = "CODEX_WORKSPACE_BACKEND_PUBLIC_HOST"
+# Seconds a client may take to send a request's head, and again its body (default 10).
+READ_TIMEOUT_ENV = "CODEX_WORKSPACE_BACKEND_READ_TIMEOUT"
 
 if TYPE_CHECKING:
     from workspace_adapter.backend.server import BackendOptions
@@ -46,6 +51,7 @@ class BackendFlags(TypedDict):
     env_allow: list[str]
     app_server_url: str | None
     local_app_server: bool
+    public_host: NotRequired[list[str]]
 
 
 def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> BackendOptions:
@@ -55,7 +61,7 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
     one: the workspace root (``--workspace-root``, else the folder of the nearest
     ``workspace.toml``, else the current folder).
     """
-    from workspace_adapter.backend.server import BackendOptions
+    from workspace_adapter.backend.server import READ_TIMEOUT, BackendOptions
 
     fallback = default_cwd or Path(os.getcwd())
     root = Path(flags["cwd"] or os.environ.get("CODEX_FLOW_BACKEND_CWD") or fallback).resolve()
@@ -88,10 +94,36 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
             "the secret POST /events bodies are signed with",
         ),
         allowed_origins=tuple(flags["allow_origin"]),
+        public_hosts=_public_hosts(flags),
         concurrency=flags["concurrency"],
         env_allow=tuple(flags["env_allow"]),
         app_server_url=app_server_url,
+        read_timeout=_read_timeout(READ_TIMEOUT),
     )
+
+
+def _read_timeout(default: float) -> float:
+    """Seconds from its variable when set (a number above 0), else ``default``."""
+    given = os.environ.get(READ_TIMEOUT_ENV)
+    if not given:
+        return default
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise UserError(f"{READ_TIMEOUT_ENV} must be a number of seconds above 0, got {given!r}")
+    return seconds
+
+
+def _public_hosts(flags: BackendFlags) -> tuple[str, ...]:
+    """``--public-host`` (repeated), else the comma-separated names of its variable."""
+    given = flags.get("public_host") or os.environ.get(PUBLIC_HOST_ENV, "").split(",")
+    names = tuple(name.strip() for name in given if name.strip())
+    for name in names:
+        if "/" in name or " " in name:
+            raise UserError(f"--public-host {name!r}: give a host name such as backend.example")
+    return names
 
 
 def _app_server_url(flags: BackendFlags) -> str | None:
