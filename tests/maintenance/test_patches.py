@@ -492,10 +492,6 @@ def test_attempts_shows_one_line_for_an_attempt_without_patches() -> None:
     assert attempts.table(attempt) == [attempts.summary(attempt)]
 
 
-@pytest.mark.skipif(
-    "patches" not in Attempt.__struct_fields__,
-    reason="the attempt records keep no patch table yet",
-)
 def test_attempts_lists_the_patches_of_an_attempt_that_keeps_them() -> None:
     """`workspace attempts`: an attempt's line, then its patches when its record has them."""
     attempt = Attempt(**ATTEMPT, patches=[CONFLICT_ENTRY])

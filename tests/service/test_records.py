@@ -16,7 +16,7 @@ from workspace_adapter.base.processes import process_marker
 from workspace_adapter.base.times import iso
 from workspace_adapter.service.delivery import redelivery_delay
 from workspace_adapter.service.records import Records
-from workspace_adapter.service.schema import PollOutcome, SeenRelease, data_dir
+from workspace_adapter.service.schema import SCHEMA_VERSION, PollOutcome, SeenRelease, data_dir
 from workspace_adapter.service.watcher import source_retry_delay
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
@@ -56,7 +56,7 @@ def records(tmp_path: Path) -> Records:
 def test_the_store_is_wal_and_versioned(records: Records) -> None:
     db = sqlite3.connect(records.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.execute("PRAGMA user_version = 7")
     db.close()
     with pytest.raises(UserError, match="schema version 7"):

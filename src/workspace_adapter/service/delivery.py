@@ -3,9 +3,9 @@
 One connection per attempt: subscribe to the event *before* sending it (so no line of a fast
 run is lost), send it (``flow.dispatch``, or ``flow.replay`` for a replay, or for a retry of an
 event the backend already knows), mark the attempt ``started`` as soon as the backend has it,
-follow the runs to their end, then store their worst flow status, run ids, candidate refs and
-messages. An attempt the backend never received is ``undelivered`` and is redelivered later,
-with a backoff stored in the attempt.
+follow the runs to their end, then store their worst flow status, run ids, candidate refs,
+patch tables and messages. An attempt the backend never received is ``undelivered`` and is
+redelivered later, with a backoff stored in the attempt.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TextIO, TypeVar
 
 import anyio.to_thread
+import msgspec
 
 from workspace_adapter import client as wsclient
 from workspace_adapter import protocol as rpc
@@ -78,24 +79,35 @@ class _NotSent(Exception):
         self.retry = retry
 
 
-def run_outcome(
-    runs: list[WireRun],
-) -> tuple[Status, dict[str, Status], list[Any], str | None]:
-    """(worst flow status, {run id: flow status}, candidate refs, message) of ended runs."""
-    statuses = {run.id: run.flow_status for run in runs}
-    refs: list[Any] = []
+class RunOutcome(msgspec.Struct, kw_only=True):
+    """What an attempt's ended runs add up to, as its record keeps it."""
+
+    status: Status
+    run_statuses: dict[str, Status] = msgspec.field(default_factory=dict)  # run id → status
+    candidate_refs: list[Any] = msgspec.field(default_factory=list)
+    patches: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    message: str | None = None
+
+
+def run_outcome(runs: list[WireRun]) -> RunOutcome:
+    """The worst flow status of ended runs, and their candidate refs, patches and messages."""
+    outcome = RunOutcome(status=status_rule.worst([run.flow_status for run in runs]))
     messages: list[str] = []
     for run in runs:
+        outcome.run_statuses[run.id] = run.flow_status
         found = run.artifacts.get("candidateRefs")
         if isinstance(found, list):
-            refs.extend(found)
+            outcome.candidate_refs.extend(found)
+        found = run.artifacts.get("patches")
+        if isinstance(found, list):
+            outcome.patches.extend(entry for entry in found if isinstance(entry, dict))
         found = run.flow_result
         said = found.get("message") if found is not None else None
         text = said or run.error
         if isinstance(text, str) and text and text not in messages:
             messages.append(text if len(runs) == 1 else f"{run.stepName}: {text}")
-    status = status_rule.worst(list(statuses.values()))
-    return status, statuses, refs, "; ".join(messages) or None
+    outcome.message = "; ".join(messages) or None
+    return outcome
 
 
 class AttemptDelivery:
@@ -164,7 +176,7 @@ class AttemptDelivery:
             if not run_ids:
                 event = await off_loop(self.records.event, attempt.event_id) or {}
                 why = f"no flow matched {event.get('type', 'the event')}"
-                return await self._finish(attempt, "skipped", [], {}, [], why)
+                return await self._finish(attempt, RunOutcome(status=Status.SKIPPED, message=why))
             started = await off_loop(self.records.mark_started, attempt.id, run_ids, self.clock())
             self.say(
                 f"attempt {attempt.id} {attempt.upstream_tag}: started runs {', '.join(run_ids)}"
@@ -204,8 +216,7 @@ class AttemptDelivery:
                 "while following (the next `workspace watch` follows it again)"
             )
             return attempt
-        status, statuses, refs, message = run_outcome(runs)
-        return await self._finish(attempt, status, list(statuses), statuses, refs, message)
+        return await self._finish(attempt, run_outcome(runs))
 
     async def _send(
         self, session: wsclient.WorkspaceClient, attempt: Attempt
@@ -253,7 +264,7 @@ class AttemptDelivery:
         await off_loop(
             self.records.log_dispatch, attempt, "-", "refused", self.clock(), message=exc.message
         )
-        return await self._finish(attempt, "failed", [], {}, [], exc.message)
+        return await self._finish(attempt, RunOutcome(status=Status.FAILED, message=exc.message))
 
     async def _undelivered(
         self, attempt: Attempt, message: str, detail: str | None = None
@@ -279,28 +290,21 @@ class AttemptDelivery:
         )
         return done
 
-    async def _finish(
-        self,
-        attempt: Attempt,
-        status: str,
-        run_ids: list[str],
-        statuses: Mapping[str, str],
-        refs: list[Any],
-        message: str | None,
-    ) -> Attempt:
+    async def _finish(self, attempt: Attempt, outcome: RunOutcome) -> Attempt:
         done = await off_loop(
             self.records.finish,
             attempt.id,
-            status,
+            outcome.status,
             self.clock(),
-            run_ids=run_ids or attempt.run_ids,
-            run_statuses=dict(statuses),
-            candidate_refs=refs,
-            message=message,
+            run_ids=list(outcome.run_statuses) or attempt.run_ids,
+            run_statuses=dict(outcome.run_statuses),
+            candidate_refs=outcome.candidate_refs,
+            patches=outcome.patches,
+            message=outcome.message,
         )
-        why = f" ({message})" if message else ""
+        why = f" ({outcome.message})" if outcome.message else ""
         self.say(f"attempt {done.id} {done.upstream_tag}: {done.status}{why}")
-        for ref in refs:
+        for ref in outcome.candidate_refs:
             if isinstance(ref, dict):
                 self.say(f"  candidate {ref.get('remote')} {ref.get('ref')} {ref.get('sha')}")
         if self.notify_command and notify.needs_notice(done):

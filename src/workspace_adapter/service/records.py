@@ -19,19 +19,21 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.base.processes import process_alive
-from workspace_adapter.base.sqlitefile import check_version, open_readonly, transaction
+from workspace_adapter.base.sqlitefile import open_readonly, transaction
 from workspace_adapter.base.times import iso
 from workspace_adapter.service.schema import (
     ATTEMPT_COLUMNS,
     JSON_COLUMNS,
-    SCHEMA_VERSION,
     Attempt,
     Operation,
     PollOutcome,
     RecordStore,
     SeenRelease,
     SourceCursor,
+    attempt_columns,
     data_dir,
+    migrate,
+    stored_version,
 )
 
 
@@ -202,9 +204,8 @@ class Records(RecordStore):
     # --- attempts ------------------------------------------------------------------------
 
     def _attempt(self, db: sqlite3.Connection, attempt_id: str) -> Attempt:
-        row = db.execute(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?", (attempt_id,)
-        ).fetchone()
+        columns = attempt_columns(db, self.path)
+        row = db.execute(f"SELECT {columns} FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
         if row is None:
             raise KeyError(attempt_id)
         return _row_to_attempt(row)
@@ -218,17 +219,19 @@ class Records(RecordStore):
 
     def attempts(self, status: str | None = None, limit: int | None = None) -> list[Attempt]:
         """Newest first, optionally only those with ``status``."""
-        sql = f"SELECT {ATTEMPT_COLUMNS} FROM attempts"
+        filters = ""
         args: list[Any] = []
         if status is not None:
-            sql += " WHERE status = ?"
+            filters += " WHERE status = ?"
             args.append(status)
-        sql += " ORDER BY seq DESC"
+        filters += " ORDER BY seq DESC"
         if limit is not None:
-            sql += " LIMIT ?"
+            filters += " LIMIT ?"
             args.append(limit)
         with self.connect(write=False) as db:
-            return [_row_to_attempt(r) for r in db.execute(sql, args)]
+            columns = attempt_columns(db, self.path)
+            rows = db.execute(f"SELECT {columns} FROM attempts{filters}", args)
+            return [_row_to_attempt(r) for r in rows]
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         with self.connect(write=False) as db:
@@ -379,18 +382,20 @@ class Records(RecordStore):
         run_statuses: dict[str, str],
         candidate_refs: list[dict[str, Any]],
         message: str | None,
+        patches: list[dict[str, Any]] | None = None,
     ) -> Attempt:
-        """The runs ended: store their outcome and release the claim."""
+        """The runs ended: store their outcome (with their patch tables) and release the claim."""
         with self.connect() as db:
             db.execute(
                 "UPDATE attempts SET status = ?, run_ids = ?, run_statuses = ?, candidate_refs "
-                "= ?, message = ?, next_delivery_at = NULL, claimed_pid = NULL, claimed_marker "
-                "= NULL, updated_at = ? WHERE id = ?",
+                "= ?, patches = ?, message = ?, next_delivery_at = NULL, claimed_pid = NULL, "
+                "claimed_marker = NULL, updated_at = ? WHERE id = ?",
                 (
                     status,
                     _json(run_ids),
                     _json(run_statuses),
                     _json(candidate_refs),
+                    _json(patches or []),
                     message,
                     iso(now),
                     attempt_id,
@@ -409,7 +414,8 @@ class Records(RecordStore):
         source cursors are kept: they are what stops a release from being dispatched twice. So
         is an attempt's own event: ``attempts retry`` dispatches it when the backend no longer
         knows it (after a backend prune); it is one small row per release. One transaction,
-        waiting ``busy_timeout`` seconds for the write lock; never creates the file.
+        waiting ``busy_timeout`` seconds for the write lock (which migrates an older store
+        first); never creates the file.
         """
         finished = "SELECT id FROM attempts WHERE status NOT IN ('undelivered', 'started')"
         dispatches = (
@@ -426,7 +432,10 @@ class Records(RecordStore):
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
-                check_version(db, self.path, "records", SCHEMA_VERSION)
+                if dry_run:
+                    stored_version(db, self.path)
+                else:
+                    migrate(db, self.path)
                 verb = "SELECT count(*)" if dry_run else "DELETE"
                 found = {}
                 for name, rows in (("dispatches", dispatches), ("events", events)):

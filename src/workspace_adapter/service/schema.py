@@ -3,7 +3,10 @@
 Every access is one short transaction (:meth:`RecordStore.connect`); writers take
 ``BEGIN IMMEDIATE`` so two watchers serialise on the write lock. The file is created under an
 exclusive lock, built aside and renamed into place, so a crash never leaves half a store. The
-schema carries a version (``PRAGMA user_version``); a store of another version is refused.
+schema carries a version (``PRAGMA user_version``). A store of an older version is read as it is
+and migrated by the first write transaction, inside it, so a reader (``workspace attempts``)
+never writes and a crash mid-migration leaves the old version whole; every row is kept. A store
+of a newer version, or a file with no schema, is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from workspace_adapter.base.sqlitefile import (
 )
 from workspace_adapter.base.status import Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "records.sqlite3"
 DATA_DIR_ENV = "DATA_DIR"
 
@@ -81,7 +84,8 @@ CREATE TABLE attempts (
     claimed_pid INTEGER,
     claimed_marker TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    patches TEXT NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX attempts_one_dispatch_per_release
     ON attempts (upstream_repo, upstream_tag) WHERE operation = 'dispatch';
@@ -99,11 +103,18 @@ CREATE TABLE dispatches (
 );
 """
 
-ATTEMPT_COLUMNS = (
+# What a store of each older version runs to become the next version; the columns it adds
+# come last, as in _SCHEMA, so a migrated table and a new one are alike.
+_MIGRATIONS = {
+    1: "ALTER TABLE attempts ADD COLUMN patches TEXT NOT NULL DEFAULT '[]'",
+}
+
+_V1_ATTEMPT_COLUMNS = (
     "id, event_id, operation, status, upstream_repo, upstream_tag, run_ids, run_statuses, "
     "candidate_refs, message, retry_of, deliveries, next_delivery_at, created_at, updated_at"
 )
-JSON_COLUMNS = ("run_ids", "run_statuses", "candidate_refs")
+ATTEMPT_COLUMNS = f"{_V1_ATTEMPT_COLUMNS}, patches"
+JSON_COLUMNS = ("run_ids", "run_statuses", "candidate_refs", "patches")
 
 
 class Attempt(msgspec.Struct, kw_only=True, rename="camel"):
@@ -118,6 +129,7 @@ class Attempt(msgspec.Struct, kw_only=True, rename="camel"):
     run_ids: list[str] = msgspec.field(default_factory=list)
     run_statuses: dict[str, Status] = msgspec.field(default_factory=dict)
     candidate_refs: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    patches: list[dict[str, Any]] = msgspec.field(default_factory=list)  # artifacts.patches
     message: str | None = None
     retry_of: str | None = None
     deliveries: int = 0
@@ -156,6 +168,42 @@ class PollOutcome(msgspec.Struct, kw_only=True):
     linked: list[tuple[str, str]] = msgspec.field(default_factory=list)  # (tag, attempt id)
 
 
+def stored_version(db: sqlite3.Connection, path: Path) -> int:
+    """The store's schema version: this program's, or an older one it migrates.
+
+    :class:`SchemaVersionError` for a newer version, or a file that holds no schema.
+    """
+    try:
+        return check_version(db, path, "records", SCHEMA_VERSION)
+    except SchemaVersionError as exc:
+        if exc.found in _MIGRATIONS:
+            return exc.found
+        raise
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the store to :data:`SCHEMA_VERSION` inside the caller's write transaction.
+
+    Checked under the write lock, so of two processes the second finds it done.
+    """
+    found = stored_version(db, path)
+    for version in range(found, SCHEMA_VERSION):
+        db.execute(_MIGRATIONS[version])
+    if found != SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def attempt_columns(db: sqlite3.Connection, path: Path) -> str:
+    """What ``SELECT`` reads as :data:`ATTEMPT_COLUMNS` in ``db``'s transaction.
+
+    A version 1 store that no write has migrated yet has no ``patches`` column: its attempts
+    read with none.
+    """
+    if stored_version(db, path) == 1:
+        return f"{_V1_ATTEMPT_COLUMNS}, '[]'"
+    return ATTEMPT_COLUMNS
+
+
 def data_dir(root: Path) -> Path:
     """``$DATA_DIR`` when set (relative to the cwd), else ``<root>/.workspace/data``."""
     env = os.environ.get(DATA_DIR_ENV)
@@ -170,6 +218,7 @@ class RecordStore:
         self.path = directory / DB_NAME
         self.pid = os.getpid()
         self.marker = process_marker(self.pid)
+        self._migrated = False
 
     def open(self) -> RecordStore:
         """Create the database when missing (under a lock, built aside, renamed into place).
@@ -193,17 +242,24 @@ class RecordStore:
     def _check_version(self) -> None:
         try:
             with self.connect(write=False) as db:
-                check_version(db, self.path, "records", SCHEMA_VERSION)
+                stored_version(db, self.path)
         except SchemaVersionError as exc:
             raise UserError(f"{exc}, or point DATA_DIR elsewhere") from None
 
     @contextlib.contextmanager
     def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction; writers begin IMMEDIATE so read-then-write decisions are safe."""
+        """One transaction; writers begin IMMEDIATE so read-then-write decisions are safe.
+
+        The first write through this object migrates an older store, in the same transaction.
+        """
+        migrating = write and not self._migrated
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA synchronous = NORMAL")
             with transaction(db, "BEGIN IMMEDIATE" if write else "BEGIN"):
+                if migrating:
+                    migrate(db, self.path)
                 yield db
+            self._migrated = self._migrated or migrating  # committed: a rollback undoes it
         finally:
             db.close()
