@@ -14,7 +14,7 @@ from service_helpers import globals_for, write_workspace
 from support.backend import running_backend
 
 from workspace_adapter.base.times import iso, utc_now
-from workspace_adapter.commands import attempts
+from workspace_adapter.commands import attempts, show
 from workspace_adapter.service.delivery import AttemptDelivery
 from workspace_adapter.service.records import Records
 from workspace_adapter.service.schema import SeenRelease
@@ -49,7 +49,8 @@ def _no_data_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_delivered_attempt_keeps_its_runs_patch_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`attempts` lists and prints the patches of a run's result, as the records keep them."""
+    """`attempts` lists and prints the patches of a run's result, as the records keep them;
+    `show` prints them under the run."""
     root = tmp_path / "ws"
     (root / "flows" / "patch-table").mkdir(parents=True)
     (root / "flows" / "patch-table" / "flow.toml").write_text(textwrap.dedent(FLOW))
@@ -78,3 +79,9 @@ def test_a_delivered_attempt_keeps_its_runs_patch_table(
         assert line.startswith(f"{attempt.id}  needs_intervention")
         assert upstreamed == "  patch   patch/010-add-numbers  upstreamed (in the release)"
         assert conflict.startswith("  patch   patch/020-fork-banner  conflict in index.js with ")
+
+        # `workspace show` of the run prints the same table under the run's summary.
+        [run_id] = done.run_ids
+        assert show.show(g, run_id) == 0
+        shown = capsys.readouterr().out.splitlines()
+        assert shown.count(upstreamed) == 1 and shown.count(conflict) == 1

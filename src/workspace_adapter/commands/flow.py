@@ -19,7 +19,6 @@ from workspace_adapter.base.status import Status
 from workspace_adapter.events import EventError, normalize_event
 from workspace_adapter.flows.builtin import FORK_FLOW
 from workspace_adapter.flows.summary import artifact_lines, paint
-from workspace_adapter.maintenance.patchtable import patch_lines
 from workspace_adapter.maintenance.progress import VERBOSE_ENV
 
 if TYPE_CHECKING:
@@ -284,8 +283,6 @@ def _print_summary(package: FlowPackage, step: FlowStep, outcome: StepOutcome, s
     artifacts = artifacts if isinstance(artifacts, dict) else {}
     for line in artifact_lines(artifacts):
         print(f"  {display.cell(line)}", file=out)
-    for line in patch_lines(artifacts.get("patches")):
-        print(f"  {line}", file=out)
     out.flush()
 
 

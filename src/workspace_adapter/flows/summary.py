@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, TextIO
 
+from workspace_adapter.maintenance.patchtable import patch_lines
+
 _COLOURS = {
     "completed": "32",
     "changed": "32",
@@ -17,7 +19,8 @@ _COLOURS = {
 
 
 def artifact_lines(artifacts: dict[str, Any]) -> list[str]:
-    """The lines that sum up a maintenance result: tag, shas, checks, candidate refs."""
+    """The lines that sum up a maintenance result: tag, shas, checks, candidate refs, and one
+    line per patch of a rebuilt patch series."""
     lines: list[str] = []
     if artifacts.get("releaseTag"):
         lines.append(f"tag     {artifacts['releaseTag']}")
@@ -37,6 +40,7 @@ def artifact_lines(artifacts: dict[str, Any]) -> list[str]:
                 f"ref     {ref.get('remote')} {ref.get('ref')} "
                 f"{short_sha(ref.get('sha'))} ({pushed})"
             )
+    lines += patch_lines(artifacts.get("patches"))
     return lines
 
 
