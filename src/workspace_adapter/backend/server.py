@@ -533,7 +533,7 @@ async def serve_backend(
             sock.close()
             raise UserError(f"cannot open the store in {options.data_dir}: {_why(exc)}") from None
         try:
-            failed, queued = store.recover()
+            left_running, queued = store.recover()
         except sqlite3.Error as exc:
             store.close()
             sock.close()
@@ -582,7 +582,7 @@ async def serve_backend(
             alongside = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    queue.take_up(failed)
+                    queue.take_up(left_running)
                     await tg.start(queue.serve)
                     queue.submit(queued)
                     if app_server is not None:
@@ -592,7 +592,7 @@ async def serve_backend(
                         "backend.started",
                         url=url,
                         pid=os.getpid(),
-                        recovered_failed=len(failed),
+                        recovered_running=len(left_running),
                         recovered_queued=len(queued),
                     )
                     print(f"workspace backend listening on {url}", flush=True)
