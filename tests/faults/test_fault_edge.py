@@ -556,8 +556,8 @@ def memory_returns(backend: Backend, since: int = 0) -> list[dict[str, Any]]:
 
 async def test_memory_goes_back_after_clients_leave(root: Path, tmp_path: Path) -> None:
     """600 clients that come (200 at a time), make a call and leave: once they are gone the
-    daemon's RSS is back within 10 MB of idle (it stayed 16 MB above before), the sessions were
-    freed as they closed (the collector finds next to nothing), and the heap was handed back."""
+    daemon hands its freed heap back and its RSS is within 10 MB of idle (it stayed 16 MB above
+    before: each closed session waited in a reference cycle for the collector)."""
     backend = Backend(root, tmp_path / "data", "--log-level", "debug").start()
     try:
         await come_and_go(backend.url, 20)  # what the first clients load stays loaded
@@ -570,6 +570,5 @@ async def test_memory_goes_back_after_clients_leave(root: Path, tmp_path: Path) 
         grown = backend.rss_kib() - idle
     finally:
         assert backend.stop() == 0
-    # Fewer objects than clients: before, each session left ~100 in a cycle with its writer.
-    assert returned[-1]["collected"] < 600, returned
+    assert returned[-1]["rss_kib_after"] < returned[-1]["rss_kib_before"], returned
     assert grown < 10 * 1024, f"RSS stayed {grown / 1024:.1f} MB above idle"

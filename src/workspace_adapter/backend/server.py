@@ -40,6 +40,7 @@ from workspace_adapter.backend.transport import (
     Acceptor,
     MemoryReturn,
     descriptors,
+    freeze_startup_objects,
     head_deadline_protocol,
 )
 from workspace_adapter.base.errors import UserError
@@ -595,6 +596,7 @@ async def serve_backend(
                         recovered_running=len(left_running),
                         recovered_queued=len(queued),
                     )
+                    freeze_startup_objects()
                     print(f"workspace backend listening on {url}", flush=True)
                     if sidecar is not None:
                         # The socket already listens, so a companion that connects before

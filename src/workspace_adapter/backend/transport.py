@@ -204,10 +204,11 @@ def _malloc_trim() -> Callable[[int], int] | None:
 class MemoryReturn:
     """Gives the C heap's free pages back to the system once a burst of work is over.
 
-    Python frees the objects of a connection that closed, but glibc keeps the freed pages in
-    its heaps for reuse: 2,000 clients that came and left kept the daemon ~70 MB above idle.
-    After ``burst`` connections closed (or one large reply went out), ``quiet`` seconds with
-    nothing more of either trim the heaps on a worker thread (a trim takes milliseconds).
+    Python frees the objects of a connection as it closes (a session holds no reference
+    cycle), but glibc keeps the freed pages in its heaps for reuse. After ``burst`` connections
+    closed (or one large reply went out), ``quiet`` seconds with nothing more of either trim
+    the heaps on a worker thread (a few milliseconds). What Python's own allocator keeps in
+    arenas that a survivor pins stays: docs/operations.md says how to trade it away.
     """
 
     def __init__(self, *, burst: int = 64, quiet: float = 1.0) -> None:
@@ -238,22 +239,33 @@ class MemoryReturn:
     def _start_trim(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer, self._pending = None, 0
         self.trims += 1
-        loop.run_in_executor(None, self._trim_now)
+        started = time.perf_counter()
+        # A full collection also empties Python's free lists (thousands of tuples, dicts,
+        # contexts kept for reuse), whose last members pin whole arenas. On the loop, where
+        # the objects live: their finalizers must not run on another thread. Fast, since the
+        # daemon froze what it had at start (see :func:`freeze_startup_objects`).
+        gc.collect()
+        collect_ms = (time.perf_counter() - started) * 1000
+        loop.run_in_executor(None, self._trim_now, collect_ms)
 
-    def _trim_now(self) -> None:
+    def _trim_now(self, collect_ms: float) -> None:
         assert self._trim is not None
         before, started = _rss_kib(), time.perf_counter()
-        # The closed connections' objects are mostly cycles (protocol and transport, tasks and
-        # their coroutines) that an idle daemon's collector would not reach for a long time.
-        found = gc.collect()
         self._trim(0)
         get_logger(component="backend").debug(
             "backend.memory_returned",
             rss_kib_before=before,
             rss_kib_after=_rss_kib(),
-            collected=found,
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            collect_ms=round(collect_ms, 1),
+            trim_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+
+def freeze_startup_objects() -> None:
+    """Leave what the daemon built at start (modules, classes, its services) out of every later
+    collection: they live as long as the process, and a collection then walks only the rest."""
+    gc.collect()
+    gc.freeze()
 
 
 def _rss_kib() -> int:
