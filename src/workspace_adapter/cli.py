@@ -160,6 +160,14 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-origin", action="append", default=[], metavar="ORIGIN", help="allow a browser"
     )
+    p.add_argument(
+        "--public-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name clients reach the backend by (the Host header); repeatable, required to "
+        "listen beyond loopback (default: $CODEX_WORKSPACE_BACKEND_PUBLIC_HOST, comma-separated)",
+    )
     p.add_argument("--concurrency", type=int, default=2, help="runs at once (default 2)")
     p.add_argument(
         "--env-allow", action="append", default=[], metavar="NAME", help="pass NAME to steps"
@@ -604,6 +612,7 @@ def _backend_flags(ns: Parsed) -> dict[str, Any]:
         "token_file": ns.token_file,
         "secret_file": ns.secret_file,
         "allow_origin": ns.allow_origin,
+        "public_host": ns.public_host,
         "concurrency": ns.concurrency,
         "env_allow": ns.env_allow,
         "app_server_url": ns.app_server_url,
