@@ -186,6 +186,10 @@ def test_backend_prunes_old_finished_events_while_the_daemon_runs(
     code, out, err = prune(root, "--vacuum", *args)
     assert code == 1 and out == ""
     assert err.startswith("error: --vacuum: a backend is running on") and err.count("\n") == 1
+    # The daemon holds its data dir itself: deleting backend.lock does not fool prune.
+    (data / "backend.lock").unlink()
+    code, out, err = prune(root, "--vacuum", *args)
+    assert code == 1 and err.startswith("error: --vacuum: a backend is running on"), err
 
     dry = store_entry(prune_json(root, "--dry-run", *args), "backend")
     assert dry["status"] == "dry-run" and dry["deleted"] == {"events": 2, "runs": 1}

@@ -88,16 +88,27 @@ def backend_data_dir(root: Path, flag: str | None) -> Path:
 
 
 def _backend_running(data_dir: Path) -> bool:
-    """Whether a daemon holds ``backend.lock`` (checked, not kept: it must be able to start)."""
-    lock = data_dir / "backend.lock"
-    if not lock.is_file():
+    """Whether a daemon holds its data dir (checked, not kept: it must be able to start).
+
+    The daemon locks the folder itself and ``backend.lock`` in it; either one held means it
+    runs, even after someone deleted ``backend.lock``.
+    """
+    if not data_dir.is_dir():
         return False
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    folder = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for path in (None, data_dir / "backend.lock"):
+            if path is not None and not path.is_file():
+                continue
+            with contextlib.ExitStack() as stack:
+                fd = folder if path is None else stack.enter_context(open(path, "a+")).fileno()
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(folder)
     return False
 
 
