@@ -397,7 +397,9 @@ def test_list_runs_is_cut_in_bytes_and_continues(edge: Backend) -> None:
         assert all(len(r["stdoutTail"]) == 300_000 for r in runs)
 
 
-def insert_fat_runs(db_path: Path, event_id: str, *, count: int, tail: int) -> None:
+def insert_fat_runs(
+    db_path: Path, event_id: str, *, count: int, tail: int, prefix: str = "run_fat"
+) -> None:
     """``count`` completed runs of ``event_id`` with ``tail`` characters of stdout each, written
     straight into the daemon's store (as the daemon itself would after long steps)."""
     db = sqlite3.connect(db_path, timeout=10)
@@ -406,7 +408,7 @@ def insert_fat_runs(db_path: Path, event_id: str, *, count: int, tail: int) -> N
             db.executemany(
                 "INSERT INTO runs (id, event_id, flow_name, step_name, status, stdout_tail, "
                 "created_at) VALUES (?, ?, 'fat', 'step', 'completed', ?, '2026-01-01T00:00:00Z')",
-                [(f"run_fat_{i}", event_id, "o" * tail) for i in range(count)],
+                [(f"{prefix}_{i}", event_id, "o" * tail) for i in range(count)],
             )
     finally:
         db.close()
@@ -575,3 +577,22 @@ async def test_memory_goes_back_after_clients_leave(root: Path, tmp_path: Path) 
         assert backend.stop() == 0
     assert returned[-1]["rss_kib_after"] < returned[-1]["rss_kib_before"], returned
     assert grown < 10 * 1024, f"RSS stayed {grown / 1024:.1f} MB above idle"
+
+
+def test_the_cli_follows_next_cursor_to_its_limit(edge: Backend) -> None:
+    """`workspace flow-runs --limit N` gives N runs even when the backend cuts its replies at
+    4 MiB: the CLI passes ``nextCursor`` back until it has them."""
+    insert_fat_runs(
+        edge.data_dir / "backend.sqlite", "fat-cli", count=8, tail=1_000_000, prefix="run_cli"
+    )
+    done = subprocess.run(
+        [str(WORKSPACE), "--backend-url", edge.url, "flow-runs", "--event-id", "fat-cli"]
+        + ["--limit", "7", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)["runs"]
+    assert [r["id"] for r in runs] == [f"run_cli_{i}" for i in reversed(range(1, 8))]

@@ -130,8 +130,14 @@ def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool
     params: dict[str, Any] = {"limit": limit}
     if event_type:
         params["type"] = event_type
-    result = run_remote(lambda: call(g.backend_url, "flow.listEvents", params))
-    found = result.get("events") or []
+    found: list[dict[str, Any]] = []
+    while True:  # a reply cut at the backend's byte cap says where to go on (nextCursor)
+        result = run_remote(lambda: call(g.backend_url, "flow.listEvents", params))
+        found += result.get("events") or []
+        cursor = result.get("nextCursor")
+        if not cursor or len(found) >= limit:
+            break
+        params.update(cursor=cursor, limit=limit - len(found))
     if as_json:
         _print_json({"events": found})
         return 0
@@ -155,9 +161,15 @@ def list_runs(
         params["eventId"] = event_id
     if status:
         params["status"] = status
-    runs = run_remote(
-        lambda: call(g.backend_url, "flow.listRuns", params, result=rpc.RunsResult)
-    ).runs
+    runs: list[rpc.WireRun] = []
+    while True:  # a reply cut at the backend's byte cap says where to go on (nextCursor)
+        page = run_remote(
+            lambda: call(g.backend_url, "flow.listRuns", params, result=rpc.RunsResult)
+        )
+        runs += page.runs
+        if not isinstance(page.nextCursor, str) or len(runs) >= limit:
+            break
+        params.update(cursor=page.nextCursor, limit=limit - len(runs))
     if as_json:
         _print_json({"runs": msgspec.to_builtins(runs)})
         return 0
