@@ -585,9 +585,9 @@ def test_the_cli_follows_next_cursor_to_its_limit(edge: Backend) -> None:
     insert_fat_runs(
         edge.data_dir / "backend.sqlite", "fat-cli", count=8, tail=1_000_000, prefix="run_cli"
     )
+    argv = ["--backend-url", edge.url, "flow-runs", "--event-id", "fat-cli", "--limit", "7"]
     done = subprocess.run(
-        [str(WORKSPACE), "--backend-url", edge.url, "flow-runs", "--event-id", "fat-cli"]
-        + ["--limit", "7", "--json"],
+        [str(WORKSPACE), *argv, "--json"],
         capture_output=True,
         text=True,
         timeout=60,
