@@ -515,6 +515,14 @@ async def test_running_out_of_descriptors_is_overloaded_and_said_once(
 
         error = await until(refused, "a dispatch to run out of descriptors")
         assert error["code"] == -32001 and error["data"]["reason"] == "out_of_descriptors"
+        # Events a flow wants, while out of descriptors: each is refused, or accepted and its
+        # run ends (it may fail to start) — the run queue, and the daemon, live on.
+        accepted = []
+        for n in range(5):
+            event = {"id": f"emfile-run-{n}", "type": "demo.event"}
+            reply = await rpc.reply(await rpc.send("flow.dispatch", event))
+            if "result" in reply:
+                accepted += reply["result"]["runIds"]
         for writer in held:
             writer.close()
         held.clear()
@@ -522,6 +530,14 @@ async def test_running_out_of_descriptors_is_overloaded_and_said_once(
         again = await open_rpc(url)
         reply = await again.call("flow.dispatch", {"id": "emfile-after", "type": "demo.event"})
         assert reply["status"] == "accepted"
+        assert proc.poll() is None, "the daemon died"
+        for run_id in accepted + reply["runIds"]:
+
+            async def ended(run_id: str = run_id) -> bool:
+                run = (await again.call("flow.getRun", {"runId": run_id}))["run"]
+                return run["status"] in ("completed", "failed")
+
+            await until(ended, f"run {run_id} to end")
         await again.ws.close()
         await rpc.ws.close()
     finally:

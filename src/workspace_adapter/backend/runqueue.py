@@ -8,6 +8,7 @@ Where a step actually runs is the :class:`StepExecutor`'s business (a local subp
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Protocol
@@ -222,6 +223,18 @@ class RunQueue:
                 await self._take_up(queued, found)
             else:
                 await self._start(queued, found)
+        except Exception as exc:
+            # Whatever went wrong (the process out of descriptors, a store that cannot be
+            # read) ends this run, never the queue with every other run in it.
+            log = self._log.bind(run_id=run_id, event_id=queued.event_id)
+            if isinstance(exc, (OSError, sqlite3.Error)):  # the machine's trouble, not a bug
+                log.error("run.not_started", problem=str(exc))
+            else:
+                log.exception("run.crashed")
+            try:
+                await self._finish(run_id, status="failed", error=f"internal error: {exc}")
+            except Exception:  # left running in the store: the next start takes it up
+                self._log.exception("run.end_not_recorded", run_id=run_id)
         finally:
             del self._active[run_id]
             if found is not None:
