@@ -16,31 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.git import git
 
 from workspace_adapter.cli import main
 from workspace_adapter.flows.package import discover_flows, matching_steps
 from workspace_adapter.local import config, configfile
 
 WORKSPACE = (sys.executable, "-m", "workspace_adapter")
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test Person",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test Person",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    done = subprocess.run(
-        ["git", "-c", "init.defaultBranch=main", *args],
-        cwd=repo,
-        env={**env, **GIT_ENV},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def commit(repo: Path, name: str, text: str, message: str) -> None:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from support.git import git
 
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.cli import main as cli_main
 from workspace_adapter.harness import cut_release, init_harness, latest_version
 
 REPOS = ("upstream", "fork", "remotes/upstream.git", "remotes/origin.git", "remotes/jojo.git")
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    return subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def all_refs(root: Path) -> dict[str, str]:

@@ -102,7 +102,6 @@ async def test_a_run_whose_step_died_with_the_backend_is_failed_on_restart(
         rpc = await open_rpc(second.url)
         await rpc.call("flow.subscribe", {})
 
-
         async def taken_up() -> dict[str, Any] | None:
             run = (await rpc.call("flow.getRun", {"runId": running}))["run"]
             return run if run["status"] != "running" else None

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from support.backend import Backend
+from support.git import git
 from support.processes import pid_alive
 from support.waiting import until
 from support.wire import Rpc, open_rpc
@@ -243,11 +244,6 @@ async def test_a_run_end_lost_with_the_backend_on_a_full_disk_is_recovered_on_re
 FIXTURE = Path(__file__).resolve().parents[2] / "flows/patch-moi-harness/fixtures"
 
 
-def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
-
-
 async def test_a_backend_sigkilled_mid_harness_step_records_what_the_step_did(
     workspace_root: Path, tmp_path: Path
 ) -> None:
@@ -270,7 +266,7 @@ async def test_a_backend_sigkilled_mid_harness_step_records_what_the_step_did(
         assert run["status"] == "completed", (run["error"], run["stderrTail"][-2000:])
         assert run["resultStatus"] == "changed", run["result"]
         fork = workspace_root / "harness" / "fork"
-        assert git(fork, "merge-base", "--is-ancestor", tag, "main").returncode == 0
+        git(fork, "merge-base", "--is-ancestor", tag, "main")  # raises if it is not
         assert run["result"]["artifacts"]["candidateRefs"]
         # The fork is free again: a retry finds the release applied, not "fork busy".
         replay = await rpc.call("flow.replay", {"eventId": event["id"], "wait": True})

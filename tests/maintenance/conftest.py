@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from support.git import git as run_git
 
-from workspace_adapter.base.gitenv import no_git_env
 from workspace_adapter.events import FlowResult
 from workspace_adapter.maintenance.engine import ForkMaintenance
 from workspace_adapter.maintenance.settings import load_config, resolve_settings
@@ -24,24 +24,6 @@ FAST_CHECKS = ["node --test"]
 def flow_config() -> dict[str, Any]:
     with (FLOW_DIR / "flow.toml").open("rb") as fh:
         return dict(tomllib.load(fh)["config"])
-
-
-def run_git(repo: Path, *args: str, check: bool = True) -> str:
-    """git for the tests' own moves (fixed identity, no leaked GIT_* vars)."""
-    env = no_git_env()
-    env.update(
-        GIT_AUTHOR_NAME="Test Person",
-        GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="Test Person",
-        GIT_COMMITTER_EMAIL="test@example.invalid",
-        GIT_EDITOR="true",
-    )
-    proc = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=False
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout.strip()
 
 
 class Maintain(Protocol):

@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from support.git import git
 from workspace_adapter.patchharness import PATCH_BRANCHES, cut_patch_release, init_patch_harness
 
 WORKSPACE = (sys.executable, "-m", "workspace_adapter")
@@ -27,24 +28,6 @@ FLOW = "patch-series"
 FAST_CHECKS = ["node --test"]
 # The series folder's file for each patch branch, in order.
 SERIES_FILES = ("010-add-numbers.patch", "020-fork-banner.patch", "030-fork-readme.patch")
-
-
-def git(repo: Path, *args: str, check: bool = True) -> str:
-    """git with a fixed identity and none of the caller's GIT_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(
-        GIT_AUTHOR_NAME="Test Person",
-        GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="Test Person",
-        GIT_COMMITTER_EMAIL="test@example.invalid",
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=False
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed in {repo}: {done.stderr}")
-    return done.stdout.strip()
 
 
 def build_template(root: Path) -> Path:
