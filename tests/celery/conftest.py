@@ -235,7 +235,7 @@ class Cluster:
 
     def backend(self, *extra: str) -> Backend:
         data = self.base / "data"
-        backend = _Launched(
+        backend = Backend(
             self.backend_root,
             data,
             "--executor",
@@ -254,22 +254,6 @@ class Cluster:
             backend.stop()
         for worker in self.workers:
             worker.stop(signal.SIGKILL)
-
-
-class _Launched(Backend):
-    def start(self) -> Backend:
-        import support.backend as sb
-
-        launcher = Path(__file__).with_name("launch_backend.py")
-        wrapper = self.data_dir.parent / "launch.sh"
-        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {launcher} "$@"\n')
-        wrapper.chmod(0o755)
-        saved = sb.WORKSPACE
-        sb.WORKSPACE = wrapper
-        try:
-            return super().start()
-        finally:
-            sb.WORKSPACE = saved
 
 
 @pytest.fixture

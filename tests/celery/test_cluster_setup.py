@@ -67,7 +67,10 @@ def test_doctor_checks_the_broker_and_lists_the_workers_that_answer(cluster: Clu
 
 def test_a_remote_broker_without_a_password_is_refused(tmp_path: Path) -> None:
     """A broker URL off this machine without a password: exit 2, one line."""
-    for args in (("worker", "--broker", "redis://10.1.2.3:6379/0"),):
+    for args in (
+        ("worker", "--broker", "redis://10.1.2.3:6379/0"),
+        ("backend", "--port", "0", "--executor", "celery", "--broker", "redis://10.1.2.3/0"),
+    ):
         done = workspace("--workspace-root", str(tmp_path), *args)
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()

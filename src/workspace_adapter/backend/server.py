@@ -128,6 +128,9 @@ class BackendOptions(msgspec.Struct, kw_only=True):
     app_server_url: str | None = None
     # Seconds a client may take to send a request's head, and again its body.
     read_timeout: float = READ_TIMEOUT
+    # Where steps run: "local" (subprocesses of the daemon) or "celery" (workers over broker).
+    executor: str = "local"
+    broker: str | None = None
 
 
 class ClientSession:
@@ -546,7 +549,7 @@ async def serve_backend(
         queue = RunQueue(
             store=store,
             steps=catalog,
-            executor=executor or LocalExecutor(),
+            executor=executor or _executor(options),
             hub=hub,
             workspace_root=options.cwd,
             backend_url=url,
@@ -616,6 +619,15 @@ async def serve_backend(
             sock.close()
     log.info("backend.stopped")
     return 0
+
+
+def _executor(options: BackendOptions) -> StepExecutor:
+    """The executor the options name; the Celery one (and celery) loads only when chosen."""
+    if options.executor == "celery" and options.broker:
+        from workspace_adapter.cluster.executor import CeleryExecutor
+
+        return CeleryExecutor(options.broker)
+    return LocalExecutor()
 
 
 def _why(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NotRequired, TypedDict, Unpack
@@ -52,6 +53,8 @@ class BackendFlags(TypedDict):
     app_server_url: str | None
     local_app_server: bool
     public_host: NotRequired[list[str]]
+    executor: NotRequired[str | None]
+    broker: NotRequired[str | None]
 
 
 def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> BackendOptions:
@@ -76,6 +79,7 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
     if port is not None and not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
     app_server_url = _app_server_url(flags)
+    broker = _celery_broker(flags, root)
     return BackendOptions(
         host=flags["host"] or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST") or "127.0.0.1",
         port=3586 if port is None else port,
@@ -99,7 +103,42 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
         env_allow=tuple(flags["env_allow"]),
         app_server_url=app_server_url,
         read_timeout=_read_timeout(READ_TIMEOUT),
+        executor="local" if broker is None else "celery",
+        broker=broker,
     )
+
+
+def _celery_broker(flags: BackendFlags, root: Path) -> str | None:
+    """The broker when steps go to Celery workers (None: they run here): ``--executor`` and
+    ``--broker``, else workspace.toml's ``[workspace.executor]``."""
+    from workspace_adapter.cluster.brokerurl import broker_problem, chosen_broker
+    from workspace_adapter.local.config import ConfigError
+    from workspace_adapter.local.configfile import config_path, load_cached
+
+    configured = None
+    if config_path(root) is not None:
+        # A workspace.toml that cannot be read is the flow catalog's to report; steps run here.
+        with contextlib.suppress(ConfigError):
+            configured = load_cached(root, write=False).executor
+    kind = flags.get("executor") or (configured.kind if configured is not None else "local")
+    if kind != "celery":
+        return None
+    broker = chosen_broker(flags.get("broker"), configured.broker if configured else None)
+    if broker is None:
+        raise UserError(
+            "the Celery executor needs a broker: --broker redis://HOST:PORT/DB, "
+            "CODEX_WORKSPACE_BROKER_URL, or [workspace.executor] broker in workspace.toml"
+        )
+    problem = broker_problem(broker)
+    if problem is not None:
+        raise UserError(f"--broker: {problem}")
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "the Celery executor needs the celery extra: pip install 'workspace-adapter[celery]'"
+        ) from None
+    return broker
 
 
 def _read_timeout(default: float) -> float:
