@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_backend  # a sibling: `python bench/bench_all.py` puts bench/ on sys.path
+import bench_celery
 import bench_cli
 import bench_tick
 from websockets.asyncio.client import ClientConnection, connect
@@ -391,6 +392,13 @@ def collect(quick: bool) -> list[Row]:
             "store size", lambda: [store_size_per_10k(scratch, rep) for rep in range(reps)]
         )
         rows.append(Row("store size per 10,000 events", sizes, None, "MB"))
+
+        # The Celery executor against the local one (skipped without redis-server or celery).
+        if bench_celery.unavailable() is None:
+            got = timed("celery executor", lambda: bench_celery.collect(1 if quick else 2))
+            for row in got:
+                budget: Budget = ("<", bench_celery.LATENCY_BUDGET_MS) if "pass" in row else None
+                rows.append(Row(row["metric"], [row["value"]], budget, row["unit"]))
 
     return rows
 
