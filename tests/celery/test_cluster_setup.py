@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import Cluster, RedisServer, Worker, event, write_cluster_flows
 from support.backend import WORKSPACE, free_port
 from support.waiting import until
@@ -77,37 +79,38 @@ def test_a_remote_broker_without_a_password_is_refused(tmp_path: Path) -> None:
         assert len(lines) == 1 and "has no password" in lines[0], done.stderr
 
 
-async def test_a_worker_without_the_flow_ends_the_run_failed_saying_so(
-    cluster: Cluster,
-) -> None:
-    """A run whose flow the worker lacks ends ``failed``, naming the worker and the step."""
-    root = write_cluster_flows(cluster.base / "w1-ws")
+def drop_hello(root: Path) -> None:
     shutil.rmtree(root / "flows" / "hello")
-    cluster.worker("w1", root=root)
-    backend = cluster.backend()
-    rpc = await open_rpc(backend.url)
-    reply = await rpc.call("flow.dispatch", event("missing", "cluster.hello"))
-    run = await ended(rpc, reply["runIds"][0])
-    assert run["status"] == "failed"
-    assert "worker w1 has no flow step hello/say" in run["error"], run
 
 
-async def test_a_worker_whose_flow_differs_ends_the_run_failed_saying_so(
-    cluster: Cluster,
+def change_gate(root: Path) -> None:
+    script = root / "flows" / "gate" / "gate.py"
+    script.write_text(script.read_text() + "# another version\n")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "kind", "reason"),
+    [
+        (drop_hello, "cluster.hello", "worker w1 has no flow step hello/say"),
+        (change_gate, "cluster.gate", "flow package 'gate' differs from the backend's"),
+    ],
+    ids=["missing", "differs"],
+)
+async def test_a_worker_without_the_backends_flow_ends_the_run_failed_saying_so(
+    cluster: Cluster, spoil: Callable[[Path], None], kind: str, reason: str
 ) -> None:
-    """A worker whose copy of the flow package differs (one file) runs none of it: the run
-    ends ``failed`` with the reason (the package fingerprints differ)."""
+    """A worker that lacks the run's flow, or holds another version of it (one file differs,
+    so does the package's fingerprint), runs none of it: the run ends ``failed`` naming the
+    worker and the package."""
     root = write_cluster_flows(cluster.base / "w1-ws")
-    (root / "flows" / "gate" / "gate.py").write_text(
-        'print(\'FLOW_RESULT {"status":"completed"}\')\n'
-    )
+    spoil(root)
     cluster.worker("w1", root=root)
     backend = cluster.backend()
     rpc = await open_rpc(backend.url)
-    reply = await rpc.call("flow.dispatch", event("differs", "cluster.gate"))
+    reply = await rpc.call("flow.dispatch", event("spoiled", kind))
     run = await ended(rpc, reply["runIds"][0])
     assert run["status"] == "failed"
-    assert "differs from the backend's" in run["error"], run
+    assert reason in run["error"], run
 
 
 async def test_runs_wait_for_a_broker_that_is_not_there_yet(
