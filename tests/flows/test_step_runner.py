@@ -20,7 +20,7 @@ from workspace_adapter.base.tails import TAIL_BYTES
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 from workspace_adapter.flows.package import FlowPackage, FlowStep, load_flow
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome, run_step
-from workspace_adapter.flows.stepfiles import KEEP_BYTES, PUNCH_STEP, punch_hole
+from workspace_adapter.flows.stepfiles import KEEP_BYTES, PUNCH_STEP, first_data, punch_hole
 
 MakeFlow = Callable[..., Path]
 EVENT: dict[str, Any] = {"id": "evt-1", "type": "go", "payload": {"n": 1}}
@@ -416,3 +416,23 @@ async def test_an_event_id_with_a_nul_byte_fails_the_run_with_one_line(
     assert outcome.status == "failed"
     assert outcome.error is not None and "null byte" in outcome.error
     assert "\n" not in outcome.error
+
+
+def test_a_follower_starts_at_the_data_a_file_has_and_never_past_new_bytes(
+    tmp_path: Path,
+) -> None:
+    """first_data: 0 for an empty file (bytes appended later are read, not skipped: the race
+    that lost a trivial step's FLOW_RESULT line), the end of a file of holes, else its data."""
+    path = tmp_path / "out"
+    path.write_bytes(b"")
+    with path.open("r+b") as handle:
+        assert first_data(handle.fileno()) == 0
+        handle.write(b"\0" * (2 * 1024 * 1024) + b"tail\n")
+        handle.flush()
+        if not punch_hole(handle.fileno(), 0, 1024 * 1024):
+            pytest.skip("this file system cannot punch holes")
+        assert first_data(handle.fileno()) == 1024 * 1024
+    sparse = tmp_path / "holes"
+    with sparse.open("w+b") as handle:
+        handle.truncate(1024 * 1024)  # all holes: what is appended next is new
+        assert first_data(handle.fileno()) == 1024 * 1024

@@ -15,10 +15,10 @@ that line is saved to ``result``.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import datetime as dt
+import errno
 import os
 import re
 import shutil
@@ -173,13 +173,21 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
 
 
 def first_data(fd: int) -> int:
-    """Where the file's data starts, after any punched-out head (0 when unknown)."""
+    """Where the file's data starts, after any punched-out head (0 when unknown).
+
+    The size is read before looking for data: a file with nothing but holes (or nothing at
+    all) starts at the end it had then, so bytes the step appends meanwhile are not skipped.
+    """
     try:
-        return os.lseek(fd, 0, os.SEEK_DATA)
-    except OSError:  # ENXIO: nothing but holes (or an empty file); EINVAL: not supported
-        with contextlib.suppress(OSError):
-            return os.fstat(fd).st_size
+        size = os.fstat(fd).st_size
+    except OSError:
         return 0
+    try:
+        return min(os.lseek(fd, 0, os.SEEK_DATA), size)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data before the end: all holes, or empty
+            return size
+        return 0  # SEEK_DATA not supported here: read from the start
 
 
 class FileFollower:
