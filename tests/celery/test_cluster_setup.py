@@ -9,12 +9,13 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cluster, RedisServer, Worker, event, write_cluster_flows
 from support.backend import WORKSPACE, free_port
 from support.waiting import until
-from support.wire import Rpc, open_rpc
+from support.wire import Rpc, http, open_rpc
 
 
 def workspace(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -127,6 +128,18 @@ async def test_runs_wait_for_a_broker_that_is_not_there_yet(
     rpc = await open_rpc(backend.url)
     reply = await rpc.call("flow.dispatch", event("early", "cluster.hello"))
     assert reply["status"] == "accepted"
+
+    def not_ready() -> dict[str, Any] | None:
+        status, body = http("GET", backend.http + "/readyz")
+        return body if status == 503 else None
+
+    # The first run finds the broker gone; /readyz then says why, and later runs wait queued.
+    body = await until(not_ready, "/readyz to say the broker is down")
+    assert body["executor"]["kind"] == "celery"
+    assert "not reachable" in body["executor"]["problem"], body
+    second = (await rpc.call("flow.dispatch", event("second", "cluster.hello")))["runIds"][0]
+    waiting_run = (await rpc.call("flow.getRun", {"runId": second}))["run"]
+    assert waiting_run["status"] == "queued", waiting_run
     worker_root = write_cluster_flows(cluster.base / "w1-ws")
     waiting = start_worker(worker_root, later)
     try:
@@ -137,8 +150,10 @@ async def test_runs_wait_for_a_broker_that_is_not_there_yet(
             assert line, "the worker said nothing about the broker"
         server = RedisServer(tmp_path / "redis-later", port=port)
         try:
-            run = await ended(rpc, reply["runIds"][0])
-            assert run["status"] == "completed", run
+            for run_id in (reply["runIds"][0], second):
+                run = await ended(rpc, run_id)
+                assert run["status"] == "completed", run
+            assert http("GET", backend.http + "/readyz")[0] == 200
         finally:
             server.stop()
     finally:

@@ -219,8 +219,10 @@ def build_routes(
 
     async def readyz(request: Request) -> Response:
         # Ready means ready for flows; an app-server that is down is reported, not fatal.
-        ok = ready()
-        body: dict[str, Any] = {"ok": ok}
+        executor = service.queue.executor.status()
+        # Runs wait queued while the executor cannot start them (its broker is down): say why.
+        ok = ready() and executor.get("problem") is None
+        body: dict[str, Any] = {"ok": ok, "executor": executor}
         if service.app_server is not None:
             body["appServer"] = service.app_server.status()
         return json_response(body, 200 if ok else 503)

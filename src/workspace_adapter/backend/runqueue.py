@@ -257,6 +257,9 @@ class RunQueue:
                 error=f"flow step {queued.flow_name}/{queued.step_name} no longer exists",
             )
             return
+        if not self.executor.ready and not await self._until_ready(self._active[run_id]):
+            await self._finish(run_id, status="canceled", error="canceled before it started")
+            return
         try:
             run = await self.store.writer.mark_running(run_id)
         except StoreUnavailable as problem:
@@ -302,6 +305,19 @@ class RunQueue:
             return
         await self._record(run_id, outcome)
         log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
+
+    async def _until_ready(self, active: _ActiveRun) -> bool:
+        """Wait, queued, until the executor can start runs; False if canceled meanwhile."""
+        async with anyio.create_task_group() as tg:
+
+            async def canceled() -> None:
+                await active.cancel.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(canceled)
+            await self.executor.until_ready()
+            tg.cancel_scope.cancel()
+        return not active.cancel.is_set()
 
     async def _take_up(self, run: FlowRun, found: tuple[FlowPackage, FlowStep] | None) -> None:
         log = self._log.bind(run_id=run.id, event_id=run.event_id)

@@ -100,6 +100,10 @@ class CeleryExecutor:
     def ready(self) -> bool:
         return self.problem is None
 
+    async def until_ready(self) -> None:
+        """Until the broker answers again (runs wait ``queued`` meanwhile)."""
+        await self._retrying(lambda: self.redis().ping())
+
     async def run(
         self,
         invocation: StepInvocation,
@@ -204,7 +208,10 @@ class CeleryExecutor:
                     TASK_NAME, args=[raw], queue=self.queue, task_id=f"{run_id}:{time.time_ns()}"
                 )
             except (OperationalError, OSError, RedisError) as exc:
-                raise _Broken(f"cannot send to the broker: {_why(exc)}") from None
+                raise _Broken(
+                    f"broker {redact(self.broker)} not reachable: cannot send the run "
+                    f"({_why(exc)}); runs wait queued until it answers"
+                ) from None
 
         await self._retrying(lambda: anyio.to_thread.run_sync(send, limiter=self._publishers))
         record.sent = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -27,6 +27,19 @@ class StepExecutor(Protocol):
     for a run nothing will look for again. ``pace()`` is awaited between pieces of output: it
     returns once those who stream the lines have room for more.
     """
+
+    @property
+    def ready(self) -> bool:
+        """False while runs cannot start (a broker that does not answer): they wait queued."""
+        ...
+
+    async def until_ready(self) -> None:
+        """Return once runs can start again (at once where they always can)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What ``/readyz`` and ``doctor`` show: ``{kind, problem, …}``, problem None if ready."""
+        ...
 
     async def run(
         self,
@@ -58,6 +71,16 @@ class LocalExecutor:
 
     def __init__(self, *, kill_grace: float = DEFAULT_KILL_GRACE) -> None:
         self.kill_grace = kill_grace
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def until_ready(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "local", "problem": None}
 
     async def run(
         self,
