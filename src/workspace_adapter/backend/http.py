@@ -222,7 +222,9 @@ def build_routes(
         executor = service.queue.executor.status()
         # Runs wait queued while the executor cannot start them (its broker is down): say why.
         ok = ready() and executor.get("problem") is None
-        body: dict[str, Any] = {"ok": ok, "executor": executor}
+        body: dict[str, Any] = {"ok": ok}
+        if executor.get("kind") != "local":  # the local executor has nothing to say
+            body["executor"] = executor
         if service.app_server is not None:
             body["appServer"] = service.app_server.status()
         return json_response(body, 200 if ok else 503)
