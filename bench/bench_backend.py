@@ -95,6 +95,7 @@ def start_backend(root: Path, data: Path) -> tuple[subprocess.Popen[str], str]:
             "8",
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # its JSON log lines: written as in production, not shown
         text=True,
     )
     assert proc.stdout is not None
