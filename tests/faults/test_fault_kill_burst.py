@@ -84,6 +84,7 @@ async def test_every_acknowledged_event_survives_and_nothing_runs_twice(
     first = Backend(root, data, "--concurrency", "8").start()
     acked, tried = await burst(first, f"burst{seed}", kill_after)
     assert len(acked) >= kill_after
+    print(f"seed {seed}: SIGKILL after {len(acked)} acknowledged of {len(tried)} tried")
 
     second = Backend(root, data, "--concurrency", "8").start()
     try:
