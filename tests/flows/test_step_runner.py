@@ -436,3 +436,27 @@ def test_a_follower_starts_at_the_data_a_file_has_and_never_past_new_bytes(
     with sparse.open("w+b") as handle:
         handle.truncate(1024 * 1024)  # all holes: what is appended next is new
         assert first_data(handle.fileno()) == 1024 * 1024
+
+
+async def test_a_step_that_ended_in_time_is_not_timed_out_by_slow_listeners(
+    make_flow: MakeFlow, tmp_path: Path
+) -> None:
+    """Output read at a slow listener's pace past the step's timeout: the step ended in time,
+    so the run is judged by how it ended, and every line still reaches the listener."""
+    script = """
+        import sys
+        for n in range(40):
+            print("x" * 2000)
+        print('FLOW_RESULT {"status": "changed"}')
+    """
+    package = python_flow(make_flow, script, timeout_ms=1000)
+    lines: list[str] = []
+
+    async def slow() -> None:
+        await anyio.sleep(0.05)  # 40 paced reads: about 2 s, twice the step's timeout
+
+    outcome = await run_step(
+        invocation(package, tmp_path), on_line=lambda _s, line: lines.append(line), pace=slow
+    )
+    assert (outcome.status, outcome.result_status) == ("completed", "changed"), outcome.error
+    assert len(lines) == 41

@@ -8,6 +8,7 @@ Where a step actually runs is the :class:`StepExecutor`'s business (a local subp
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import Counter, deque
 from pathlib import Path
@@ -97,6 +98,7 @@ class RunQueue:
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Start runs as room appears, until :meth:`shutdown` (run it in a task group)."""
+        await anyio.to_thread.run_sync(self._sweep_folders)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for run in self._left_running:
@@ -148,6 +150,14 @@ class RunQueue:
     @property
     def running(self) -> int:
         return len(self._active)
+
+    def _sweep_folders(self) -> None:
+        """Remove run folders no run left ``running`` names (their ends are stored)."""
+        keep = {self._folder(run.id).folder.name for run in self._left_running}
+        with contextlib.suppress(OSError):
+            for folder in self.runs_dir.iterdir():
+                if folder.name not in keep:
+                    RunFiles(folder).remove()
 
     def take_up(self, runs: list[FlowRun]) -> None:
         """Runs an earlier backend left ``running``: taken up when :meth:`serve` starts."""
@@ -210,6 +220,16 @@ class RunQueue:
             done = self._done.get(active.run_id)
             if done is not None:
                 await done.wait()
+        for run_id, ended in list(self._unwritten.items()):
+            # One last try for ends the store would not take; what is left is taken up from
+            # its run folder at the next start.
+            with contextlib.suppress(Exception):
+                fields = {k: getattr(ended, k) for k in _END_FIELDS}
+                if await self.store.writer.finish_run(run_id, **fields) is not None:
+                    self._unwritten.pop(run_id, None)
+                    await self._forget_folder(run_id)
+            if run_id in self._unwritten:
+                self._log.error("run.end_not_recorded", run_id=run_id, retry="at the next start")
 
     # --- one run -----------------------------------------------------------------------------
 
@@ -258,7 +278,8 @@ class RunQueue:
             )
             return
         if not self.executor.ready and not await self._until_ready(self._active[run_id]):
-            await self._finish(run_id, status="canceled", error="canceled before it started")
+            if self.accepting:  # a client's cancel; at shutdown it stays queued for next time
+                await self._finish(run_id, status="canceled", error="canceled before it started")
             return
         try:
             run = await self.store.writer.mark_running(run_id)
@@ -425,6 +446,10 @@ class RunQueue:
             try:
                 record = await self.store.writer.finish_run(run_id, **fields)
             except StoreUnavailable:
+                delay = min(delay * 2, END_RETRY_MAX_SECONDS)
+                continue
+            except Exception:  # an error the store does not classify: still only this run's
+                self._log.exception("run.end_not_recorded", run_id=run_id)
                 delay = min(delay * 2, END_RETRY_MAX_SECONDS)
                 continue
             self._unwritten.pop(run_id, None)

@@ -296,10 +296,19 @@ async def run_step(
             raise _StartError(f"step folder {step.cwd} does not exist; fix the step's cwd")
         argv = _resolve(argv, env, step.cwd)
         payload = msgspec.json.encode(invocation.context()) + b"\n"
-        # Forking a process blocks for milliseconds: not on the event loop.
-        popen, group = await anyio.to_thread.run_sync(
-            _start, argv, files, payload, env, step.cwd, abandon_on_cancel=False
-        )
+        if cancel is not None and cancel.is_set():
+            return StepOutcome(
+                status=Status.CANCELED,
+                error="canceled",
+                started_at=started_at,
+                finished_at=utc_now_iso(),
+            )
+        # Forking a process blocks for milliseconds: not on the event loop. Shielded: a step
+        # that was started is stopped below, never left behind by a cancel landing meanwhile.
+        with anyio.CancelScope(shield=True):
+            popen, group = await anyio.to_thread.run_sync(
+                _start, argv, files, payload, env, step.cwd
+            )
     except _StartError as exc:
         return _not_started(str(exc), started_at)
     except OSError as exc:
@@ -315,6 +324,7 @@ async def run_step(
         files.started(StepRecord(pid=popen.pid, marker=group.marker, startedAt=started_at))
         if on_started is not None:
             on_started(popen.pid)
+        await anyio.lowlevel.checkpoint()  # a cancel that came during the spawn lands here
     except BaseException:
         # From here on the process exists: whatever fails (even ``on_started``) must stop it.
         with anyio.CancelScope(shield=True):
@@ -357,7 +367,8 @@ async def attach_step(
             kill_grace,
             pace,
         )
-    ended = await anyio.to_thread.run_sync(_ended_outcome, files, record, on_line)
+    # Read in a thread, so its lines are not streamed (listeners live on the event loop).
+    ended = await anyio.to_thread.run_sync(_ended_outcome, files, record, None)
     return ended
 
 
@@ -406,21 +417,33 @@ async def _follow(
     kill_grace: float,
     pace: Pace | None,
 ) -> StepOutcome:
-    """Follow a started step's files until it ends (or times out, or is canceled)."""
+    """Follow a started step's files until it ends (or times out, or is canceled).
+
+    The timeout and a cancel count only while the step runs: once it has ended, the rest of
+    its output is read at its listeners' pace whatever they cost, and the run is judged by
+    how the step ended. A step stopped early has only its tail read, without streaming it.
+    """
     followers = _followers(files, on_line)
     flags = _Flags()
+    ended_in_time = False
     try:
         with anyio.move_on_after(timeout) as deadline:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(leader.wait)
                 if cancel is not None:
                     tg.start_soon(_watch_cancel, cancel, tg.cancel_scope, flags)
-                await _pump(followers, leader.ended, pace)
+                await _pump(followers, leader.ended, pace, until_ended=True)
+                ended_in_time = True
                 tg.cancel_scope.cancel()
+        if ended_in_time:
+            await _pump(followers, leader.ended, pace)
     finally:
         with anyio.CancelScope(shield=True):
             # Also for a step that exited on its own: a child it left behind goes too.
             await stop_group_after(leader.wait, leader.group, kill_grace)
+            if not ended_in_time:  # stopped early: what it printed meanwhile is not streamed
+                for follower in followers:
+                    follower.skip_to_tail()
             _read_to_end(followers)
     return _outcome(
         files,
@@ -428,14 +451,21 @@ async def _follow(
         followers[1].capture,
         started_at,
         leader.exit_code(files),
-        timed_out=timeout if deadline.cancelled_caught else None,
-        canceled=flags.canceled,
+        timed_out=timeout if deadline.cancelled_caught and not ended_in_time else None,
+        canceled=flags.canceled and not ended_in_time,
         pid=leader.pid,
     )
 
 
-async def _pump(followers: tuple[FileFollower, ...], ended: anyio.Event, pace: Pace | None) -> None:
-    """Read the files as they grow until the step's leader has ended and all is read.
+async def _pump(
+    followers: tuple[FileFollower, ...],
+    ended: anyio.Event,
+    pace: Pace | None,
+    *,
+    until_ended: bool = False,
+) -> None:
+    """Read the files as they grow until the step's leader has ended and all is read
+    (``until_ended``: only until it has ended).
 
     With ``pace``, each small read waits for it: the lines go out no faster than the slowest
     listener takes them (the step itself never waits: it writes to a file).
@@ -444,13 +474,15 @@ async def _pump(followers: tuple[FileFollower, ...], ended: anyio.Event, pace: P
     budget = READ_BUDGET if pace is None else PACED_READ
     while True:
         done = ended.is_set()
+        if done and until_ended:
+            return
         got, more = 0, False
         for follower in followers:
             read = follower.read(budget)
             got += read
             more = more or read >= budget
-        if got and pace is not None:
-            await pace()
+            if read and pace is not None:
+                await pace()
         if more:
             await anyio.lowlevel.checkpoint()
             continue

@@ -15,6 +15,7 @@ that line is saved to ``result``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import datetime as dt
@@ -47,9 +48,10 @@ WRAPPER = (
 READ_CHUNK = 64 * 1024
 READ_BUDGET = 1024 * 1024
 """How much one look at a file reads before it lets the event loop run others."""
-PACED_READ = 8 * 1024
-"""How much one look reads when someone streams the lines: the lines of 8 KiB, even one byte
-each, make a few hundred KiB of notifications, well inside a subscriber's outbox."""
+PACED_READ = 2 * 1024
+"""How much one look reads when someone streams the lines: 2 KiB of empty lines make about
+240 KB of notifications (a frame is about 120 bytes), which fit beside the quarter of an
+outbox a subscriber may still hold when it is asked for more."""
 KEEP_BYTES = TAIL_BYTES + MAX_LINE_BYTES
 """What stays on disk behind the reader: enough for a tail and a FLOW_RESULT line."""
 PUNCH_STEP = 4 * 1024 * 1024
@@ -248,6 +250,15 @@ class FileFollower:
                 file=str(self.path),
                 problem="this file system cannot punch holes; the file keeps all the output",
             )
+
+    def skip_to_tail(self) -> None:
+        """Read only the last :data:`KEEP_BYTES` from here on, and stream none of it: for a
+        step stopped early, whose unread backlog may be huge."""
+        self.capture.on_line = None
+        fd = self._open()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                self.offset = max(self.offset, os.fstat(fd).st_size - KEEP_BYTES)
 
     def close(self) -> None:
         if self._fd is not None:
