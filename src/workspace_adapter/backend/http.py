@@ -8,7 +8,6 @@ path that is no WebSocket upgrade gets codex-flows' 426.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ from starlette.websockets import WebSocket
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.transport import descriptors
+from workspace_adapter.base.hosts import is_loopback
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 EVENT_POSTS = frozenset({"/events", "/flow-events"})
@@ -79,16 +79,6 @@ def error_response(
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
-
-
-def is_loopback(host: str) -> bool:
-    """True for a loopback address or ``localhost``; names are not resolved."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(header: str) -> str:

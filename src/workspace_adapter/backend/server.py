@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.appserver import AppServerLink
-from workspace_adapter.backend.http import Guard, build_routes, is_loopback
+from workspace_adapter.backend.http import Guard, build_routes
 from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.store import BackendStore
@@ -44,6 +44,7 @@ from workspace_adapter.backend.transport import (
     head_deadline_protocol,
 )
 from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.hosts import is_loopback
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import SchemaVersionError, unavailable
 from workspace_adapter.base.times import utc_now_iso

@@ -9,14 +9,14 @@ Standard library only: workspace.toml's schema uses it.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from urllib.parse import urlsplit, urlunsplit
+
+from workspace_adapter.base.hosts import is_loopback
 
 SCHEMES = ("redis", "rediss")
 BROKER_ENV = "CODEX_WORKSPACE_BROKER_URL"
 """Where a broker URL with a password is read from, so it stays out of ``ps`` and the config."""
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
 def broker_problem(url: str) -> str | None:
@@ -39,15 +39,6 @@ def broker_problem(url: str) -> str | None:
             f"password in the URL (redis://:PASSWORD@{host}...), best through {BROKER_ENV}"
         )
     return None
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def redact(url: str) -> str:
