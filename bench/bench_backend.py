@@ -80,7 +80,10 @@ def write_flows(root: Path) -> None:
         (root / "flows" / name / "flow.toml").write_text(manifest)
 
 
-def start_backend(root: Path, data: Path) -> tuple[subprocess.Popen[str], str]:
+def start_backend(
+    root: Path, data: Path, *extra: str, concurrency: int = 8
+) -> tuple[subprocess.Popen[str], str]:
+    """``workspace backend --port 0`` on ``root`` and ``data`` (plus ``extra`` flags); its URL."""
     proc = subprocess.Popen(
         [
             str(WORKSPACE),
@@ -92,7 +95,8 @@ def start_backend(root: Path, data: Path) -> tuple[subprocess.Popen[str], str]:
             "--data-dir",
             str(data),
             "--concurrency",
-            "8",
+            str(concurrency),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # its JSON log lines: written as in production, not shown

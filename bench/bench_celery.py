@@ -118,30 +118,9 @@ def workers(base: Path, broker: str, count: int, make_root: Any) -> Iterator[lis
 
 @contextlib.contextmanager
 def backend(root: Path, data: Path, *extra: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            str(WORKSPACE),
-            "backend",
-            "--port",
-            "0",
-            "--cwd",
-            str(root),
-            "--data-dir",
-            str(data),
-            "--concurrency",
-            "16",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc, url = bench_backend.start_backend(root, data, *extra, concurrency=16)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("workspace backend listening on "):
-            raise SystemExit(f"backend did not start: {line!r}")
-        yield line.split()[-1]
+        yield url
     finally:
         proc.terminate()
         proc.wait(20)
