@@ -4,8 +4,8 @@
 often (``run``, ``tick``, ``serve``'s ticks): it keeps the checked config in
 ``.workspace/config-cache.marshal`` keyed by the file's path, inode, size and mtime (and by the
 schema's own source files and the interpreter), and reads that back with :mod:`marshal` (built
-in: no import at all) while the file is unchanged, so msgspec is never imported on that path
-(docs/decisions/0001-stdlib-only-cli-fast-path.md). A cache written within
+in: no import at all) while the file is unchanged, so neither msgspec nor tomllib is imported on
+that path (docs/decisions/0001-stdlib-only-cli-fast-path.md). A cache written within
 :data:`RACY_SECONDS` of the file's last change could miss an edit made in the same timestamp
 tick, so it also keeps the text, and is trusted only while the text is the same (git's
 "racily clean" rule).
@@ -20,7 +20,6 @@ import os
 import re
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,7 +72,10 @@ def _read(path: Path) -> str:
 
 def parse(text: str, path: Path, root: Path) -> WorkspaceConfig:
     """Validate the TOML ``text`` of ``path``; see :func:`load`."""
-    from workspace_adapter.local.configcheck import Checker  # msgspec: only when checking
+    # Only when checking: msgspec, and tomllib (about 5 ms to import, compiling its patterns).
+    import tomllib
+
+    from workspace_adapter.local.configcheck import Checker
 
     shown = display_path(path)
     try:
