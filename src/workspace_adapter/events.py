@@ -9,11 +9,13 @@ import msgspec
 
 from workspace_adapter.base.status import RESULT_STATUSES, Status
 from workspace_adapter.base.times import utc_now_iso
-from workspace_adapter.protocol import MAX_FRAME_BYTES
 
 # C0 controls and DEL: never in an id or a type, which end up on terminals, in logs and in env.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
+MAX_FRAME_BYTES = 1024 * 1024
+"""The largest WebSocket frame or HTTP body the backend takes (protocol.py's limit too): kept
+here so a step, which only prints a result, never loads the protocol."""
 MAX_EVENT_BYTES = MAX_FRAME_BYTES - 1024
 """The largest event a client sends: the backend's frame limit less room for the JSON-RPC
 request around it (``{"jsonrpc":"2.0","id":…,"method":"flow.dispatch","params":{"event":…}}``)."""

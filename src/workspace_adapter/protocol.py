@@ -10,8 +10,6 @@ these functions; the tests feed them plain values.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any, TypeVar
@@ -30,7 +28,6 @@ OVERLOADED = -32001
 
 PROTOCOL_VERSION = "2026-01"
 SERVER_NAME = "workspace-adapter-backend"
-MAX_FRAME_BYTES = 1024 * 1024
 # How deep a client's JSON may nest: far past any real event, short of the interpreter's
 # recursion limit wherever the value is encoded or walked again.
 MAX_NESTING = 512
@@ -731,10 +728,15 @@ def app_server_unreachable(url: str, why: str) -> RpcFault:
 
 
 # --- signatures ------------------------------------------------------------------------------
+# hashlib and hmac load OpenSSL (about 4 ms): imported where a signature or a token is checked,
+# not by every process that only speaks the protocol (the CLI's client, a step).
 
 
 def sign_body(secret: str, body: bytes) -> str:
     """The header value for ``body``: ``sha256=<hex HMAC-SHA256(secret, body)>``."""
+    import hashlib
+    import hmac
+
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -742,6 +744,8 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
     """True when ``header`` signs exactly ``body``; compared in constant time."""
     if not header:
         return False
+    import hmac
+
     return hmac.compare_digest(sign_body(secret, body).encode(), header.strip().encode())
 
 
@@ -751,4 +755,6 @@ def verify_token(expected: str, authorization: str | None) -> bool:
     # RFC 7235: the scheme is case-insensitive ("bearer" from some clients).
     if scheme.lower() != "bearer":
         return False
+    import hmac
+
     return hmac.compare_digest(expected.encode(), credentials.strip().encode())

@@ -23,13 +23,14 @@ from workspace_adapter import protocol as rpc
 from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.transport import descriptors
 from workspace_adapter.base.hosts import is_loopback
+from workspace_adapter.events import MAX_FRAME_BYTES
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 EVENT_POSTS = frozenset({"/events", "/flow-events"})
 INVALID_SIGNATURE = "invalid signature"
 UPGRADE_REQUIRED = "workspace backend: WebSocket JSON-RPC on any path, HTTP routes in docs/api.md\n"
 # A posted event is one FlowEvent: as large as a WebSocket frame may be, no larger.
-MAX_BODY_BYTES = rpc.MAX_FRAME_BYTES
+MAX_BODY_BYTES = MAX_FRAME_BYTES
 
 
 class BodyTooLarge(Exception):

@@ -48,6 +48,7 @@ from workspace_adapter.base.hosts import is_loopback
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import SchemaVersionError, unavailable
 from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.events import MAX_FRAME_BYTES
 from workspace_adapter.flows.catalog import FlowCatalog
 from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 
@@ -574,7 +575,7 @@ async def serve_backend(
             app,
             http=head_deadline_protocol(options.read_timeout),
             ws="websockets-sansio",
-            ws_max_size=rpc.MAX_FRAME_BYTES,
+            ws_max_size=MAX_FRAME_BYTES,
             ws_per_message_deflate=False,
             lifespan="off",
             log_config=None,

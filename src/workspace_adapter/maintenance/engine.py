@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.status import Status
@@ -29,7 +29,6 @@ from workspace_adapter.maintenance.checkout import (
 )
 from workspace_adapter.maintenance.git import CommandLog, Git
 from workspace_adapter.maintenance.outcome import Outcome, log_traceback, one_line, short
-from workspace_adapter.maintenance.patches import SeriesRebuild
 from workspace_adapter.maintenance.progress import Phase, Progress, verbose_from
 from workspace_adapter.maintenance.publish import (
     branch_refs,
@@ -40,6 +39,9 @@ from workspace_adapter.maintenance.publish import (
 )
 from workspace_adapter.maintenance.remotes import ensure_remotes, fetch_for_lease, leases
 from workspace_adapter.maintenance.settings import MaintenanceSettings, tag_matches
+
+if TYPE_CHECKING:
+    from workspace_adapter.maintenance.patches import SeriesRebuild
 
 LOCK_NAME = "workspace-maintenance.lock"
 RANGE_DIFF_LIMIT = 64 * 1024
@@ -81,11 +83,15 @@ class ForkMaintenance:
         self._restore_problem: str | None = None
         self._reverted: str | None = None
         self._identity_flags: list[str] | None = None
-        self.series = (
-            SeriesRebuild(self.git, settings, settings.patches, self.progress, self._identity)
-            if settings.patches is not None
-            else None
-        )
+        self.series: SeriesRebuild | None = None
+        if settings.patches is not None:
+            # Only a fork kept as a patch series loads that machinery (work trees, conflict
+            # reading): a few ms of every other maintenance step's start.
+            from workspace_adapter.maintenance.patches import SeriesRebuild
+
+            self.series = SeriesRebuild(
+                self.git, settings, settings.patches, self.progress, self._identity
+            )
 
     def run(self) -> FlowResult:
         started = time.perf_counter()
