@@ -18,6 +18,7 @@ from workspace_adapter.backend.records import (
     json_encoder,
     run_from_row,
 )
+from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
 
 WriteOp = Callable[[sqlite3.Connection], Any]
@@ -56,9 +57,9 @@ def insert_runs(db: sqlite3.Connection, runs: list[FlowRun]) -> None:
 def mark_running(db: sqlite3.Connection, run_id: str) -> FlowRun | None:
     # fetchall, not fetchone: an unfinished RETURNING statement keeps its transaction open.
     rows = db.execute(
-        f"UPDATE runs SET status = 'running', started_at = ? "
-        f"WHERE id = ? AND status = 'queued' RETURNING {RUN_COLUMNS}",
-        (utc_now_iso(), run_id),
+        f"UPDATE runs SET status = ?, started_at = ? "
+        f"WHERE id = ? AND status = ? RETURNING {RUN_COLUMNS}",
+        (Status.RUNNING, utc_now_iso(), run_id, Status.QUEUED),
     ).fetchall()
     return run_from_row(rows[0]) if rows else None
 
@@ -74,7 +75,7 @@ def finish_run(
     exit_code: int | None = None,
     stdout_tail: str = "",
     stderr_tail: str = "",
-    only_from: tuple[str, ...] = ("queued", "running"),
+    only_from: tuple[str, ...] = (Status.QUEUED, Status.RUNNING),
 ) -> FlowRun | None:
     marks = ", ".join("?" for _ in only_from)
     rows = db.execute(
@@ -103,12 +104,13 @@ def recover(db: sqlite3.Connection) -> tuple[list[FlowRun], list[FlowRun]]:
     Nothing is changed here: the run queue takes up each running run (its step may still run,
     or may have ended while no backend was there) and starts the queued ones.
     """
-    running = [
-        run_from_row(r)
-        for r in db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY seq")
-    ]
-    queued = [
-        run_from_row(r)
-        for r in db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq")
-    ]
+    running, queued = (
+        [
+            run_from_row(r)
+            for r in db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE status = ? ORDER BY seq", (status,)
+            )
+        ]
+        for status in (Status.RUNNING, Status.QUEUED)
+    )
     return running, queued

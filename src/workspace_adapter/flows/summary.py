@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any, TextIO
 
+from workspace_adapter.base.status import Status
 from workspace_adapter.maintenance.patchtable import patch_lines
 
-_COLOURS = {
-    "completed": "32",
-    "changed": "32",
-    "skipped": "33",
-    "blocked": "33",
-    "needs_intervention": "33",
-    "failed": "31",
-    "canceled": "31",
+# Green when nothing is asked of anyone, yellow when a person looks, red when it went wrong.
+_COLOURS: dict[str, str] = {
+    Status.COMPLETED: "32",
+    Status.CHANGED: "32",
+    Status.SKIPPED: "33",
+    Status.BLOCKED: "33",
+    Status.NEEDS_INTERVENTION: "33",
+    Status.FAILED: "31",
+    Status.CANCELED: "31",
 }
 
 
