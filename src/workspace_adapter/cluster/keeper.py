@@ -16,14 +16,13 @@ milliseconds later. A worker killed inside that window leaves that one step to i
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
 
 from workspace_adapter.base.lifeline import Lifeline
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.processes import ProcessGroup, spawn, stop_group
 
 LINGER_SECONDS = 2.0
 """How long the keeper stays after its worker is gone, holding the write ends."""
@@ -64,22 +63,22 @@ class StepKeeper:
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: tuple[subprocess.Popen[bytes], ProcessGroup] | None = None
         self._log = get_logger(component="step-keeper")
 
     def _start(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = subprocess.Popen(
+            # In a session of its own: a Ctrl-C or a signal to the worker's group spares it.
+            self._proc = spawn(
                 [sys.executable, "-S", "-c", _KEEPER, str(theirs.fileno()), str(LINGER_SECONDS)],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C or a signal to the worker's group spares it
             )
         finally:
             theirs.close()
         self._sock = ours
-        self._log.info("keeper.started", pid=self._proc.pid)
+        self._log.info("keeper.started", pid=self._proc[0].pid)
         return ours
 
     def _send(self, message: str, fds: list[int]) -> None:
@@ -117,8 +116,5 @@ class StepKeeper:
             self._sock.close()
             self._sock = None
         if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(LINGER_SECONDS + 1)
+            stop_group(*self._proc, grace=LINGER_SECONDS + 1)
             self._proc = None
