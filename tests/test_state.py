@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -120,3 +121,23 @@ def test_a_file_that_is_not_a_state_store_is_one_line_and_left_alone(tmp_path: P
             assert "is not a readable state store" in caught.value.message
             assert "move it aside" in caught.value.message
         assert (directory / state.DB_NAME).read_bytes() == content
+
+
+def test_a_state_store_of_another_schema_version_is_one_line_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "local").open()
+    store.close()
+    with sqlite3.connect(store.path) as db:
+        db.execute(f"PRAGMA user_version = {state.SCHEMA_VERSION + 1}")
+    before = store.path.read_bytes()
+    newer = f"schema version {state.SCHEMA_VERSION + 1}, this program reads {state.SCHEMA_VERSION}"
+    for readonly in (False, True):
+        with pytest.raises(UserError) as caught:
+            StateStore(store.directory, readonly=readonly).open().runs()
+        assert str(store.path) in caught.value.message
+        assert newer in caught.value.message and "upgrade" in caught.value.message
+    with pytest.raises(UserError) as caught:
+        StateStore(store.directory).prune(iso(NOW))
+    assert newer in caught.value.message
+    assert store.path.read_bytes() == before

@@ -22,6 +22,8 @@ from workspace_adapter.base import paths
 from workspace_adapter.base.errors import EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_alive, process_marker
 from workspace_adapter.base.sqlitefile import (
+    SchemaVersionError,
+    check_version,
     create_atomically,
     describe_error,
     open_readonly,
@@ -171,6 +173,7 @@ class StateStore:
             if self.readonly:
                 db = open_readonly(self.path)
                 db.isolation_level = None
+                _check_version(db, self.path)
                 write = False
             else:
                 db = self._writer()
@@ -191,6 +194,11 @@ class StateStore:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                _check_version(db, self.path)
+            except BaseException:
+                db.close()
+                raise
             db.execute("PRAGMA synchronous = NORMAL")
             self._local.db = db
         return db
@@ -396,6 +404,7 @@ class StateStore:
             db.isolation_level = None
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             with transaction(db, "BEGIN" if dry_run else "BEGIN IMMEDIATE"):
+                _check_version(db, self.path)
                 if dry_run:
                     count: int = db.execute(f"SELECT count(*) {prunable}", (cutoff,)).fetchone()[0]
                 else:
@@ -403,3 +412,13 @@ class StateStore:
         finally:
             db.close()
         return count
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> None:
+    """A state file of another schema version is the operator's to move aside or upgrade for:
+    never read with the wrong columns, never written into."""
+    try:
+        # 0: no schema at all, which the first query reports as not a state store.
+        check_version(db, path, "state store", SCHEMA_VERSION, empty_ok=True)
+    except SchemaVersionError as exc:
+        raise UserError(str(exc)) from None
