@@ -8,7 +8,6 @@ its argv, exit code, duration and bounded output for the flow result.
 
 from __future__ import annotations
 
-import collections
 import re
 import shlex
 import subprocess
@@ -20,8 +19,10 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.base.gitenv import no_git_env
+from workspace_adapter.base.tails import OutputTail
 
 OUTPUT_LIMIT = 4000
+"""How much of each command's output its record in ``artifacts.commands`` keeps: the end."""
 
 _URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
 
@@ -122,8 +123,7 @@ class CommandLog:
     ) -> tuple[int, float]:
         """Run ``argv`` with stdout and stderr merged, emitting each line as it arrives."""
         self.emit("$ " + shlex.join(argv))
-        tail: collections.deque[str] = collections.deque()
-        size = 0
+        tail = OutputTail(OUTPUT_LIMIT)
         started = time.perf_counter()
         try:
             with subprocess.Popen(
@@ -142,10 +142,7 @@ class CommandLog:
                     for raw in proc.stdout:
                         line = raw.rstrip("\n")
                         self.emit(line)
-                        tail.append(line)
-                        size += len(line) + 1
-                        while size > OUTPUT_LIMIT and len(tail) > 1:
-                            size -= len(tail.popleft()) + 1
+                        tail.add(raw.encode())
                 except BaseException:
                     # Interrupted (SIGTERM from the runner): the check must not outlive us.
                     proc.kill()
@@ -153,14 +150,14 @@ class CommandLog:
                 exit_code = proc.wait()
         except OSError as exc:
             exit_code = 127
-            tail.append(f"{argv[0]}: {exc.strerror}")
+            tail.add(f"{argv[0]}: {exc.strerror}".encode())
         seconds = time.perf_counter() - started
         self.records.append(
             CommandRecord(
                 argv=list(argv),
                 exitCode=exit_code,
                 seconds=round(seconds, 4),
-                stdout=_tail("\n".join(tail)),
+                stdout=tail.text().rstrip("\n"),
             )
         )
         return exit_code, seconds
