@@ -20,7 +20,6 @@ import ctypes
 import ctypes.util
 import errno
 import gc
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from workspace_adapter import protocol as rpc
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.processes import rss_kib
 
 # What the kernel says when a process (or the system) has no descriptor left for a new socket.
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
@@ -250,12 +250,12 @@ class MemoryReturn:
 
     def _trim_now(self, collect_ms: float) -> None:
         assert self._trim is not None
-        before, started = _rss_kib(), time.perf_counter()
+        before, started = rss_kib(), time.perf_counter()
         self._trim(0)
         get_logger(component="backend").debug(
             "backend.memory_returned",
             rss_kib_before=before,
-            rss_kib_after=_rss_kib(),
+            rss_kib_after=rss_kib(),
             collect_ms=round(collect_ms, 1),
             trim_ms=round((time.perf_counter() - started) * 1000, 1),
         )
@@ -266,8 +266,3 @@ def freeze_startup_objects() -> None:
     collection: they live as long as the process, and a collection then walks only the rest."""
     gc.collect()
     gc.freeze()
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)

@@ -5,7 +5,8 @@ starts it as the leader of a new session, so its process group holds whatever it
 stops it the same way: SIGTERM to the group, a grace period for all of it to end, SIGKILL to
 what is left. A group id is the leader's pid, and a pid is reused once its process is reaped:
 before signalling, the group's leader is checked against the start marker read from
-``/proc/<pid>/stat`` when it was spawned. This module is the one reader of ``/proc``.
+``/proc/<pid>/stat`` when it was spawned. This module is the one reader of ``/proc`` and of
+pidfds, and it words how a child failed to start or how it ended, for every caller alike.
 
 Standard library only, and cheap to import: ``workspace run`` loads it on its fast path.
 The async helpers import anyio when they are called.
@@ -17,6 +18,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -103,6 +105,30 @@ def _boot_id() -> str:
         return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The argv of process ``pid`` from ``/proc/<pid>/cmdline``; None when it is gone (or
+    there is no /proc), [] for a zombie or a kernel thread."""
+    try:
+        data = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    if not data:
+        return []
+    # Each argument ends with a NUL; a process that rewrote its title may have left it off.
+    return [os.fsdecode(arg) for arg in data.removesuffix(b"\0").split(b"\0")]
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB (``/proc/self/statm``); 0 where it cannot be
+    read (no /proc)."""
+    try:
+        with open(_PROC / "self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
 def process_marker(pid: int) -> str:
@@ -192,6 +218,40 @@ class ProcessGroup:
         # Orphans are reparented to PID 1, which in a container may never reap them: a zombie
         # still answers signal 0, so look at the process state instead.
         return any(p.pgid == self.pid and p.running for p in processes())
+
+
+def path_with_interpreter(path: str | None, python: str | None = None) -> str:
+    """``path`` (a PATH value) with the folder of ``python`` (default: this interpreter) first.
+
+    Whatever a child runs as ``workspace`` or ``python`` then resolves to this installation.
+    Not resolved: a virtualenv's bin/python is a symlink, and its bin/ holds ``workspace``. An
+    unset or empty ``path`` is the system default: an empty PATH entry would mean the current
+    folder.
+    """
+    folder = os.path.dirname(sys.executable if python is None else python)
+    return os.pathsep.join([folder, path or os.defpath])
+
+
+def start_failure(program: str, exc: OSError) -> str:
+    """Why ``program`` did not start, in one line; ``exc`` is what starting it raised."""
+    if isinstance(exc, FileNotFoundError):
+        where = "no such file" if os.sep in program else "not on PATH"
+        return f"program not found: {program} ({where})"
+    if isinstance(exc, PermissionError):
+        return f"program not executable: {program}"
+    return f"could not start {program}: {exc.strerror or exc}"
+
+
+def exit_reason(code: int) -> str:
+    """How a child that ended with exit status ``code`` (negative: the signal that killed it,
+    as :class:`~subprocess.Popen` reports it) ended, in words."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:  # a real-time signal between SIGRTMIN and SIGRTMAX has no name
+        name = str(-code)
+    return f"killed by signal {name}"
 
 
 def spawn(argv: list[str], **popen: Any) -> tuple[subprocess.Popen[bytes], ProcessGroup]:
@@ -294,6 +354,31 @@ async def wait_exit(pid: int) -> None:
         await anyio.wait_readable(fd)
     finally:
         os.close(fd)
+
+
+def wait_exit_sync(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """``proc.wait(timeout)`` (its exit code, or :class:`~subprocess.TimeoutExpired`), woken by
+    the exit itself rather than by polling; the blocking twin of :func:`wait_exit`.
+
+    Popen's wait with a timeout checks, sleeps, and doubles the sleep up to 50 ms, so a child
+    that ends in 3 ms may be noticed 4 ms later and one that ends in 30 ms up to 30 ms later.
+    A pidfd becomes readable the moment the process exits (Linux 5.3+; elsewhere: Popen's).
+    """
+    import select
+    import subprocess
+
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return proc.wait(timeout)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(fd)
+    return proc.wait()
 
 
 def signal_child_groups(sig: signal.Signals) -> list[int]:

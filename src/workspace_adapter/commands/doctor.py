@@ -36,7 +36,8 @@ from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.display import cell
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError
 from workspace_adapter.base.gitenv import no_git_env
-from workspace_adapter.base.processes import process_alive
+from workspace_adapter.base.processes import path_with_interpreter, process_alive
+from workspace_adapter.base.status import Status
 from workspace_adapter.local import config as config_mod
 from workspace_adapter.local import configfile
 from workspace_adapter.local.state import DB_NAME, StateStore
@@ -127,7 +128,7 @@ def _check_flows(report: _Report, root: Path) -> Any:
 
 def _check_tasks(report: _Report, config: config_mod.WorkspaceConfig, discovery: Any) -> None:
     # A command task runs with this interpreter's bin/ first on PATH (SPEC §3); check the same.
-    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    search = path_with_interpreter(os.environ.get("PATH"))
     types = {s.trigger_type for p in discovery.packages for s in p.steps} if discovery else None
     for task in config.tasks:
         where = f"{config.display_path}:{task.line}: task {task.id}"
@@ -294,7 +295,7 @@ def _check_state(
             continue
         _, status, reason, started, pid, marker = row
         why = f" ({reason})" if reason else ""
-        if status == "running" and not process_alive(pid, marker):
+        if status == Status.RUNNING and not process_alive(pid, marker):
             report.add(
                 "last-run",
                 "warn",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,10 +22,14 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.processes import (
     ProcessGroup,
+    exit_reason,
+    path_with_interpreter,
     process_alive,
     spawn,
+    start_failure,
     stop_group_after,
     wait_exit,
 )
@@ -116,8 +119,7 @@ class StepInvocation(msgspec.Struct, kw_only=True):
         """Only whitelisted parent variables, so a backend token or secret never reaches a step."""
         source = os.environ if parent is None else parent
         env = {k: source[k] for k in (*ENV_WHITELIST, *self.env_allow) if k in source}
-        # The interpreter's folder first: ``workspace`` and ``python`` resolve to this install.
-        env["PATH"] = os.pathsep.join([os.path.dirname(self.python), env.get("PATH") or os.defpath])
+        env["PATH"] = path_with_interpreter(env.get("PATH"), self.python)
         env.update(
             {
                 "CODEX_FLOW_EVENT_ID": self.resolved_event_id,
@@ -150,11 +152,10 @@ class StepOutcome(msgspec.Struct, kw_only=True):
     pid: int | None = None
 
     @property
-    def flow_status(self) -> str:
-        """SPEC §4: the step's own status when the run completed, else failed or canceled."""
-        if self.status == Status.COMPLETED and self.result_status:
-            return self.result_status
-        return self.status
+    def flow_status(self) -> Status:
+        """SPEC §4: the step's own status when the run completed, else failed or canceled (the
+        rule of :func:`~workspace_adapter.base.status.flow_status`, as the backend's runs use)."""
+        return status_rule.flow_status(self.status, self.result_status)
 
 
 class _StartError(Exception):
@@ -181,11 +182,7 @@ def _argv(invocation: StepInvocation, env: Mapping[str, str]) -> list[str]:
 
 def _start_error(argv: list[str], exc: OSError) -> str:
     program = argv[0] if argv else "?"
-    if isinstance(exc, FileNotFoundError):
-        return f"cannot start {program!r}: program not found; install it or fix the step's argv"
-    if isinstance(exc, PermissionError):
-        return f"cannot start {program!r}: permission denied; make it executable"
-    return f"cannot start {program!r}: {exc.strerror or exc}"
+    return f"cannot start {program!r}: {start_failure(program, exc)}; check the step's command"
 
 
 class _Flags:
@@ -514,10 +511,8 @@ def _outcome(
         status, error = Status.CANCELED, "canceled"
     elif timed_out is not None:
         error = f"timed out after {timed_out:.1f}s"
-    elif exit_code is not None and exit_code < 0:
-        error = f"killed by signal {_signal_name(-exit_code)}"
     elif exit_code:
-        error = f"exited with code {exit_code}"
+        error = exit_reason(exit_code)
     elif result_error:
         error = result_error
     else:
@@ -546,10 +541,3 @@ async def _watch_cancel(cancel: anyio.Event, scope: anyio.CancelScope, flags: _F
     await cancel.wait()
     flags.canceled = True
     scope.cancel()
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)

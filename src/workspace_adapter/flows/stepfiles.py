@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.base.logs import get_logger
-from workspace_adapter.base.processes import process_marker
+from workspace_adapter.base.processes import cmdline, process_marker
 from workspace_adapter.base.tails import TAIL_BYTES
 from workspace_adapter.base.times import iso
 from workspace_adapter.flows.output import MAX_LINE_BYTES, StreamCapture
@@ -58,7 +58,6 @@ PUNCH_STEP = 4 * 1024 * 1024
 """Punch only once this much more could go: one system call per 4 MiB of output."""
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
-_PROC = Path("/proc")
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -127,11 +126,8 @@ class RunFiles:
 
     def is_wrapper(self, pid: int) -> bool:
         """Whether ``pid`` is this folder's wrapper (its command line names the folder)."""
-        try:
-            argv = (_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return len(argv) > 3 and argv[1] == b"-c" and argv[3] == os.fsencode(self.folder)
+        argv = cmdline(pid) or []
+        return len(argv) > 3 and argv[1] == "-c" and argv[3] == os.fspath(self.folder)
 
     def exit_code(self) -> int | None:
         """The step's exit code as its wrapper wrote it; None while it runs (or if it was

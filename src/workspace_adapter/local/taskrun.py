@@ -14,7 +14,6 @@ import codecs
 import contextlib
 import functools
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -34,7 +33,15 @@ from workspace_adapter.base.errors import (
 )
 from workspace_adapter.base.flags import env_flag
 from workspace_adapter.base.lifeline import Lifeline
-from workspace_adapter.base.processes import ProcessGroup, spawn, stop_group
+from workspace_adapter.base.processes import (
+    ProcessGroup,
+    exit_reason,
+    path_with_interpreter,
+    spawn,
+    start_failure,
+    stop_group,
+    wait_exit_sync,
+)
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.tails import OutputTail
 from workspace_adapter.base.times import utc_now_iso
@@ -140,31 +147,8 @@ def command_env(config: WorkspaceConfig, task: TaskConfig, mode: str) -> dict[st
     env.update(task.env)
     env["CODEX_WORKSPACE_MODE"] = mode
     env["CODEX_WORKSPACE_ROOT"] = str(config.root)
-    # Not resolved: a virtualenv's bin/python is a symlink, and its bin/ holds `workspace`.
-    bin_dir = os.path.dirname(sys.executable)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    env["PATH"] = path_with_interpreter(env.get("PATH"))
     return env
-
-
-def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    """``proc.wait(timeout)``, woken by the exit itself rather than by polling.
-
-    Popen's wait with a timeout checks, sleeps, and doubles the sleep up to 50 ms, so a task
-    that ends in 3 ms may be noticed 4 ms later and one that ends in 30 ms up to 30 ms later.
-    A pidfd becomes readable the moment the process exits (Linux 5.3+; elsewhere: Popen's).
-    """
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        return proc.wait(timeout)
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(0, int(timeout * 1000))):
-            raise subprocess.TimeoutExpired(proc.args, timeout)
-    finally:
-        os.close(pidfd)
-    return proc.wait()
 
 
 def run_command(
@@ -196,7 +180,7 @@ def run_command(
         )
     except OSError as exc:
         lifeline.cut()
-        return Status.FAILED, _spawn_failure(argv[0], exc), None, "", ""
+        return Status.FAILED, start_failure(argv[0], exc), None, "", ""
     # From here until cut(), a SIGKILL of this process kills the task's group too.
     lifeline.tie(group.pid)
     try:
@@ -205,21 +189,9 @@ def run_command(
         )
     finally:
         lifeline.cut()
-    if code is not None and code > 0 and reason == _exited(code) and statuses:
+    if code is not None and code > 0 and reason == exit_reason(code) and statuses:
         status = Status(statuses.get(code, status))
     return status, reason, code, out, err
-
-
-def _exited(code: int) -> str:
-    return f"exited with code {code}"
-
-
-def _spawn_failure(program: str, exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return f"program not found: {program} (not on PATH)"
-    if isinstance(exc, PermissionError):
-        return f"program not executable: {program}"
-    return f"could not start {program}: {exc.strerror or exc}"
 
 
 def _follow_command(
@@ -240,7 +212,7 @@ def _follow_command(
             pump = threading.Thread(target=_pump, args=(pipe, sink, tail), daemon=True)
             pumps.append(pump)
             pump.start()
-        wait_for_exit(proc, timeout)
+        wait_exit_sync(proc, timeout)
     except subprocess.TimeoutExpired:
         stop_group(proc, group, kill_grace)
         reason = f"timed out after {timeout_text or f'{timeout:g}s'}; process group killed"
@@ -257,10 +229,8 @@ def _follow_command(
             # for it could take forever. The pumps are daemon threads: leave them behind.
             _write(sinks.stderr, "warning: a detached process still holds the task's output\n")
     code = proc.returncode
-    if reason is None and code < 0:
-        reason = f"killed by signal {signal.Signals(-code).name}"
-    elif reason is None and code > 0:
-        reason = _exited(code)
+    if reason is None and code != 0:
+        reason = exit_reason(code)
     status = Status.COMPLETED if reason is None else Status.FAILED
     return status, reason, code, tails[0].text(), tails[1].text()
 

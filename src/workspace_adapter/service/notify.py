@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -20,7 +19,7 @@ import anyio.abc
 import msgspec
 
 from workspace_adapter.base.logs import get_logger
-from workspace_adapter.base.processes import spawn_async, stop_group_async
+from workspace_adapter.base.processes import path_with_interpreter, spawn_async, stop_group_async
 from workspace_adapter.base.status import NEEDS_PERSON, Status
 from workspace_adapter.base.tails import OutputTail
 from workspace_adapter.service.schema import Attempt
@@ -58,7 +57,7 @@ async def notify(
     log = get_logger(component="notify", attempt_id=attempt.id, argv=command)
     env = dict(os.environ)
     # As for command tasks: `workspace` resolves to this installation.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = path_with_interpreter(env.get("PATH"))
     env["WORKSPACE_ATTEMPT_ID"] = attempt.id
     env["WORKSPACE_ATTEMPT_STATUS"] = attempt.status
     try:
