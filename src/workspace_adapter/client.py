@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 import anyio
@@ -454,16 +453,43 @@ async def _reconnect(
     url: str, token: str | None, connect_timeout: float, within: float
 ) -> WorkspaceClient:
     """A new session, trying with backoff for ``within`` seconds; else BackendUnreachable."""
-    deadline = anyio.current_time() + within
-    delay = RECONNECT_FIRST_SECONDS
-    while True:
-        try:
-            return await open_client(url, token, connect_timeout)
-        except BackendUnreachable:
-            if anyio.current_time() + delay > deadline:
-                raise
-        await anyio.sleep(delay * (0.5 + random.random()))
-        delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+    return await _with_backoff(
+        lambda: open_client(url, token, connect_timeout),
+        first=RECONNECT_FIRST_SECONDS,
+        most=RECONNECT_MAX_SECONDS,
+        within=within,
+    )
+
+
+async def _with_backoff(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    first: float,
+    most: float,
+    within: float | None = None,
+    attempts: int | None = None,
+) -> T:
+    """``await attempt()`` again while the backend is unreachable, waiting a random share of a
+    delay that doubles from ``first`` up to ``most`` (clients that lost one backend together do
+    not all come back at once); the last BackendUnreachable once another try would start after
+    ``within`` seconds, or after ``attempts`` tries (neither: try until canceled)."""
+    import tenacity  # only once a connection failed: the first try never pays its import
+
+    stops: list[tenacity.stop.stop_base] = []
+    if within is not None:
+        stops.append(tenacity.stop_before_delay(within))
+    if attempts is not None:
+        stops.append(tenacity.stop_after_attempt(attempts))
+    async for trying in tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(BackendUnreachable),
+        wait=tenacity.wait_random_exponential(multiplier=first, max=most),
+        stop=tenacity.stop_any(*stops) if stops else tenacity.stop_never,
+        sleep=anyio.sleep,
+        reraise=True,
+    ):
+        with trying:
+            return await attempt()
+    raise AssertionError("tenacity ends in a result or the last error")
 
 
 AcknowledgedCallback = Callable[["DispatchOutcome"], None]
@@ -646,18 +672,14 @@ class ReconnectingClient:
         async with self._lock:
             if self._client is not None:
                 return self._client
-            delay = self.initial_backoff
-            tried = 0
-            while True:
-                try:
-                    self._client = await open_client(self.url, self.token)
-                    return self._client
-                except BackendUnreachable:
-                    tried += 1
-                    if attempts is not None and tried >= attempts:
-                        raise
-                await anyio.sleep(delay * (0.5 + random.random()))
-                delay = min(self.max_backoff, delay * 2)
+            client = await _with_backoff(
+                lambda: open_client(self.url, self.token),
+                first=self.initial_backoff,
+                most=self.max_backoff,
+                attempts=attempts,
+            )
+            self._client = client
+            return client
 
     @overload
     async def request(self, method: str, params: Any = None) -> Any: ...

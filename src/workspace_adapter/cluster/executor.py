@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 import redis.asyncio
+import tenacity
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -219,24 +220,31 @@ class CeleryExecutor:
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``await attempt()`` until Redis answers; backoff in between, the problem on show."""
-        delay = RETRY_FIRST_SECONDS
-        while True:
-            try:
+        async for trying in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type((_Broken, RedisError, OSError)),
+            wait=tenacity.wait_exponential(multiplier=RETRY_FIRST_SECONDS, max=RETRY_MAX_SECONDS),
+            before_sleep=self._unreachable,
+            sleep=anyio.sleep,
+        ):
+            with trying:
                 result = await attempt()
-            except _Broken as exc:
-                problem = str(exc)
-            except (RedisError, OSError) as exc:
-                problem = f"broker {redact(self.broker)} not reachable: {_why(exc)}"
-            else:
                 if self.problem is not None:
                     self._log.info("broker.back")
                     self.problem = None
                 return result
-            if problem != self.problem:
-                self._log.warning("broker.unreachable", problem=problem, retry=delay)
-            self.problem = problem
-            await anyio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+        raise AssertionError("tenacity without a stop ends in a result")
+
+    def _unreachable(self, state: tenacity.RetryCallState) -> None:
+        """Before each wait: the problem on show, logged once for as long as it lasts."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        assert exc is not None  # a wait follows a try that failed
+        if isinstance(exc, _Broken):
+            problem = str(exc)
+        else:
+            problem = f"broker {redact(self.broker)} not reachable: {_why(exc)}"
+        if problem != self.problem:
+            self._log.warning("broker.unreachable", problem=problem, retry=state.upcoming_sleep)
+        self.problem = problem
 
     # --- Redis -------------------------------------------------------------------------------
 
