@@ -181,7 +181,10 @@ async def test_command_step_through_the_executor_interface(
             "exited with code 3",
         ),
         (["sh", "-c", "kill -9 $$"], "killed by signal SIGKILL"),
-        (["definitely-not-a-program-xyz"], "cannot start 'definitely-not-a-program-xyz': program"),
+        (
+            ["definitely-not-a-program-xyz"],
+            "cannot start the step: program not found: definitely-not-a-program-xyz (not on PATH)",
+        ),
     ],
 )
 async def test_failures_have_a_one_line_reason(

@@ -182,7 +182,7 @@ def _argv(invocation: StepInvocation, env: Mapping[str, str]) -> list[str]:
 
 def _start_error(argv: list[str], exc: OSError) -> str:
     program = argv[0] if argv else "?"
-    return f"cannot start {program!r}: {start_failure(program, exc)}; check the step's command"
+    return f"cannot start the step: {start_failure(program, exc)}; check the step's command"
 
 
 class _Flags:
