@@ -89,7 +89,7 @@ class WireRun(msgspec.Struct, kw_only=True):
     eventId: str = ""
     flowName: str = ""
     stepName: str = ""
-    status: str = "queued"
+    status: str = Status.QUEUED
     resultStatus: str | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -138,10 +138,28 @@ class WireRun(msgspec.Struct, kw_only=True):
 
     @property
     def message(self) -> str | None:
-        """What the step said about its result, or why the run did not complete."""
+        """Why the run ended as it did: the backend's ``error`` first, else the step's message.
+
+        A local task run's reason. A step that reported a result and then exited non-zero or
+        timed out failed for that ``error``, whatever its message says; see
+        :attr:`step_message` for the other precedence.
+        """
+        return str(self.error or self._result_message() or "") or None
+
+    @property
+    def step_message(self) -> str | None:
+        """What the step said about its result first, else the backend's ``error``.
+
+        A maintenance attempt's message, read by a person (and the notify hook): a step's own
+        words (a conflict's files) say more than how its process ended.
+        """
+        text = self._result_message() or self.error
+        return text if isinstance(text, str) and text else None
+
+    def _result_message(self) -> Any:
+        """The ``message`` of the step's FlowResult (any JSON value a backend sent), or None."""
         found = self.flow_result
-        said = found.get("message") if found is not None else None
-        return str(self.error or said or "") or None
+        return found.get("message") if found is not None else None
 
     @property
     def artifacts(self) -> dict[str, Any]:

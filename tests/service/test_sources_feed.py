@@ -42,9 +42,9 @@ def test_atom_tags_come_from_the_release_link_then_the_entry_id_then_the_title()
     newest = found[-1]
     assert newest.url == f"{GH}/v0.3.0"
     assert newest.provider == "github"
-    assert newest.published_at == "2026-01-03T00:00:00Z"
+    assert newest.published_at == "2026-01-03T00:00:00.000Z"
     assert found[0].provider == "feed"
-    assert found[0].published_at == "2026-01-01T08:30:00Z"
+    assert found[0].published_at == "2026-01-01T08:30:00.000Z"
 
 
 def test_an_escaped_tag_in_the_link_is_decoded() -> None:
@@ -61,8 +61,8 @@ def test_rss_items_work_too() -> None:
     ).encode()
     found = parse(document, "http://feed")
     assert [(r.tag, r.published_at) for r in found] == [
-        ("v1.0.0", "2026-01-01T00:00:00Z"),
-        ("v2.0.0", "2026-01-02T00:00:00Z"),
+        ("v1.0.0", "2026-01-01T00:00:00.000Z"),
+        ("v2.0.0", "2026-01-02T00:00:00.000Z"),
     ]
 
 

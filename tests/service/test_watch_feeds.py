@@ -72,14 +72,14 @@ def test_feeds_give_tags_from_links_and_a_malformed_one_is_skipped(
     assert tags == {"peezy-tech/patch-moi-harness": "v0.1.4", "o/rss-project": "v2.1.0"}
     event = store.event("patch:atom:v0.1.4:upstream.release")
     assert event is not None
-    assert event["occurredAt"] == "2026-01-02T00:00:00Z"
+    assert event["occurredAt"] == "2026-01-02T00:00:00.000Z"
     assert event["payload"] == {
         "channel": "releases",
         "provider": "github",
         "repo": "peezy-tech/patch-moi-harness",
         "tag": "v0.1.4",
         "url": f"{GH}/v0.1.4",
-        "publishedAt": "2026-01-02T00:00:00Z",
+        "publishedAt": "2026-01-02T00:00:00.000Z",
     }
     broken = store.cursor("broken")
     assert broken is not None

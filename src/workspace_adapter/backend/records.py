@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from workspace_adapter.base.status import TERMINAL_RUN_STATES
+from workspace_adapter.base.status import TERMINAL_RUN_STATES, Status
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.protocol import WireRun
 
@@ -97,7 +97,7 @@ def new_flow_run(event_id: str, flow_name: str, step_name: str, *, replay: bool 
         event_id=event_id,
         flow_name=flow_name,
         step_name=step_name,
-        status="queued",
+        status=Status.QUEUED,
         replay=replay,
         created_at=utc_now_iso(),
     )

@@ -24,6 +24,7 @@ from workspace_adapter.backend.store import BackendStore
 from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.sqlitefile import StoreUnavailable
+from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.events import event_of
 from workspace_adapter.flows.executor import StepExecutor
@@ -197,7 +198,10 @@ class RunQueue:
                 del self._pending[index]
                 try:
                     await self._finish(
-                        run_id, strict=True, status="canceled", error="canceled before it started"
+                        run_id,
+                        strict=True,
+                        status=Status.CANCELED,
+                        error="canceled before it started",
                     )
                 except StoreUnavailable:
                     self._pending.insert(index, run)  # still queued: the cancel did not happen
@@ -252,7 +256,7 @@ class RunQueue:
             else:
                 log.exception("run.crashed")
             try:
-                await self._finish(run_id, status="failed", error=f"internal error: {exc}")
+                await self._finish(run_id, status=Status.FAILED, error=f"internal error: {exc}")
             except Exception:  # left running in the store: the next start takes it up
                 self._log.exception("run.end_not_recorded", run_id=run_id)
         finally:
@@ -273,13 +277,15 @@ class RunQueue:
         if found is None:
             await self._finish(
                 run_id,
-                status="failed",
+                status=Status.FAILED,
                 error=f"flow step {queued.flow_name}/{queued.step_name} no longer exists",
             )
             return
         if not self.executor.ready and not await self._until_ready(self._active[run_id]):
             if self.accepting:  # a client's cancel; at shutdown it stays queued for next time
-                await self._finish(run_id, status="canceled", error="canceled before it started")
+                await self._finish(
+                    run_id, status=Status.CANCELED, error="canceled before it started"
+                )
             return
         try:
             run = await self.store.writer.mark_running(run_id)
@@ -292,7 +298,7 @@ class RunQueue:
         stored = self.store.get_event(queued.event_id)
         event = None if stored is None else event_of(stored)
         if event is None:
-            await self._finish(run_id, status="failed", error="its event is not in the store")
+            await self._finish(run_id, status=Status.FAILED, error="its event is not in the store")
             return
         self.hub.run_updated(run.to_wire())
         package, step = found
@@ -322,7 +328,7 @@ class RunQueue:
             )
         except Exception as exc:
             log.exception("step.crashed")
-            await self._finish(run_id, status="failed", error=f"internal error: {exc}")
+            await self._finish(run_id, status=Status.FAILED, error=f"internal error: {exc}")
             return
         await self._record(run_id, outcome)
         log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
@@ -353,11 +359,11 @@ class RunQueue:
             )
         except Exception as exc:
             log.exception("step.crashed")
-            await self._finish(run.id, status="failed", error=f"internal error: {exc}")
+            await self._finish(run.id, status=Status.FAILED, error=f"internal error: {exc}")
             return
         if outcome is None:
             log.warning("run.lost", reason="its step left no process, exit status or result")
-            await self._finish(run.id, status="failed", error="backend restarted")
+            await self._finish(run.id, status=Status.FAILED, error="backend restarted")
             return
         log.info("run.taken_up", status=outcome.status, result_status=outcome.result_status)
         await self._record(run.id, outcome)

@@ -35,6 +35,7 @@ from workspace_adapter.backend.records import (
     run_from_row,
 )
 from workspace_adapter.base.sqlitefile import check_version, classify, transaction
+from workspace_adapter.base.status import TERMINAL_RUN_STATES
 
 # Importable from here as before the store was split in three.
 
@@ -255,10 +256,12 @@ class BackendStore:
 
         path = data_dir / DB_NAME
         old = "COALESCE(julianday({}) < julianday(:cut), 0)"  # an unreadable time is not old
+        terminal = {f"terminal{i}": state for i, state in enumerate(sorted(TERMINAL_RUN_STATES))}
         events = (
             f"SELECT e.id FROM events e WHERE {old.format('e.received_at')} AND NOT EXISTS ("
-            "SELECT 1 FROM runs r WHERE r.event_id = e.id AND (r.status NOT IN ('completed', "
-            f"'failed', 'canceled') OR NOT {old.format('COALESCE(r.completed_at, r.created_at)')}))"
+            "SELECT 1 FROM runs r WHERE r.event_id = e.id AND (r.status NOT IN "
+            f"({', '.join(f':{name}' for name in terminal)}) "
+            f"OR NOT {old.format('COALESCE(r.completed_at, r.created_at)')}))"
         )
         # Runs first: which events go depends on the runs they still have, not the reverse.
         statements = {
@@ -275,7 +278,7 @@ class BackendStore:
                 verb = "SELECT count(*)" if dry_run else "DELETE"
                 found: dict[str, int] = {}
                 for name, rows in statements.items():
-                    cursor = db.execute(f"{verb} {rows}", {"cut": cutoff})
+                    cursor = db.execute(f"{verb} {rows}", {"cut": cutoff, **terminal})
                     found[name] = cursor.fetchone()[0] if dry_run else cursor.rowcount
         finally:
             db.close()

@@ -246,8 +246,8 @@ class _Execution:
             return _ended(Status.CANCELED, "canceled while waiting for the fork", started_at)
         return StepOutcome(
             status=Status.COMPLETED,
-            result={"status": "blocked", "message": f"fork busy: {fork.repository}"},
-            result_status="blocked",
+            result={"status": Status.BLOCKED, "message": f"fork busy: {fork.repository}"},
+            result_status=Status.BLOCKED,
             started_at=started_at,
             finished_at=utc_now_iso(),
         )

@@ -12,7 +12,8 @@
 
 ``retry`` opens a new ``retry`` attempt: it replays the event when the backend knows it
 (``flow.replay``), else dispatches the stored event. ``replay`` opens a ``replay`` attempt that
-only replays. Exit codes follow the new attempt's status (SPEC §2); 4 when undelivered.
+only replays. Exit codes follow the new attempt's status (SPEC §2); 4 when the backend was
+not reachable (``service.schema.attempt_exit_code``, as ``watch --once`` counts them).
 
 An attempt whose runs rebuilt a patch series lists its patches under its line, one per line
 (name, status, and for a conflict its files and the upstream commits behind it), from the
@@ -83,7 +84,8 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
 
     from workspace_adapter.base import logs
     from workspace_adapter.base.times import utc_now
-    from workspace_adapter.service.delivery import UNREACHABLE, AttemptDelivery
+    from workspace_adapter.service.delivery import AttemptDelivery
+    from workspace_adapter.service.schema import attempt_exit_code
 
     logs.configure(g.log_level)
     records = _records(g)
@@ -112,18 +114,14 @@ def _again(g: Globals, attempt_id: str, operation: Operation, as_json: bool) -> 
     else:
         for line in table(done)[1:]:
             print(line)
-    if done.status == "undelivered":
-        if done.message == UNREACHABLE:
-            print(
-                f"error: backend not reachable at {g.backend_url}; start it with "
-                "`workspace backend` (the attempt is redelivered by `workspace watch`)",
-                file=sys.stderr,
-            )
-            return EXIT_BACKEND_UNREACHABLE
-        return 1
-    if done.status == "started":
-        return EXIT_BACKEND_UNREACHABLE
-    return status_rule.exit_code(done.status)
+    code = attempt_exit_code(done)
+    if done.status == status_rule.Status.UNDELIVERED and code == EXIT_BACKEND_UNREACHABLE:
+        print(
+            f"error: backend not reachable at {g.backend_url}; start it with "
+            "`workspace backend` (the attempt is redelivered by `workspace watch`)",
+            file=sys.stderr,
+        )
+    return code
 
 
 def retry(g: Globals, attempt_id: str, as_json: bool) -> int:

@@ -37,9 +37,8 @@ from workspace_adapter.protocol import (
 )
 from workspace_adapter.service import notify
 from workspace_adapter.service.records import Records
-from workspace_adapter.service.schema import Attempt
+from workspace_adapter.service.schema import UNREACHABLE, Attempt
 
-UNREACHABLE = "backend not reachable"
 REDELIVERY_FIRST_SECONDS = 1.0
 REDELIVERY_MAX_SECONDS = 600.0
 
@@ -101,10 +100,8 @@ def run_outcome(runs: list[WireRun]) -> RunOutcome:
         found = run.artifacts.get("patches")
         if isinstance(found, list):
             outcome.patches.extend(entry for entry in found if isinstance(entry, dict))
-        found = run.flow_result
-        said = found.get("message") if found is not None else None
-        text = said or run.error
-        if isinstance(text, str) and text and text not in messages:
+        text = run.step_message
+        if text and text not in messages:
             messages.append(text if len(runs) == 1 else f"{run.stepName}: {text}")
     outcome.message = "; ".join(messages) or None
     return outcome
@@ -273,7 +270,12 @@ class AttemptDelivery:
         delay = redelivery_delay(attempt.deliveries + 1)
         retry_at = iso(now + dt.timedelta(seconds=delay))
         await off_loop(
-            self.records.log_dispatch, attempt, "-", "undelivered", now, message=detail or message
+            self.records.log_dispatch,
+            attempt,
+            "-",
+            Status.UNDELIVERED,
+            now,
+            message=detail or message,
         )
         done = await off_loop(self.records.mark_undelivered, attempt.id, message, now, retry_at)
         # The line below says it on the terminal; the log keeps the detail.

@@ -20,6 +20,7 @@ import msgspec
 
 from workspace_adapter.base.processes import process_alive
 from workspace_adapter.base.sqlitefile import open_readonly, transaction
+from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso
 from workspace_adapter.service.schema import (
     ATTEMPT_COLUMNS,
@@ -182,10 +183,11 @@ class Records(RecordStore):
             db.execute(
                 "INSERT INTO attempts (id, event_id, operation, status, upstream_repo, "
                 "upstream_tag, next_delivery_at, claimed_pid, claimed_marker, created_at, "
-                "updated_at) VALUES (?, ?, 'dispatch', 'undelivered', ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at) VALUES (?, ?, 'dispatch', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     attempt_id,
                     event["id"],
+                    Status.UNDELIVERED,
                     repo,
                     release.tag,
                     stamp,
@@ -246,11 +248,12 @@ class Records(RecordStore):
             db.execute(
                 "INSERT INTO attempts (id, event_id, operation, status, upstream_repo, "
                 "upstream_tag, retry_of, claimed_pid, claimed_marker, created_at, updated_at) "
-                "VALUES (?, ?, ?, 'undelivered', ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     attempt_id,
                     of.event_id,
                     operation,
+                    Status.UNDELIVERED,
                     of.upstream_repo,
                     of.upstream_tag,
                     of.id,
@@ -297,7 +300,8 @@ class Records(RecordStore):
         """When the earliest undelivered attempt is due, for the watch loop's sleep."""
         with self.connect(write=False) as db:
             row = db.execute(
-                "SELECT MIN(next_delivery_at) FROM attempts WHERE status = 'undelivered'"
+                "SELECT MIN(next_delivery_at) FROM attempts WHERE status = ?",
+                (Status.UNDELIVERED,),
             ).fetchone()
         return None if row is None else row[0]
 
@@ -347,20 +351,20 @@ class Records(RecordStore):
         """The backend never got it: release the claim, redeliver at ``retry_at``."""
         with self.connect() as db:
             db.execute(
-                "UPDATE attempts SET status = 'undelivered', message = ?, deliveries = "
-                "deliveries + 1, next_delivery_at = ?, claimed_pid = NULL, claimed_marker = "
-                "NULL, updated_at = ? WHERE id = ?",
-                (message, retry_at, iso(now), attempt_id),
+                "UPDATE attempts SET status = ?, message = ?, deliveries = deliveries + 1, "
+                "next_delivery_at = ?, claimed_pid = NULL, claimed_marker = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (Status.UNDELIVERED, message, retry_at, iso(now), attempt_id),
             )
             return self._attempt(db, attempt_id)
 
     def mark_started(self, attempt_id: str, run_ids: list[str], now: dt.datetime) -> Attempt:
         with self.connect() as db:
             db.execute(
-                "UPDATE attempts SET status = 'started', run_ids = ?, message = NULL, "
+                "UPDATE attempts SET status = ?, run_ids = ?, message = NULL, "
                 "deliveries = deliveries + 1, next_delivery_at = NULL, updated_at = ? "
                 "WHERE id = ?",
-                (_json(run_ids), iso(now), attempt_id),
+                (Status.STARTED, _json(run_ids), iso(now), attempt_id),
             )
             return self._attempt(db, attempt_id)
 
@@ -417,7 +421,7 @@ class Records(RecordStore):
         waiting ``busy_timeout`` seconds for the write lock (which migrates an older store
         first); never creates the file.
         """
-        finished = "SELECT id FROM attempts WHERE status NOT IN ('undelivered', 'started')"
+        finished = "SELECT id FROM attempts WHERE status NOT IN (:undelivered, :started)"
         dispatches = (
             "FROM dispatches WHERE COALESCE(julianday(at) < julianday(:cut), 0) "
             f"AND attempt_id IN ({finished})"
@@ -426,6 +430,7 @@ class Records(RecordStore):
             "FROM flow_events WHERE COALESCE(julianday(created_at) < julianday(:cut), 0) "
             "AND id NOT IN (SELECT event_id FROM attempts)"
         )
+        unfinished = {"undelivered": Status.UNDELIVERED, "started": Status.STARTED}
         uri = self.path.resolve().as_uri() + "?mode=rw"
         db = open_readonly(self.path) if dry_run else sqlite3.connect(uri, uri=True)
         try:
@@ -439,7 +444,7 @@ class Records(RecordStore):
                 verb = "SELECT count(*)" if dry_run else "DELETE"
                 found = {}
                 for name, rows in (("dispatches", dispatches), ("events", events)):
-                    cursor = db.execute(f"{verb} {rows}", {"cut": cutoff})
+                    cursor = db.execute(f"{verb} {rows}", {"cut": cutoff, **unfinished})
                     found[name] = cursor.fetchone()[0] if dry_run else cursor.rowcount
         finally:
             db.close()

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from workspace_adapter.base.errors import EXIT_FAILED, UserError
+from workspace_adapter.base import status as status_rule
+from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE, EXIT_FAILED, UserError
 from workspace_adapter.base.processes import process_marker
 from workspace_adapter.base.sqlitefile import (
     SchemaVersionError,
@@ -36,6 +37,9 @@ DB_NAME = "records.sqlite3"
 DATA_DIR_ENV = "DATA_DIR"
 
 Operation = Literal["dispatch", "retry", "replay"]
+
+UNREACHABLE = "backend not reachable"
+"""An ``undelivered`` attempt's message when the backend could not be reached (exit 4)."""
 
 _SCHEMA = """
 CREATE TABLE source_cursors (
@@ -136,6 +140,22 @@ class Attempt(msgspec.Struct, kw_only=True, rename="camel"):
     next_delivery_at: str | None = None
     created_at: str
     updated_at: str
+
+
+def attempt_exit_code(attempt: Attempt) -> int:
+    """The exit code a command ends with for ``attempt`` as it was left (SPEC §2).
+
+    4 when the backend was not there: ``undelivered`` because it could not be reached, or
+    still ``started`` (the backend went away while its runs were followed). Else the code of
+    its status; an attempt the backend turned away for now (overloaded, still
+    ``undelivered``) is 1, as :func:`~workspace_adapter.base.status.exit_code` makes any
+    status that is not an outcome.
+    """
+    if attempt.status == Status.STARTED or (
+        attempt.status == Status.UNDELIVERED and attempt.message == UNREACHABLE
+    ):
+        return EXIT_BACKEND_UNREACHABLE
+    return status_rule.exit_code(attempt.status)
 
 
 class SourceCursor(msgspec.Struct, kw_only=True):

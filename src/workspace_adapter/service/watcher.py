@@ -20,18 +20,19 @@ import msgspec
 from workspace_adapter import sources
 from workspace_adapter.base import logs
 from workspace_adapter.base import status as status_rule
-from workspace_adapter.base.errors import EXIT_BACKEND_UNREACHABLE
+from workspace_adapter.base.errors import (
+    EXIT_BACKEND_UNREACHABLE,
+    EXIT_FAILED,
+    EXIT_NEEDS_PERSON,
+    EXIT_OK,
+)
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso, parse_iso, utc_now
 from workspace_adapter.local.config import SourceConfig, WorkspaceConfig, duration_seconds
-from workspace_adapter.service.delivery import (
-    UNREACHABLE,
-    AttemptDelivery,
-    Clock,
-    off_loop,
-)
+from workspace_adapter.service.delivery import AttemptDelivery, Clock, off_loop
 from workspace_adapter.service.records import Records
-from workspace_adapter.service.schema import Attempt, SeenRelease
+from workspace_adapter.service.schema import Attempt, SeenRelease, attempt_exit_code
 from workspace_adapter.sources.release import Release, SourceError
 
 SOURCE_BACKOFF_CAP_SECONDS = 3600
@@ -39,6 +40,9 @@ FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 """Due-by moment that makes every undelivered attempt due (``watch --once``)."""
 MAX_SLEEP_SECONDS = 60.0
 MIN_SLEEP_SECONDS = 0.5
+# Exit codes in the order of the status rule (failed and canceled before blocked and
+# needs_intervention), with the backend gone worst of all.
+_WORST_CODE_FIRST = (EXIT_BACKEND_UNREACHABLE, EXIT_FAILED, EXIT_NEEDS_PERSON, EXIT_OK)
 
 
 class PassReport(msgspec.Struct, kw_only=True):
@@ -48,18 +52,11 @@ class PassReport(msgspec.Struct, kw_only=True):
     source_failures: int = 0
 
     def exit_code(self) -> int:
-        # "started" at the end of a pass: the backend went away while its runs were followed.
-        if any(
-            a.status == "started" or (a.status == "undelivered" and a.message == UNREACHABLE)
-            for a in self.attempts
-        ):
-            return EXIT_BACKEND_UNREACHABLE
-        statuses: list[str] = [
-            a.status for a in self.attempts if a.status not in ("undelivered", "started")
-        ]
+        """The worst code of its attempts (a failed source counts as a failed attempt)."""
+        codes = [attempt_exit_code(a) for a in self.attempts]
         if self.source_failures:
-            statuses.append("failed")
-        return status_rule.exit_code(status_rule.worst(statuses))
+            codes.append(status_rule.exit_code(Status.FAILED))
+        return min(codes, key=_WORST_CODE_FIRST.index, default=EXIT_OK)
 
 
 def release_event(
@@ -204,10 +201,10 @@ class Watcher:
             if everything or await self.is_due(source, now):
                 fresh.extend(await self.poll(source, report))
         due_by = FAR_FUTURE if everything else self.clock()
-        for orphan in await off_loop(self.records.claim, "started", self.clock()):
+        for orphan in await off_loop(self.records.claim, Status.STARTED, self.clock()):
             self.say(f"attempt {orphan.id} {orphan.upstream_tag}: following its runs again")
             report.attempts.append(await self.delivery.follow_again(orphan))
-        for attempt in await off_loop(self.records.claim, "undelivered", due_by):
+        for attempt in await off_loop(self.records.claim, Status.UNDELIVERED, due_by):
             self.say(f"attempt {attempt.id} {attempt.upstream_tag}: redelivering")
             report.attempts.append(await self.delivery.deliver(attempt))
         for attempt in fresh:

@@ -8,6 +8,7 @@ often "Release 1.2 – the fast one"), from a GitHub-style entry id
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import re
 import time
 import urllib.error
@@ -19,6 +20,7 @@ import anyio
 import feedparser  # type: ignore[import-untyped, unused-ignore]
 
 from workspace_adapter import __version__
+from workspace_adapter.base.times import iso
 from workspace_adapter.sources.release import Release, SourceError
 
 MAX_FEED_BYTES = 8 * 1024 * 1024
@@ -86,8 +88,8 @@ def _published(entry: Any) -> str | None:
     parsed = entry.get("published_parsed") or entry.get("updated_parsed")
     if parsed is None:
         return None
-    # feedparser normalises dates to UTC struct_time.
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(calendar.timegm(parsed)))
+    # feedparser normalises dates to UTC struct_time; written as every other stored time is.
+    return iso(dt.datetime.fromtimestamp(calendar.timegm(parsed), dt.UTC))
 
 
 def _provider(link: str | None) -> str:
