@@ -32,6 +32,15 @@ class FlowEvent(msgspec.Struct, kw_only=True):
     payload: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+RESULT_LINE_PREFIX = "FLOW_RESULT "
+"""How a step's result line starts on its stdout; the FlowResult follows as JSON."""
+
+
+def is_result_line(line: str) -> bool:
+    """True for a step's ``FLOW_RESULT`` line, which the CLI shows as a summary instead."""
+    return line.startswith(RESULT_LINE_PREFIX)
+
+
 class FlowResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a step reports on its ``FLOW_RESULT`` line."""
 
@@ -44,6 +53,10 @@ class FlowResult(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise ValueError(
                 f"status must be one of {', '.join(sorted(RESULT_STATUSES))}, not {self.status!r}"
             )
+
+    def line(self) -> str:
+        """The step's last stdout line that reports this result."""
+        return RESULT_LINE_PREFIX + msgspec.json.encode(self).decode()
 
 
 class EventError(ValueError):

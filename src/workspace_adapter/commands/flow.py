@@ -16,7 +16,7 @@ from workspace_adapter.base import display
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.base.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from workspace_adapter.base.status import Status
-from workspace_adapter.events import EventError, normalize_event
+from workspace_adapter.events import EventError, is_result_line, normalize_event
 from workspace_adapter.flows.builtin import FORK_FLOW
 from workspace_adapter.flows.summary import artifact_lines, paint
 from workspace_adapter.maintenance.progress import VERBOSE_ENV
@@ -228,7 +228,7 @@ async def _run_steps(
                 cancel.set()
 
     def on_line(stream: str, text: str) -> None:
-        if stream == "stdout" and text.startswith("FLOW_RESULT "):
+        if stream == "stdout" and is_result_line(text):
             return  # shown as the summary, or as the JSON document
         target = sys.stderr if as_json or stream == "stderr" else sys.stdout
         print(display.line(text), file=target, flush=True)

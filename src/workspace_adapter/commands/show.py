@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from workspace_adapter.base import display
 from workspace_adapter.base import status as status_rule
 from workspace_adapter.commands.remote import run_remote
+from workspace_adapter.events import is_result_line
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
@@ -35,7 +36,7 @@ def show(g: Globals, run_id: str, *, follow: bool = False, as_json: bool = False
     from workspace_adapter import protocol as rpc
 
     def on_output(got_id: str, stream: str, line: str) -> None:
-        if stream == "stdout" and line.startswith("FLOW_RESULT ") and not as_json:
+        if stream == "stdout" and is_result_line(line) and not as_json:
             return  # the summary says it in words
         out = sys.stderr if as_json or stream == "stderr" else sys.stdout
         print(display.line(line.rstrip("\n")), file=out, flush=True)
@@ -98,7 +99,7 @@ def summary(run: WireRun, sink: Any, *, with_output: bool = True) -> list[str]:
     lines += [f"  {c(line)}" for line in artifact_lines(run.artifacts)]
     if with_output:
         for name, text in (("stdout", run.stdoutTail or run.stdout), ("stderr", run.stderrTail)):
-            kept = [x for x in text.splitlines() if not x.startswith("FLOW_RESULT ")]
+            kept = [x for x in text.splitlines() if not is_result_line(x)]
             if kept:
                 lines.append(f"  {name} (last {min(len(kept), TAIL_LINES)} lines):")
                 lines += [f"    {display.line(x)}" for x in kept[-TAIL_LINES:]]

@@ -15,13 +15,13 @@ import anyio.abc
 import msgspec
 
 from workspace_adapter.base.tails import OutputTail
-from workspace_adapter.events import FlowResult
+from workspace_adapter.events import RESULT_LINE_PREFIX, FlowResult
 
 # Longest line we parse; a FLOW_RESULT with bounded command output fits well inside it.
 MAX_LINE_BYTES = 1024 * 1024
 # Lines handed to ``on_line`` are cut shorter: they go to terminals and WebSocket subscribers.
 STREAM_LINE_BYTES = 16 * 1024
-RESULT_PREFIX = b"FLOW_RESULT "
+RESULT_PREFIX = RESULT_LINE_PREFIX.encode()
 
 OnLine = Callable[[str, str], None]
 

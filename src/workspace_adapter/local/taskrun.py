@@ -378,7 +378,8 @@ def _run_flow(
     Returns an exit code override or None, and the line to print when the backend refused us
     (401/403) or dropped us for good while we followed its runs, or None.
     """
-    from workspace_adapter.events import EventError, check_sendable  # a flow task's branch
+    # A flow task's branch: msgspec, which the command tasks never load.
+    from workspace_adapter.events import EventError, check_sendable, is_result_line
 
     event = build_event(config, task, record, override)
     record.event_id = event["id"]
@@ -390,7 +391,7 @@ def _run_flow(
     tails = {"stdout": OutputTail(), "stderr": OutputTail()}
 
     def on_output(run_id: str, stream: str, line: str) -> None:
-        if stream == "stdout" and line.startswith("FLOW_RESULT "):
+        if stream == "stdout" and is_result_line(line):
             return  # the summary below says it in words; the record keeps the run ids
         text = line if line.endswith("\n") else line + "\n"
         tails["stderr" if stream == "stderr" else "stdout"].add(text.encode())

@@ -117,5 +117,5 @@ def main() -> int:
         reason = one_line(f"{type(exc).__name__}: {exc}")
         print(f"error: unexpected {reason}{where}", file=sys.stderr)
         result = FlowResult(status=Status.FAILED, message=f"unexpected error: {reason}{where}")
-    _print_line("FLOW_RESULT " + msgspec.json.encode(result).decode())
+    _print_line(result.line())
     return 0

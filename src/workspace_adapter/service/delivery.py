@@ -28,6 +28,7 @@ from workspace_adapter.base.errors import BackendUnreachable
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import iso, utc_now
+from workspace_adapter.events import is_result_line
 from workspace_adapter.protocol import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -133,7 +134,7 @@ class AttemptDelivery:
         print(display.cell(line), file=self.out, flush=True)
 
     def _on_output(self, run_id: str, stream: str, line: str) -> None:
-        if stream == "stdout" and line.startswith("FLOW_RESULT "):
+        if stream == "stdout" and is_result_line(line):
             return  # the attempt's summary line says it in words
         logs.notice(
             "run.output", f"  {run_id} | {display.line(line)}", run_id=run_id, stream=stream
