@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 import msgspec
+import tenacity
 
 from workspace_adapter.backend.records import FlowRun
 from workspace_adapter.backend.store import BackendStore
@@ -446,24 +447,30 @@ class RunQueue:
         return ended
 
     async def _write_again(self, run_id: str, fields: dict[str, Any]) -> None:
-        delay = END_RETRY_FIRST_SECONDS
-        while True:
-            await anyio.sleep(delay)
-            try:
+        """Write a kept end until the store takes it: first after 0.5 s, then doubling to 10 s."""
+
+        def not_recorded(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if exc is not None and not isinstance(exc, StoreUnavailable):
+                # An error the store does not classify: logged, and still only this run's.
+                self._log.error("run.end_not_recorded", run_id=run_id, exc_info=exc)
+
+        await anyio.sleep(END_RETRY_FIRST_SECONDS)
+        async for trying in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(Exception),
+            wait=tenacity.wait_exponential(
+                multiplier=2 * END_RETRY_FIRST_SECONDS, max=END_RETRY_MAX_SECONDS
+            ),
+            before_sleep=not_recorded,
+            sleep=anyio.sleep,
+        ):
+            with trying:
                 record = await self.store.writer.finish_run(run_id, **fields)
-            except StoreUnavailable:
-                delay = min(delay * 2, END_RETRY_MAX_SECONDS)
-                continue
-            except Exception:  # an error the store does not classify: still only this run's
-                self._log.exception("run.end_not_recorded", run_id=run_id)
-                delay = min(delay * 2, END_RETRY_MAX_SECONDS)
-                continue
-            self._unwritten.pop(run_id, None)
-            self._log.info("run.end_recorded", run_id=run_id, status=fields.get("status"))
-            await self._forget_folder(run_id)
-            if record is not None:
-                self.hub.run_updated(record.to_wire())
-            return
+        self._unwritten.pop(run_id, None)
+        self._log.info("run.end_recorded", run_id=run_id, status=fields.get("status"))
+        await self._forget_folder(run_id)
+        if record is not None:
+            self.hub.run_updated(record.to_wire())
 
     async def _forget_folder(self, run_id: str) -> None:
         """The run's end is stored: what its step left on disk is no longer needed."""

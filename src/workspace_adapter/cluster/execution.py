@@ -33,6 +33,7 @@ import anyio.from_thread
 import anyio.to_thread
 import msgspec
 import redis.asyncio
+import tenacity
 from redis.exceptions import RedisError
 
 from workspace_adapter.base.lifeline import Lifeline
@@ -289,7 +290,12 @@ class _Execution:
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        delay = RETRY_FIRST_SECONDS
+        async for trying in self._until_redis_takes("stream.write_failed"):
+            with trying:
+                await self._write_buffered()
+
+    async def _write_buffered(self) -> None:
+        """One pass over the buffer; a batch Redis did not take goes back in front of it."""
         while self._buffer:
             self._wake = anyio.Event()
             batch, self._buffer = self._buffer, []
@@ -307,11 +313,23 @@ class _Execution:
                             approximate=True,
                         )
                     await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self.log.warning("stream.write_failed", problem=type(exc).__name__, retry=delay)
+            except BaseException:
                 self._buffer[:0] = batch
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                raise
+
+    def _until_redis_takes(self, event: str) -> tenacity.AsyncRetrying:
+        """Tries again while Redis is away, 0.5 s doubling to 10 s, ``event`` logged each time."""
+
+        def failed(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            self.log.warning(event, problem=type(exc).__name__, retry=state.upcoming_sleep)
+
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type((RedisError, OSError)),
+            wait=tenacity.wait_exponential(multiplier=RETRY_FIRST_SECONDS, max=RETRY_MAX_SECONDS),
+            before_sleep=failed,
+            sleep=anyio.sleep,
+        )
 
     async def _heartbeat(self) -> None:
         count = 0
@@ -332,10 +350,9 @@ class _Execution:
 
     async def _store_end(self, outcome: StepOutcome) -> None:
         """The end, in ``…:done`` and on the stream at once; retried until Redis takes it."""
-        delay = RETRY_FIRST_SECONDS
         encoded = msgspec.json.encode(outcome)
-        while True:
-            try:
+        async for trying in self._until_redis_takes("run.end_not_stored"):
+            with trying:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.set(self.keys.done, encoded, ex=runstream.DONE_TTL_SECONDS)
                     pipe.xadd(
@@ -346,15 +363,7 @@ class _Execution:
                     )
                     pipe.expire(self.keys.stream, runstream.DONE_TTL_SECONDS)
                     await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self.log.warning("run.end_not_stored", problem=type(exc).__name__, retry=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-                continue
-            self.log.info(
-                "step.finished", status=outcome.status, result_status=outcome.result_status
-            )
-            return
+        self.log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
 
 
 def _ended(status: Status, error: str, started_at: str) -> StepOutcome:
