@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -235,6 +236,13 @@ class UnsubscribeParams(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 # --- results ---------------------------------------------------------------------------------
+
+
+class DispatchStatus(StrEnum):
+    """What a ``flow.dispatch`` reply's ``status`` says of its event (a member *is* its string)."""
+
+    ACCEPTED = "accepted"  # taken now: ``runIds`` are the runs it started (maybe none)
+    DUPLICATE = "duplicate"  # taken before: ``runIds`` are the runs of its first dispatch
 
 
 class DispatchResult(msgspec.Struct, kw_only=True):

@@ -20,6 +20,7 @@ from workspace_adapter.backend.records import (
 )
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
+from workspace_adapter.protocol import DispatchStatus
 
 WriteOp = Callable[[sqlite3.Connection], Any]
 
@@ -38,9 +39,9 @@ def store_event(db: sqlite3.Connection, event: dict[str, Any], runs: list[FlowRu
                 (event["id"],),
             )
         ]
-        return DispatchRecord(status="duplicate", run_ids=first, runs=[])
+        return DispatchRecord(status=DispatchStatus.DUPLICATE, run_ids=first, runs=[])
     insert_runs(db, runs)
-    return DispatchRecord(status="accepted", run_ids=[r.id for r in runs], runs=runs)
+    return DispatchRecord(status=DispatchStatus.ACCEPTED, run_ids=[r.id for r in runs], runs=runs)
 
 
 def insert_runs(db: sqlite3.Connection, runs: list[FlowRun]) -> None:

@@ -13,7 +13,7 @@ import msgspec
 
 from workspace_adapter.base.status import TERMINAL_RUN_STATES, Status
 from workspace_adapter.base.times import utc_now_iso
-from workspace_adapter.protocol import WireRun
+from workspace_adapter.protocol import DispatchStatus, WireRun
 
 # The columns every run query selects, in the order :func:`run_from_row` reads them.
 RUN_COLUMNS = (
@@ -82,12 +82,13 @@ class FlowRun(msgspec.Struct, kw_only=True):
 class DispatchRecord(msgspec.Struct, frozen=True):
     """What a dispatch committed: ``accepted`` with new runs, or ``duplicate`` with the first."""
 
-    status: str
+    status: DispatchStatus
     run_ids: list[str]
     runs: list[FlowRun]
 
 
 def new_flow_run_id(replay: bool = False) -> str:
+    """A new run id: ``run_`` and 12 hex digits, then ``_replay`` for a replay's run."""
     return f"run_{secrets.token_hex(6)}" + ("_replay" if replay else "")
 
 

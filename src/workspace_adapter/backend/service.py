@@ -225,7 +225,7 @@ class BackendService:
         except StoreUnavailable as problem:
             raise self._store_fault("dispatch", problem, event_id=event["id"]) from None
         self._on_write()
-        duplicate = record.status == "duplicate"
+        duplicate = record.status == rpc.DispatchStatus.DUPLICATE
         if not duplicate and runs:
             self.queue.submit(record.runs)
             self._log.info("event.dispatched", event_id=event["id"], matched=len(runs))
@@ -245,7 +245,9 @@ class BackendService:
         self._on_write()
         self.queue.submit(runs)
         self._log.info("event.replayed", event_id=event_id, matched=len(runs))
-        return await self._reply("accepted", event_id, [r.id for r in runs], False, wait)
+        return await self._reply(
+            rpc.DispatchStatus.ACCEPTED, event_id, [r.id for r in runs], False, wait
+        )
 
     def _new_runs(
         self, event_id: str, event: dict[str, Any], *, replay: bool = False
@@ -257,7 +259,12 @@ class BackendService:
         return [new_flow_run(event_id, p.name, s.name, replay=replay) for p, s in matches]
 
     async def _reply(
-        self, status: str, event_id: str, run_ids: list[str], idempotent: bool, wait: bool
+        self,
+        status: rpc.DispatchStatus,
+        event_id: str,
+        run_ids: list[str],
+        idempotent: bool,
+        wait: bool,
     ) -> rpc.DispatchResult:
         runs: list[rpc.WireRun] | msgspec.UnsetType = msgspec.UNSET
         if wait:

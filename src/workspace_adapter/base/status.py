@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from workspace_adapter.base.errors import EXIT_FAILED, EXIT_NEEDS_PERSON, EXIT_OK
+
 
 class Status(StrEnum):
     """Every status a run, a result or an attempt can have; outcomes first, worst first."""
@@ -51,7 +53,7 @@ TERMINAL_RUN_STATES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELE
 TASK_RUN_STATUSES = frozenset(OUTCOMES) | {Status.RUNNING}
 # A maintenance attempt: not yet received, received, then the worst outcome of its runs.
 ATTEMPT_STATUSES: tuple[Status, ...] = (Status.UNDELIVERED, Status.STARTED, *OUTCOMES)
-# Outcomes that need a person (exit code 3).
+# Outcomes that need a person (exit code EXIT_NEEDS_PERSON).
 NEEDS_PERSON = frozenset({Status.BLOCKED, Status.NEEDS_INTERVENTION})
 
 
@@ -72,10 +74,10 @@ def worst(statuses: Iterable[str], default: Status = Status.SKIPPED) -> Status:
 def exit_code(status: str) -> int:
     """The command's exit code for an outcome: 0 fine, 3 needs a person, 1 anything else."""
     if status in (Status.COMPLETED, Status.CHANGED, Status.SKIPPED):
-        return 0
+        return EXIT_OK
     if status in NEEDS_PERSON:
-        return 3
-    return 1
+        return EXIT_NEEDS_PERSON
+    return EXIT_FAILED
 
 
 def flow_status(state: str | None, result_status: str | None) -> Status:

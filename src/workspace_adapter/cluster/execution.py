@@ -193,11 +193,11 @@ class _Execution:
     async def _run(self) -> StepOutcome:
         started_at = utc_now_iso()
         if await self.redis.exists(self.keys.cancel):
-            return _ended(Status.CANCELED, "canceled before it started", started_at)
+            return StepOutcome.ended(Status.CANCELED, "canceled before it started", started_at)
         resolved = resolve(self.wanted, self.rt.catalog, self.rt.root, self.rt.name)
         if isinstance(resolved, str):
             self.log.error("run.cannot_run_here", problem=resolved)
-            return _ended(Status.FAILED, resolved, started_at)
+            return StepOutcome.ended(Status.FAILED, resolved, started_at)
         fork = forkcache.maintained_fork(resolved)
         if fork is not None:
             held = await self._take_fork(fork, resolved.step.timeout_ms / 1000)
@@ -244,7 +244,9 @@ class _Execution:
                 with anyio.move_on_after(lease.HEARTBEAT_SECONDS):
                     await self.cancel.wait()
         if self.cancel.is_set():
-            return _ended(Status.CANCELED, "canceled while waiting for the fork", started_at)
+            return StepOutcome.ended(
+                Status.CANCELED, "canceled while waiting for the fork", started_at
+            )
         return StepOutcome(
             status=Status.COMPLETED,
             result={"status": Status.BLOCKED, "message": f"fork busy: {fork.repository}"},
@@ -364,10 +366,6 @@ class _Execution:
                     pipe.expire(self.keys.stream, runstream.DONE_TTL_SECONDS)
                     await pipe.execute()
         self.log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
-
-
-def _ended(status: Status, error: str, started_at: str) -> StepOutcome:
-    return StepOutcome(status=status, error=error, started_at=started_at, finished_at=utc_now_iso())
 
 
 @contextlib.contextmanager

@@ -192,12 +192,9 @@ class CeleryExecutor:
             tg.cancel_scope.cancel()
         if outcome is not None:
             return outcome
-        return StepOutcome(
-            status=Status.CANCELED if canceled else Status.FAILED,
-            error="canceled" if canceled else "lost track of the run",
-            started_at=started_at,
-            finished_at=utc_now_iso(),
-        )
+        if canceled:
+            return StepOutcome.ended(Status.CANCELED, "canceled", started_at)
+        return StepOutcome.ended(Status.FAILED, "lost track of the run", started_at)
 
     async def _send(self, record: ClusterRecord) -> None:
         raw = encode(record.invocation).decode()

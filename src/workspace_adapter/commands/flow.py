@@ -31,11 +31,6 @@ if TYPE_CHECKING:
 CLI_KILL_GRACE = 3.0
 
 
-def new_run_id() -> str:
-    """A run id in the backend's shape: ``run_`` and 12 hex digits."""
-    return f"run_{secrets.token_hex(6)}"
-
-
 def flow_list(g: Globals, as_json: bool) -> int:
     """List every flow package with its steps and triggers, then every package that failed.
 
@@ -213,6 +208,7 @@ async def _run_steps(
 
     import anyio
 
+    from workspace_adapter.backend.records import new_flow_run_id
     from workspace_adapter.flows.executor import LocalExecutor
     from workspace_adapter.flows.runner import StepInvocation, StepOutcome
 
@@ -238,15 +234,13 @@ async def _run_steps(
         for package, step in matches:
             now = time.monotonic()
             if cancel.is_set():
-                outcome = StepOutcome(
-                    status=Status.CANCELED, error="canceled", started_at="", finished_at=""
-                )
+                outcome = StepOutcome.ended(Status.CANCELED, "canceled")
             else:
                 invocation = StepInvocation(
                     package=package,
                     step=step,
                     event=event,
-                    run_id=new_run_id(),
+                    run_id=new_flow_run_id(),
                     workspace_root=g.workspace_root,
                     workspace_backend_url=g.backend_url,
                     launched_by="cli",

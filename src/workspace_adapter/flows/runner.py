@@ -157,6 +157,14 @@ class StepOutcome(msgspec.Struct, kw_only=True):
         rule of :func:`~workspace_adapter.base.status.flow_status`, as the backend's runs use)."""
         return status_rule.flow_status(self.status, self.result_status)
 
+    @classmethod
+    def ended(cls, status: Status, error: str, started_at: str | None = None) -> StepOutcome:
+        """A run that ended before its step ran (failed to start, canceled, lost): ``status``
+        and why, ended now; ``started_at`` is when it was asked to start (now when not given).
+        """
+        now = utc_now_iso()
+        return cls(status=status, error=error, started_at=started_at or now, finished_at=now)
+
 
 class _StartError(Exception):
     pass
@@ -294,12 +302,7 @@ async def run_step(
         argv = _resolve(argv, env, step.cwd)
         payload = msgspec.json.encode(invocation.context()) + b"\n"
         if cancel is not None and cancel.is_set():
-            return StepOutcome(
-                status=Status.CANCELED,
-                error="canceled",
-                started_at=started_at,
-                finished_at=utc_now_iso(),
-            )
+            return StepOutcome.ended(Status.CANCELED, "canceled", started_at)
         # Forking a process blocks for milliseconds: not on the event loop. Shielded: a step
         # that was started is stopped below, never left behind by a cancel landing meanwhile.
         with anyio.CancelScope(shield=True):
@@ -307,11 +310,12 @@ async def run_step(
                 _start, argv, files, payload, env, step.cwd
             )
     except _StartError as exc:
-        return _not_started(str(exc), started_at)
+        return StepOutcome.ended(Status.FAILED, str(exc), started_at)
     except OSError as exc:
-        return _not_started(_start_error(argv, exc), started_at)
+        return StepOutcome.ended(Status.FAILED, _start_error(argv, exc), started_at)
     except ValueError as exc:  # a NUL byte in argv or env (an event id stored long ago)
-        return _not_started(
+        return StepOutcome.ended(
+            Status.FAILED,
             f"cannot start the step: {exc} in its command or environment; "
             "fix the event or the step's command",
             started_at,
@@ -528,12 +532,6 @@ def _outcome(
         started_at=started_at,
         finished_at=utc_now_iso(),
         pid=pid,
-    )
-
-
-def _not_started(error: str, started_at: str) -> StepOutcome:
-    return StepOutcome(
-        status=Status.FAILED, error=error, started_at=started_at, finished_at=utc_now_iso()
     )
 
 

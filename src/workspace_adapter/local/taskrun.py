@@ -298,21 +298,22 @@ OutputSink = Callable[[str, str, str], None]
 
 class FlowOutcome(Value):
     """What a dispatch ended with: how many runs matched, their ids, when followed the final
-    runs as the backend sent them, and the reply's status (``accepted``, ``duplicate``).
+    runs as the backend sent them, and whether the backend had the event already.
 
-    A ``duplicate`` reply names the event's existing runs in ``run_ids``; its ``matched`` may
-    be 0 (codex-flows), so ``run_ids``, not ``matched``, say whether any flow took the event.
+    A ``duplicate`` (the reply's status; ``protocol.DispatchStatus``) names the event's existing
+    runs in ``run_ids``; its ``matched`` may be 0 (codex-flows), so ``run_ids``, not
+    ``matched``, say whether any flow took the event.
     """
 
-    __slots__ = ("matched", "run_ids", "runs", "status")
+    __slots__ = ("duplicate", "matched", "run_ids", "runs")
 
     def __init__(
-        self, matched: int, run_ids: list[str], runs: list[WireRun], status: str = "accepted"
+        self, matched: int, run_ids: list[str], runs: list[WireRun], duplicate: bool = False
     ) -> None:
         self.matched = matched
         self.run_ids = run_ids
         self.runs = runs
-        self.status = status
+        self.duplicate = duplicate
 
 
 class FlowDispatcher(Protocol):
@@ -360,7 +361,7 @@ class WebSocketDispatcher:
                 )
 
         outcome = anyio.run(follow)
-        return FlowOutcome(outcome.matched, outcome.run_ids, outcome.runs, outcome.status)
+        return FlowOutcome(outcome.matched, outcome.run_ids, outcome.runs, outcome.duplicate)
 
 
 def _run_flow(
@@ -425,7 +426,7 @@ def _run_flow(
             record.reason = f"no flow matched event type {event['type']!r}"
         elif not wait:
             record.status = Status.COMPLETED
-            record.reason = "already dispatched" if outcome.status == "duplicate" else "dispatched"
+            record.reason = "already dispatched" if outcome.duplicate else "dispatched"
         else:
             _print_run_summaries(outcome.runs, sinks.stdout)
             statuses = [run.flow_status for run in outcome.runs]
