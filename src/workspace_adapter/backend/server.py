@@ -46,6 +46,7 @@ from workspace_adapter.backend.transport import (
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.hosts import is_loopback
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.paths import DEFAULT_BACKEND_HOST, DEFAULT_BACKEND_PORT
 from workspace_adapter.base.sqlitefile import SchemaVersionError, unavailable
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.events import MAX_FRAME_BYTES
@@ -115,8 +116,8 @@ class WalCheckpointer:
 class BackendOptions(msgspec.Struct, kw_only=True):
     """How to run the daemon (SPEC §6); secrets are read from files or env by the command."""
 
-    host: str = "127.0.0.1"
-    port: int = 3586
+    host: str = DEFAULT_BACKEND_HOST
+    port: int = DEFAULT_BACKEND_PORT
     cwd: Path
     data_dir: Path
     token: str | None = None

@@ -15,9 +15,6 @@ uvicorn leaves three things open that a daemon facing untrusted clients needs cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import ctypes.util
 import errno
 import gc
 import socket
@@ -29,6 +26,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from workspace_adapter import protocol as rpc
+from workspace_adapter.base.libc import libc_function
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.processes import rss_kib
 
@@ -191,16 +189,6 @@ def head_deadline_protocol(seconds: float) -> type[H11Protocol]:
     return HeadDeadlineProtocol
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    with contextlib.suppress(OSError, AttributeError):
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-        return trim
-    return None  # not glibc
-
-
 class MemoryReturn:
     """Gives the C heap's free pages back to the system once a burst of work is over.
 
@@ -215,7 +203,7 @@ class MemoryReturn:
         self.burst = burst
         self.quiet = quiet
         self.trims = 0
-        self._trim = _malloc_trim()
+        self._trim: Callable[[int], int] | None = libc_function("malloc_trim")  # glibc only
         self._pending = 0
         self._timer: asyncio.TimerHandle | None = None
 

@@ -44,5 +44,15 @@ def state_dir(root: Path, mode: str) -> Path:
     return root / ".workspace" / mode
 
 
+# Where ``workspace backend`` listens unless told otherwise, and so where clients look for it.
+DEFAULT_BACKEND_HOST = "127.0.0.1"
+DEFAULT_BACKEND_PORT = 3586
+
+
 def default_backend_url() -> str:
-    return os.environ.get("CODEX_WORKSPACE_BACKEND_WS_URL") or "ws://127.0.0.1:3586"
+    """The backend's WebSocket URL: ``$CODEX_WORKSPACE_BACKEND_WS_URL``, else the default
+    address (:data:`DEFAULT_BACKEND_HOST`, :data:`DEFAULT_BACKEND_PORT`)."""
+    return (
+        os.environ.get("CODEX_WORKSPACE_BACKEND_WS_URL")
+        or f"ws://{DEFAULT_BACKEND_HOST}:{DEFAULT_BACKEND_PORT}"
+    )

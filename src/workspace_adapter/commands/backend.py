@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NotRequired, TypedDict, Unpack
 
 from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.paths import DEFAULT_BACKEND_HOST, DEFAULT_BACKEND_PORT
 
 # Where the names of --public-host come from when the flag is not given (comma-separated).
 PUBLIC_HOST_ENV = "CODEX_WORKSPACE_BACKEND_PUBLIC_HOST"
@@ -81,8 +82,10 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
     app_server_url = _app_server_url(flags)
     broker = _celery_broker(flags, root)
     return BackendOptions(
-        host=flags["host"] or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST") or "127.0.0.1",
-        port=3586 if port is None else port,
+        host=flags["host"]
+        or os.environ.get("CODEX_WORKSPACE_BACKEND_HOST")
+        or DEFAULT_BACKEND_HOST,
+        port=DEFAULT_BACKEND_PORT if port is None else port,
         cwd=root,
         data_dir=Path(data).resolve() if data else root / ".workspace" / "backend",
         token=_read_secret(

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import datetime as dt
 import errno
+import functools
 import os
 import re
 import shutil
@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from workspace_adapter.base.libc import libc_function
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.processes import cmdline, process_marker
 from workspace_adapter.base.tails import TAIL_BYTES
@@ -147,27 +148,22 @@ class RunFiles:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _load_fallocate() -> Any:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        fallocate = libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    fallocate.restype = ctypes.c_int
+@functools.cache
+def _fallocate() -> Any:
+    fallocate = libc_function("fallocate")
+    if fallocate is not None:
+        fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        fallocate.restype = ctypes.c_int
     return fallocate
-
-
-_fallocate = _load_fallocate()
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:
     """Free the blocks of ``[offset, offset + length)``; False where the file system cannot."""
-    if _fallocate is None or length <= 0:
+    fallocate = _fallocate()
+    if fallocate is None or length <= 0:
         return False
     mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-    return bool(_fallocate(fd, mode, offset, length) == 0)
+    return bool(fallocate(fd, mode, offset, length) == 0)
 
 
 def first_data(fd: int) -> int:

@@ -51,7 +51,9 @@ def short_sha(sha: object) -> str:
 
 
 def paint(status: str, stream: TextIO) -> str:
+    """``status`` in its colour on a terminal, unless ``NO_COLOR`` is set to a non-empty value
+    (https://no-color.org: an empty one asks for nothing); plain otherwise."""
     colour = _COLOURS.get(status)
-    if colour and stream.isatty() and "NO_COLOR" not in os.environ:
+    if colour and stream.isatty() and not os.environ.get("NO_COLOR"):
         return f"\033[{colour}m{status}\033[0m"
     return status

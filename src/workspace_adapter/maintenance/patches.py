@@ -32,11 +32,16 @@ from workspace_adapter.maintenance.patchtable import patch_line
 from workspace_adapter.maintenance.progress import Progress
 from workspace_adapter.maintenance.publish import CANDIDATE_PREFIX, patch_leases
 from workspace_adapter.maintenance.series import Patch, read_series
-from workspace_adapter.maintenance.seriesfolder import FolderEntry, refreshed_folder
+from workspace_adapter.maintenance.seriesfolder import (
+    APPLIED,
+    CONFLICT,
+    MERGED,
+    UPSTREAMED,
+    FolderEntry,
+    refreshed_folder,
+)
 from workspace_adapter.maintenance.settings import MaintenanceSettings, PatchSeries
 from workspace_adapter.maintenance.worktree import NO_HOOKS, rebuild_worktree, scratch_folder
-
-APPLIED, MERGED, UPSTREAMED, CONFLICT = "applied", "merged", "upstreamed", "conflict"
 
 
 class PatchReport(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):

@@ -17,6 +17,10 @@ import msgspec
 from workspace_adapter.maintenance.git import Git
 from workspace_adapter.maintenance.series import SERIES_FILE, Patch
 
+# How a patch applied in a rebuild (its status in the per-patch table): as it was, by a
+# three-way merge, not at all because the release has it, or not at all.
+APPLIED, MERGED, UPSTREAMED, CONFLICT = "applied", "merged", "upstreamed", "conflict"
+
 _DIFF_START = (b"diff --git ", b"--- ", b"Index: ")
 
 
@@ -49,9 +53,9 @@ def refreshed_folder(
     lines = series.read_text(encoding="utf-8").splitlines(keepends=True)
     for entry in entries:
         target = tree.repo / folder / entry.patch.name
-        if entry.status == "merged":
+        if entry.status == MERGED:
             _rewrite(tree, entry, target, scratch)
-        elif entry.status == "upstreamed":
+        elif entry.status == UPSTREAMED:
             target.unlink(missing_ok=True)
             lines[entry.patch.line - 1] = f"# {entry.patch.name}: upstreamed in {tag}\n"
     series.write_text("".join(lines), encoding="utf-8")
