@@ -79,7 +79,7 @@ class DispatchOutcome(msgspec.Struct, kw_only=True):
         codex-flows answers a duplicate with ``matched: 0``, so only ``run_ids`` say whether
         any flow wanted the event.
         """
-        return self.status == "duplicate"
+        return self.status == rpc.DispatchStatus.DUPLICATE
 
 
 class RpcError(UserError):

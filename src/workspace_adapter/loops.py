@@ -101,7 +101,8 @@ class InProcessDispatcher:
             for stream, tail in (("stdout", run.stdoutTail), ("stderr", run.stderrTail)):
                 for line in tail.splitlines():
                     on_output(run.id, stream, line)
-        return taskrun.FlowOutcome(reply.matched, reply.runIds, runs)
+        duplicate = reply.status == rpc.DispatchStatus.DUPLICATE
+        return taskrun.FlowOutcome(reply.matched, reply.runIds, runs, duplicate=duplicate)
 
 
 class TickLog(TickListener):
