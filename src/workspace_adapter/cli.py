@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     import argparse
 
+    from workspace_adapter.base.paths import DEFAULT_BACKEND_HOST, DEFAULT_BACKEND_PORT
+
     # Defaults live on the top-level parser only, so a flag given after the subcommand is
     # not overwritten by the subparser's default (and vice versa).
     default = None if top else argparse.SUPPRESS
@@ -36,7 +38,10 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
         "--backend-url",
         default=default,
         metavar="URL",
-        help="backend WebSocket URL (default: $CODEX_WORKSPACE_BACKEND_WS_URL or ws://127.0.0.1:3586)",
+        help=(
+            "backend WebSocket URL (default: $CODEX_WORKSPACE_BACKEND_WS_URL or "
+            f"ws://{DEFAULT_BACKEND_HOST}:{DEFAULT_BACKEND_PORT})"
+        ),
     )
     parser.add_argument(
         "--mode",
@@ -149,8 +154,12 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 3586; 0 picks a free one)")
+    from workspace_adapter.base.paths import DEFAULT_BACKEND_HOST, DEFAULT_BACKEND_PORT
+
+    p.add_argument("--host", help=f"address to bind (default {DEFAULT_BACKEND_HOST})")
+    p.add_argument(
+        "--port", type=int, help=f"port (default {DEFAULT_BACKEND_PORT}; 0 picks a free one)"
+    )
     p.add_argument("--cwd", metavar="ROOT", help="workspace root holding flows/")
     p.add_argument(
         "--data-dir", metavar="DIR", help="store folder (default ROOT/.workspace/backend)"
