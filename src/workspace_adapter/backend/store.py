@@ -34,7 +34,12 @@ from workspace_adapter.backend.records import (
     json_decoder,
     run_from_row,
 )
-from workspace_adapter.base.sqlitefile import check_version, classify, transaction
+from workspace_adapter.base.sqlitefile import (
+    check_version,
+    classify,
+    rollback_if_open,
+    transaction,
+)
 from workspace_adapter.base.status import TERMINAL_RUN_STATES
 
 # Importable from here as before the store was split in three.
@@ -84,13 +89,6 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _rollback(db: sqlite3.Connection) -> None:
-    # SQLITE_FULL (and a few other errors) roll the transaction back by themselves; a second
-    # ROLLBACK would fail and hide the real error.
-    if db.in_transaction:
-        db.execute("ROLLBACK")
-
-
 class BackendStore:
     """Events and runs in ``<data dir>/backend.sqlite``; one writer, two reader connections.
 
@@ -120,6 +118,8 @@ class BackendStore:
         self._db.close()
 
     def _migrate(self) -> None:
+        # Built in place in one transaction, not by create_atomically: all or nothing as well,
+        # and a file a failed first start left empty is completed (base/sqlitefile.py says why).
         def migrate(db: sqlite3.Connection) -> None:
             # Checked again under the write lock: another process may have created it first.
             version = check_version(db, self.path, "backend store", SCHEMA_VERSION, empty_ok=True)
@@ -160,6 +160,8 @@ class BackendStore:
         A short transaction on the caller's thread, so an idle daemon answers a dispatch without
         a thread hand-off; any other error is raised, nothing of ``op`` stored.
         """
+        # Written out rather than through ``transaction``: this is the daemon's hottest path (a
+        # context manager costs frames on every dispatch), and only a busy BEGIN means "queue it".
         db = self._now_db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -171,7 +173,7 @@ class BackendStore:
             result = op(db)
             db.execute("COMMIT")
         except BaseException:
-            _rollback(db)
+            rollback_if_open(db)
             raise
         return True, result
 
@@ -185,6 +187,7 @@ class BackendStore:
         """
         db = self._db
         if len(batch) > 1:
+            # BEGIN by hand: its failure answers every write, while a failed write retries each.
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:  # locked: trying each alone would only wait longer
@@ -195,7 +198,7 @@ class BackendStore:
                 results = [write.op(db) for write in batch]
                 db.execute("COMMIT")
             except Exception:
-                _rollback(db)
+                rollback_if_open(db)
             else:
                 for write, result in zip(batch, results, strict=True):
                     write.result = result

@@ -1,11 +1,19 @@
 """The rules every SQLite store here follows: creation, transactions, versions, failures.
 
-Creation is pre-commit's: take an exclusive file lock, check again (another process may have
-won while we waited), build the schema in a temp file, and rename it into place, so a crash
-never leaves half a database. Every store records its schema in ``PRAGMA user_version`` and
-refuses a file of another version (:func:`check_version`); every store reads an
-:class:`sqlite3.Error` the same way (:func:`classify`): busy and full are retryable and say
-so, a file that is not a database is the operator's to move aside, never ours to repair.
+A store is never left half-built. The stores that many commands may create at once (the local
+state, the service path's records) use pre-commit's :func:`create_atomically`: take an
+exclusive file lock, check again (another process may have won while we waited), build the
+schema in a temp file, and rename it into place. The backend store, opened by its daemon
+alone, builds its schema in place inside one ``BEGIN IMMEDIATE`` transaction instead
+(``check_version(..., empty_ok=True)``): SQLite makes that all or nothing too, and a file a
+failed first start left empty (version 0) is completed by the next start, where a rename
+scheme would have to refuse it or delete it.
+
+Every store records its schema in ``PRAGMA user_version`` and refuses a file of another
+version (:func:`check_version`); every store reads an :class:`sqlite3.Error` the same way
+(:func:`classify`) and words it the same way (:func:`describe`): busy and full are retryable
+and say so, a file that is not a database is the operator's to move aside, never ours to
+repair.
 """
 
 from __future__ import annotations
@@ -63,11 +71,20 @@ def transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Itera
         yield
         db.execute("COMMIT")
     except BaseException:
-        # SQLITE_FULL rolls the transaction back by itself; a second ROLLBACK would fail and
-        # hide the real error.
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+        rollback_if_open(db)
         raise
+
+
+def rollback_if_open(db: sqlite3.Connection) -> None:
+    """Roll back the transaction open on ``db``, if SQLite has not already done so.
+
+    For a writer that must begin its transaction itself (:func:`transaction` would hide why
+    ``BEGIN`` failed) and still ends a failed one as :func:`transaction` does.
+    """
+    # SQLITE_FULL (and a few other errors) roll the transaction back by themselves; a second
+    # ROLLBACK would fail and hide the real error.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -158,14 +175,42 @@ def _disk_full(path: Path) -> bool:
     return no_inodes or st.f_bavail * st.f_frsize < _NEARLY_FULL_BYTES
 
 
-def describe(failure: Failure, what: str, path: Path, exc: sqlite3.Error | OSError) -> str:
-    """One line for ``failure`` of the ``what`` store at ``path``, saying what to do."""
+def describe(
+    failure: Failure,
+    what: str,
+    path: Path | None = None,
+    exc: sqlite3.Error | OSError | None = None,
+    *,
+    undone: str = "",
+) -> str:
+    """The one wording of ``failure`` of the ``what`` store: one line saying what to do.
+
+    With ``path``, a command's line to its operator: it names the file and the cause ``exc``,
+    and ``undone`` (``"nothing deleted"``) says what the failed command did not do. Without,
+    the daemon's short answer to a client, which is not told where the store lives.
+    """
+    cause = "" if exc is None else _cause(exc)
+    if path is None:
+        if failure == "busy":
+            return f"{what} busy (locked by another process); retry"
+        if failure == "full":
+            return f"{what} is full ({cause or 'SQLITE_FULL'}): free disk space"
+        return f"{what} is not a readable {what}; move it aside to start a new history"
+    then = f"{undone}, " if undone else ""
     if failure == "busy":
-        return f"{what} {path} is locked by another process; retry"
+        return f"{what} {path} is locked by another process; {then}retry"
     if failure == "full":
-        cause = exc.strerror if isinstance(exc, OSError) else exc.sqlite_errorname
-        return f"{what} {path}: the disk is full ({cause or exc}); free disk space and retry"
-    return f"{what} {path} is not a readable {what} ({exc}); move it aside to start a new history"
+        return f"{what} {path}: the disk is full ({cause}); {then}free disk space and retry"
+    return (
+        f"{what} {path} is not a readable {what} ({exc}); "
+        f"{then}move it aside to start a new history"
+    )
+
+
+def _cause(exc: sqlite3.Error | OSError) -> str:
+    """SQLite's or the OS's name for what went wrong (``SQLITE_FULL``, ``No space left...``)."""
+    name = exc.strerror if isinstance(exc, OSError) else exc.sqlite_errorname
+    return name or str(exc)
 
 
 def describe_error(exc: sqlite3.Error | OSError, what: str, path: Path) -> str | None:
@@ -191,8 +236,6 @@ class StoreUnavailable(Exception):
 def unavailable(exc: sqlite3.Error, what: str = "store") -> StoreUnavailable | None:
     """The :class:`StoreUnavailable` that ``exc`` means (busy or full), else None."""
     failure = classify(exc)
-    if failure == "busy":
-        return StoreUnavailable("busy", f"{what} busy (locked by another process); retry")
-    if failure == "full":
-        return StoreUnavailable("full", f"{what} is full (SQLITE_FULL): free disk space")
-    return None
+    if failure is None or failure == "unreadable":
+        return None
+    return StoreUnavailable(failure, describe(failure, what, exc=exc))

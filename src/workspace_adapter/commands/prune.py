@@ -118,10 +118,8 @@ def _problem(store: str, path: Path, exc: Exception) -> str:
     if not isinstance(exc, sqlite3.Error):  # a schema this program does not know
         return f"{store} store {exc}"
     failure = classify(exc, path)
-    if failure == "busy":
-        return f"{store} store {path} is locked by another process; nothing deleted, retry"
     if failure is not None:
-        return describe(failure, f"{store} store", path, exc)
+        return describe(failure, f"{store} store", path, exc, undone="nothing deleted")
     return f"{store} store {path}: {exc}"
 
 
