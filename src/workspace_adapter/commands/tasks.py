@@ -33,7 +33,7 @@ from workspace_adapter.local.state import StateStore
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
-    from workspace_adapter.local.config import TaskConfig, WorkspaceConfig
+    from workspace_adapter.local.config import TaskConfig
     from workspace_adapter.local.taskruns import TaskRun
 
 
@@ -66,7 +66,7 @@ def tasks(g: Globals, *, as_json: bool = False, now: dt.datetime | None = None) 
     if not rows:
         print(f"no tasks in {config.display_path}")
         return 0
-    _print_table(rows, _zone(config))
+    _print_table(rows, schedule.zone_of(config))
     return 0
 
 
@@ -101,16 +101,9 @@ def _row(task: TaskConfig, last: TaskRun | None, plan: schedule.Decision | None)
     }
 
 
-def _zone(config: WorkspaceConfig) -> dt.tzinfo:
-    if config.timezone == "UTC":
-        return dt.UTC
-    import zoneinfo
-
-    return zoneinfo.ZoneInfo(config.timezone)
-
-
 def _when(text: str, zone: dt.tzinfo) -> str:
-    return parse_iso(text).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+    """A stored time as the tick's reasons show one: minutes, in the workspace's zone."""
+    return schedule.local_time(parse_iso(text).astimezone(zone))
 
 
 def _print_table(rows: list[dict[str, Any]], zone: dt.tzinfo) -> None:

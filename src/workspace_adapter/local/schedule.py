@@ -90,6 +90,16 @@ def slots_since(
     return found[::-1], False
 
 
+def zone_of(config: WorkspaceConfig) -> dt.tzinfo:
+    """The workspace's time zone (``timezone`` in workspace.toml), in which cron is read."""
+    if config.timezone == "UTC":
+        return dt.UTC
+    # Only a workspace in another zone pays for reading the zone database.
+    import zoneinfo
+
+    return zoneinfo.ZoneInfo(config.timezone)
+
+
 def local_time(moment: dt.datetime) -> str:
     """A slot as people read it: minutes, in the zone ``moment`` carries."""
     return moment.strftime("%Y-%m-%d %H:%M %Z")
@@ -215,13 +225,7 @@ def plan_tick(
     """One decision per task that has a schedule; tasks without one are never run by tick."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    zone: dt.tzinfo
-    if config.timezone == "UTC":
-        zone = dt.UTC
-    else:
-        import zoneinfo
-
-        zone = zoneinfo.ZoneInfo(config.timezone)
+    zone = zone_of(config)
     return [
         plan_task(task, states.get(task.id), task.id in running, now, zone, config.timezone)
         for task in config.tasks
