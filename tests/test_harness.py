@@ -64,6 +64,19 @@ def test_two_builds_give_the_same_shas(tmp_path: Path, harness_template: Path) -
     )
 
 
+def test_the_operators_git_settings_do_not_change_the_shas(
+    tmp_path: Path, harness_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings passed to git in the environment (kept for every other git command of ours)
+    are dropped here: this one would write an encoding header into every commit."""
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "i18n.commitEncoding")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "ISO-8859-1")
+    init_harness(tmp_path)
+    monkeypatch.delenv("GIT_CONFIG_COUNT")
+    assert all_refs(tmp_path) == all_refs(harness_template)
+
+
 def test_copied_harness_still_fetches(workspace_root: Path) -> None:
     moved = workspace_root / "elsewhere"
     shutil.copytree(workspace_root / "harness", moved / "harness")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workspace_adapter.base.errors import UserError
+from workspace_adapter.base.gitenv import no_git_env
 
 PACKAGE = "patch-moi-harness"
 REMOTES = ("upstream", "origin", "jojo")
@@ -141,7 +142,7 @@ def _changelog(entries: list[tuple[str, str]]) -> str:
 
 def _env(who: tuple[str, str], when: dt.datetime) -> dict[str, str]:
     # No inherited GIT_* at all and no user/system config: the shas depend only on our inputs.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env = no_git_env(keep_settings=False)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     env.update(
         GIT_CONFIG_GLOBAL=os.devnull,

@@ -25,13 +25,21 @@ _KEPT_GIT_VARS = frozenset(
 )
 
 
-def no_git_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: ours) without the ``GIT_*`` variables that would redirect git."""
+def no_git_env(
+    env: Mapping[str, str] | None = None, *, keep_settings: bool = True
+) -> dict[str, str]:
+    """``env`` (default: ours) without the ``GIT_*`` variables that would redirect git.
+
+    ``keep_settings=False`` drops the operator's git settings too (every ``GIT_*``): for git
+    whose results must depend on our own inputs alone, as the harness's reproducible shas.
+    """
     source = os.environ if env is None else env
     return {
         k: v
         for k, v in source.items()
         if not k.startswith("GIT_")
-        or k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
-        or k in _KEPT_GIT_VARS
+        or (
+            keep_settings
+            and (k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")) or k in _KEPT_GIT_VARS)
+        )
     }

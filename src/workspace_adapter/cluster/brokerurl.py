@@ -10,9 +10,10 @@ Standard library only: workspace.toml's schema uses it.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from workspace_adapter.base.hosts import is_loopback
+from workspace_adapter.base.redact import redact_url
 
 SCHEMES = ("redis", "rediss")
 BROKER_ENV = "CODEX_WORKSPACE_BROKER_URL"
@@ -41,18 +42,9 @@ def broker_problem(url: str) -> str | None:
     return None
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages, logs and ``doctor``)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unreadable URL>"
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+redact = redact_url
+"""``url`` with its user and password hidden, for messages, logs and ``doctor`` (the one rule of
+:mod:`~workspace_adapter.base.redact`)."""
 
 
 def chosen_broker(flag: str | None, configured: str | None) -> str | None:

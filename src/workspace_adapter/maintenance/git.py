@@ -8,7 +8,6 @@ its argv, exit code, duration and bounded output for the flow result.
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 import time
@@ -19,17 +18,11 @@ from typing import Any
 import msgspec
 
 from workspace_adapter.base.gitenv import no_git_env
+from workspace_adapter.base.redact import redact_urls
 from workspace_adapter.base.tails import OutputTail
 
 OUTPUT_LIMIT = 4000
 """How much of each command's output its record in ``artifacts.commands`` keeps: the end."""
-
-_URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide credentials embedded in URLs before they reach a result or a log."""
-    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 def _tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
@@ -62,7 +55,7 @@ class Completed(msgspec.Struct, kw_only=True):
         for text in (self.stderr, self.stdout):
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             if lines:
-                return redact(lines[-1])
+                return redact_urls(lines[-1])
         return f"exit code {self.exit_code}"
 
 
@@ -89,7 +82,7 @@ class CommandLog:
         self, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None
     ) -> Completed:
         """Run ``argv`` to completion, capturing its output."""
-        shown = [redact(a) for a in argv]
+        shown = [redact_urls(a) for a in argv]
         self.emit("$ " + shlex.join(shown))
         started = time.perf_counter()
         try:
@@ -112,8 +105,8 @@ class CommandLog:
                 argv=shown,
                 exitCode=done.exit_code,
                 seconds=round(seconds, 4),
-                stdout=redact(_tail(done.stdout)),
-                stderr=redact(_tail(done.stderr)),
+                stdout=redact_urls(_tail(done.stdout)),
+                stderr=redact_urls(_tail(done.stderr)),
             )
         )
         return done
