@@ -26,25 +26,20 @@ def broker_problem(url: str) -> str | None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        return f"{redact(url)!r} is not a URL ({exc})"
+        return f"{redact_url(url)!r} is not a URL ({exc})"
     if parts.scheme not in SCHEMES:
-        return f"{redact(url)!r} is not a Redis URL; write redis://[:PASSWORD@]HOST[:PORT][/DB]"
+        return f"{redact_url(url)!r} is not a Redis URL; write redis://[:PASSWORD@]HOST[:PORT][/DB]"
     host = parts.hostname or ""
     if not host:
-        return f"{redact(url)!r} names no host; write redis://HOST:PORT/DB"
+        return f"{redact_url(url)!r} names no host; write redis://HOST:PORT/DB"
     if port == 0:
-        return f"{redact(url)!r}: port 0 is not a port"
+        return f"{redact_url(url)!r}: port 0 is not a port"
     if not is_loopback(host) and not parts.password:
         return (
-            f"{redact(url)!r} is not on this machine and has no password; give the Redis "
+            f"{redact_url(url)!r} is not on this machine and has no password; give the Redis "
             f"password in the URL (redis://:PASSWORD@{host}...), best through {BROKER_ENV}"
         )
     return None
-
-
-redact = redact_url
-"""``url`` with its user and password hidden, for messages, logs and ``doctor`` (the one rule of
-:mod:`~workspace_adapter.base.redact`)."""
 
 
 def chosen_broker(flag: str | None, configured: str | None) -> str | None:

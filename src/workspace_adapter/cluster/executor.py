@@ -31,11 +31,11 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.redact import redact_url
 from workspace_adapter.base.status import Status
 from workspace_adapter.base.times import utc_now_iso
 from workspace_adapter.cluster import runstream
 from workspace_adapter.cluster.app import DEFAULT_QUEUE, TASK_NAME, celery_app
-from workspace_adapter.cluster.brokerurl import redact
 from workspace_adapter.cluster.invocation import PortableInvocation, encode, portable
 from workspace_adapter.flows.output import OnLine
 from workspace_adapter.flows.runner import (
@@ -89,13 +89,13 @@ class CeleryExecutor:
         self._app: Any = None
         self._redis: Any = None
         self._publishers = anyio.CapacityLimiter(PUBLISHERS)
-        self._log = get_logger(component="celery-executor", broker=redact(broker))
+        self._log = get_logger(component="celery-executor", broker=redact_url(broker))
 
     # --- what the backend asks ---------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """For ``/readyz`` and ``workspace doctor``: the broker, and why it cannot be used."""
-        return {"kind": "celery", "broker": redact(self.broker), "problem": self.problem}
+        return {"kind": "celery", "broker": redact_url(self.broker), "problem": self.problem}
 
     @property
     def ready(self) -> bool:
@@ -207,7 +207,7 @@ class CeleryExecutor:
                 )
             except (OperationalError, OSError, RedisError) as exc:
                 raise _Broken(
-                    f"broker {redact(self.broker)} not reachable: cannot send the run "
+                    f"broker {redact_url(self.broker)} not reachable: cannot send the run "
                     f"({_why(exc)}); runs wait queued until it answers"
                 ) from None
 
@@ -238,7 +238,7 @@ class CeleryExecutor:
         if isinstance(exc, _Broken):
             problem = str(exc)
         else:
-            problem = f"broker {redact(self.broker)} not reachable: {_why(exc)}"
+            problem = f"broker {redact_url(self.broker)} not reachable: {_why(exc)}"
         if problem != self.problem:
             self._log.warning("broker.unreachable", problem=problem, retry=state.upcoming_sleep)
         self.problem = problem

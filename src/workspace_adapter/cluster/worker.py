@@ -16,8 +16,8 @@ from typing import Any
 from celery import signals
 
 from workspace_adapter.base.logs import get_logger
+from workspace_adapter.base.redact import redact_url
 from workspace_adapter.cluster.app import DEFAULT_QUEUE, TASK_NAME, celery_app, visibility_timeout
-from workspace_adapter.cluster.brokerurl import redact
 from workspace_adapter.cluster.execution import Verdict, WorkerRuntime
 
 BUSY_RETRY_SECONDS = 2
@@ -52,13 +52,13 @@ def run_worker(
     def ready(**_: Any) -> None:
         log.info(
             "worker.ready",
-            broker=redact(broker),
+            broker=redact_url(broker),
             queues=queues,
             concurrency=concurrency,
             visibility_timeout=visibility_timeout(longest),
         )
         print(
-            f"workspace worker {name} ready on {redact(broker)} "
+            f"workspace worker {name} ready on {redact_url(broker)} "
             f"(queues {', '.join(queues)}; {concurrency} at once)",
             flush=True,
         )

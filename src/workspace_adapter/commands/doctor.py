@@ -329,12 +329,8 @@ WORKERS_PING_SECONDS = 1.0
 
 def _check_broker(report: _Report, config: config_mod.WorkspaceConfig | None) -> None:
     """With the Celery executor: the broker answers, and which workers answer."""
-    from workspace_adapter.cluster.brokerurl import (
-        BROKER_ENV,
-        broker_problem,
-        chosen_broker,
-        redact,
-    )
+    from workspace_adapter.base.redact import redact_url
+    from workspace_adapter.cluster.brokerurl import BROKER_ENV, broker_problem, chosen_broker
 
     executor = None if config is None else config.executor
     celery_chosen = executor is not None and executor.kind == "celery"
@@ -367,13 +363,13 @@ def _check_broker(report: _Report, config: config_mod.WorkspaceConfig | None) ->
         report.add(
             "broker",
             "fail",
-            f"{redact(url)} does not answer ({type(exc).__name__}); runs wait queued until it "
+            f"{redact_url(url)} does not answer ({type(exc).__name__}); runs wait queued until it "
             "does: start Redis, or fix the URL",
         )
         return
     finally:
         client.close()
-    report.add("broker", "ok", f"{redact(url)} answers")
+    report.add("broker", "ok", f"{redact_url(url)} answers")
     app = celery_app(url)
     try:
         replies = app.control.ping(timeout=WORKERS_PING_SECONDS) or []
