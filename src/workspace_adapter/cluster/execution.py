@@ -23,9 +23,9 @@ import contextlib
 import enum
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -60,6 +60,9 @@ RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 WORKER_TTL_SECONDS = 30
 WORKER_BEAT_SECONDS = 5.0
+
+
+T = TypeVar("T")
 
 
 class Verdict(enum.Enum):
@@ -165,16 +168,18 @@ class _Execution:
 
     async def execute(self) -> Verdict:
         try:
-            if await self.redis.exists(self.keys.done):
+            if await self._ask(lambda: self.redis.exists(self.keys.done)):
                 self.log.info("run.already_ended")
                 return Verdict.DONE
-            if not await self.lease.acquire():
-                self.log.info("run.held_elsewhere", holder=await self.lease.holder())
+            if not await self._ask(self.lease.acquire):
+                self.log.info("run.held_elsewhere", holder=await self._ask(self.lease.holder))
                 return Verdict.BUSY
-            if await lease.earlier_holder_alive(self.redis, self.keys.beat, self.token):
+            if await self._ask(
+                lambda: lease.earlier_holder_alive(self.redis, self.keys.beat, self.token)
+            ):
                 self.log.info("run.earlier_execution_alive")
                 return Verdict.BUSY
-            if await self.redis.exists(self.keys.done):
+            if await self._ask(lambda: self.redis.exists(self.keys.done)):
                 return Verdict.DONE
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat)
@@ -192,7 +197,7 @@ class _Execution:
 
     async def _run(self) -> StepOutcome:
         started_at = utc_now_iso()
-        if await self.redis.exists(self.keys.cancel):
+        if await self._ask(lambda: self.redis.exists(self.keys.cancel)):
             return StepOutcome.ended(Status.CANCELED, "canceled before it started", started_at)
         resolved = resolve(self.wanted, self.rt.catalog, self.rt.root, self.rt.name)
         if isinstance(resolved, str):
@@ -231,10 +236,10 @@ class _Execution:
         told = False
         with anyio.move_on_after(timeout):
             while not self.cancel.is_set():
-                if await self.fork_lease.acquire():
+                if await self._ask(self.fork_lease.acquire):
                     return None
                 if not told:
-                    holder = await self.fork_lease.holder()
+                    holder = await self._ask(self.fork_lease.holder)
                     self._line(
                         "stderr",
                         f"workspace worker {self.rt.name}: fork {fork.repository} is busy "
@@ -318,6 +323,17 @@ class _Execution:
             except BaseException:
                 self._buffer[:0] = batch
                 raise
+
+    async def _ask(self, question: Callable[[], Awaitable[T]]) -> T:
+        """A question to Redis before the step starts, asked again until Redis answers.
+
+        The task's message stays unacknowledged meanwhile: a worker that dies waiting loses
+        nothing (it is delivered again), and a Redis pause never fails the run.
+        """
+        async for trying in self._until_redis_takes("redis.unreachable"):
+            with trying:
+                return await question()
+        raise AssertionError("tenacity without a stop ends in a result")
 
     def _until_redis_takes(self, event: str) -> tenacity.AsyncRetrying:
         """Tries again while Redis is away, 0.5 s doubling to 10 s, ``event`` logged each time."""
