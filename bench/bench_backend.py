@@ -144,7 +144,11 @@ async def dispatch_throughput(url: str, clients: int, seconds: float, tag: str) 
     }
 
 
-async def runs_per_second(url: str, count: int, tag: str = "runs") -> float:
+async def runs_per_second(
+    url: str, count: int, tag: str = "runs", failed: list[str] | None = None
+) -> float:
+    """Trivial runs ended per second; a run that does not complete stops the bench, or, given
+    ``failed``, is noted there (``id: error``) and counted."""
     watcher = await Client.open(url)
     await watcher.call("flow.subscribe", {})
     sender = await Client.open(url)
@@ -155,10 +159,12 @@ async def runs_per_second(url: str, count: int, tag: str = "runs") -> float:
     while done < count:
         message = json.loads(await watcher.ws.recv())
         if message.get("method") == "flow.run.updated":
-            status = message["params"]["run"]["status"]
-            if status in ("completed", "failed", "canceled"):
-                if status != "completed":
-                    raise RuntimeError(message["params"]["run"])
+            run = message["params"]["run"]
+            if run["status"] in ("completed", "failed", "canceled"):
+                if run["status"] != "completed":
+                    if failed is None:
+                        raise RuntimeError(run)
+                    failed.append(f"{run['id']}: {run['error']}")
                 done += 1
     elapsed = time.perf_counter() - started
     await watcher.ws.close()

@@ -131,35 +131,14 @@ def bench_workspace(root: Path) -> Path:
     return root
 
 
-async def runs_per_second(url: str, count: int, tag: str, failed: list[str]) -> float:
-    """:func:`bench_backend.runs_per_second`, noting a failed run instead of stopping."""
-    watcher = await bench_backend.Client.open(url)
-    await watcher.call("flow.subscribe", {})
-    sender = await bench_backend.Client.open(url)
-    started = time.perf_counter()
-    for i in range(count):
-        await sender.call("flow.dispatch", {"event": {"id": f"{tag}-{i}", "type": "bench.trivial"}})
-    done = 0
-    while done < count:
-        message = json.loads(await watcher.ws.recv())
-        if message.get("method") == "flow.run.updated":
-            run = message["params"]["run"]
-            if run["status"] in ("completed", "failed", "canceled"):
-                done += 1
-                if run["status"] != "completed":
-                    failed.append(f"{run['id']}: {run['error']}")
-    elapsed = time.perf_counter() - started
-    await watcher.ws.close()
-    await sender.ws.close()
-    return count / elapsed
-
-
 async def measure(url: str, reps: int, tag: str) -> dict[str, list[float]]:
     failed: list[str] = []
-    await runs_per_second(url, 40, f"{tag}-warm", failed)
+    await bench_backend.runs_per_second(url, 40, f"{tag}-warm", failed)
     out: dict[str, list[float]] = {"runs": [], "started": []}
     for rep in range(reps):
-        out["runs"].append(await runs_per_second(url, 200, f"{tag}-runs-{rep}", failed))
+        out["runs"].append(
+            await bench_backend.runs_per_second(url, 200, f"{tag}-runs-{rep}", failed)
+        )
         out["started"].append(
             await bench_backend.started_latency(url, 25, tag=f"{tag}-stamp-{rep}")
         )

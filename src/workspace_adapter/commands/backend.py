@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NotRequired, TypedDict, Unpack
@@ -114,33 +113,18 @@ def backend_options(flags: BackendFlags, *, default_cwd: Path | None = None) -> 
 def _celery_broker(flags: BackendFlags, root: Path) -> str | None:
     """The broker when steps go to Celery workers (None: they run here): ``--executor`` and
     ``--broker``, else workspace.toml's ``[workspace.executor]``."""
-    from workspace_adapter.cluster.brokerurl import broker_problem, chosen_broker
-    from workspace_adapter.local.config import ConfigError
-    from workspace_adapter.local.configfile import config_path, load_cached
+    from workspace_adapter.commands.worker import CELERY_MISSING, broker_for, configured_executor
 
-    configured = None
-    if config_path(root) is not None:
-        # A workspace.toml that cannot be read is the flow catalog's to report; steps run here.
-        with contextlib.suppress(ConfigError):
-            configured = load_cached(root, write=False).executor
+    # A workspace.toml that cannot be read is the flow catalog's to report; steps run here.
+    configured = configured_executor(root, unreadable_ok=True)
     kind = flags.get("executor") or (configured.kind if configured is not None else "local")
     if kind != "celery":
         return None
-    broker = chosen_broker(flags.get("broker"), configured.broker if configured else None)
-    if broker is None:
-        raise UserError(
-            "the Celery executor needs a broker: --broker redis://HOST:PORT/DB, "
-            "CODEX_WORKSPACE_BROKER_URL, or [workspace.executor] broker in workspace.toml"
-        )
-    problem = broker_problem(broker)
-    if problem is not None:
-        raise UserError(f"--broker: {problem}")
+    broker = broker_for(flags.get("broker"), configured)
     try:
         import celery  # noqa: F401
     except ImportError:
-        raise UserError(
-            "the Celery executor needs the celery extra: pip install 'workspace-adapter[celery]'"
-        ) from None
+        raise UserError(CELERY_MISSING) from None
     return broker
 
 
