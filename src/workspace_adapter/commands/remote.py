@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -124,20 +125,25 @@ def replay(g: Globals, event_id: str, *, wait: bool, as_json: bool) -> int:
     return _report(outcome, wait=wait, as_json=as_json, verb="replayed")
 
 
-def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool) -> int:
+def _pages(g: Globals, method: str, key: str, params: dict[str, Any], limit: int) -> list[Any]:
+    """Up to ``limit`` entries of a list method's ``key``, page after page: a reply the backend
+    cut at its byte cap says where to go on (``nextCursor``)."""
     from workspace_adapter.client import call
 
-    params: dict[str, Any] = {"limit": limit}
-    if event_type:
-        params["type"] = event_type
-    found: list[dict[str, Any]] = []
-    while True:  # a reply cut at the backend's byte cap says where to go on (nextCursor)
-        result = run_remote(lambda: call(g.backend_url, "flow.listEvents", params))
-        found += result.get("events") or []
+    found: list[Any] = []
+    while True:
+        asked = {"limit": limit - len(found), **params}
+        result = run_remote(functools.partial(call, g.backend_url, method, asked))
+        found += result.get(key) or []
         cursor = result.get("nextCursor")
-        if not cursor or len(found) >= limit:
-            break
-        params.update(cursor=cursor, limit=limit - len(found))
+        if not isinstance(cursor, str) or not cursor or len(found) >= limit:
+            return found
+        params = {**params, "cursor": cursor}
+
+
+def list_events(g: Globals, *, event_type: str | None, limit: int, as_json: bool) -> int:
+    params: dict[str, Any] = {"type": event_type} if event_type else {}
+    found: list[dict[str, Any]] = _pages(g, "flow.listEvents", "events", params, limit)
     if as_json:
         _print_json({"events": found})
         return 0
@@ -154,22 +160,14 @@ def list_runs(
     import msgspec
 
     from workspace_adapter import protocol as rpc
-    from workspace_adapter.client import call
 
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {}
     if event_id:
         params["eventId"] = event_id
     if status:
         params["status"] = status
-    runs: list[rpc.WireRun] = []
-    while True:  # a reply cut at the backend's byte cap says where to go on (nextCursor)
-        page = run_remote(
-            lambda: call(g.backend_url, "flow.listRuns", params, result=rpc.RunsResult)
-        )
-        runs += page.runs
-        if not isinstance(page.nextCursor, str) or len(runs) >= limit:
-            break
-        params.update(cursor=page.nextCursor, limit=limit - len(runs))
+    found = _pages(g, "flow.listRuns", "runs", params, limit)
+    runs = msgspec.convert(found, list[rpc.WireRun])
     if as_json:
         _print_json({"runs": msgspec.to_builtins(runs)})
         return 0
