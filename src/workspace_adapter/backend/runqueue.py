@@ -230,9 +230,9 @@ class RunQueue:
             # its run folder at the next start.
             with contextlib.suppress(Exception):
                 fields = {k: getattr(ended, k) for k in _END_FIELDS}
-                if await self.store.writer.finish_run(run_id, **fields) is not None:
-                    self._unwritten.pop(run_id, None)
-                    await self._forget_folder(run_id)
+                record = await self.store.writer.finish_run(run_id, **fields)
+                if record is not None:
+                    await self._recorded(run_id, record, fields)
             if run_id in self._unwritten:
                 self._log.error("run.end_not_recorded", run_id=run_id, retry="at the next start")
 
@@ -466,6 +466,10 @@ class RunQueue:
         ):
             with trying:
                 record = await self.store.writer.finish_run(run_id, **fields)
+        await self._recorded(run_id, record, fields)
+
+    async def _recorded(self, run_id: str, record: FlowRun | None, fields: dict[str, Any]) -> None:
+        """A kept end is stored at last: no longer kept, its folder gone, its listeners told."""
         self._unwritten.pop(run_id, None)
         self._log.info("run.end_recorded", run_id=run_id, status=fields.get("status"))
         await self._forget_folder(run_id)
