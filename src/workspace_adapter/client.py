@@ -483,7 +483,7 @@ async def _with_backoff(
     async for trying in tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(BackendUnreachable),
         wait=tenacity.wait_random_exponential(multiplier=first, max=most),
-        stop=tenacity.stop_any(*stops) if stops else tenacity.stop_never,
+        stop=tenacity.stop_any(*stops),  # none: never stops
         sleep=anyio.sleep,
         reraise=True,
     ):
