@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import signal
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+import msgspec
+import pytest
 from support.backend import Backend
+from support.flows import write_flows
 from support.processes import pid_alive
 from support.waiting import until
 from support.wire import open_rpc
+
+from workspace_adapter.backend.runqueue import RunQueue
+from workspace_adapter.backend.service import BackendService
+from workspace_adapter.backend.store import BackendStore
+from workspace_adapter.backend.subscriptions import SubscriptionHub
+from workspace_adapter.flows.catalog import FlowCatalog
+from workspace_adapter.flows.executor import LocalExecutor
+from workspace_adapter.flows.runner import StepInvocation, StepOutcome
 
 STUBBORN = """
 name = "stubborn"
@@ -73,3 +87,71 @@ async def test_a_50_mb_flood_keeps_the_daemon_bounded_and_the_tail(daemon: Backe
     assert peak - before < 32 * 1024, (before, peak)
     assert "runs" in await rpc.call("flow.listRuns", {"limit": 1})
     await rpc.ws.close()
+
+
+class _FailsAfterTheStep(LocalExecutor):
+    """Runs the step for real, then fails the way the backend's own machinery can once a step
+    has started: out of descriptors while noting or following it (what a daemon at its
+    descriptor limit met), or a bug."""
+
+    def __init__(self, problem: Exception) -> None:
+        super().__init__()
+        self.problem = problem
+
+    async def run(self, invocation: StepInvocation, **how: Any) -> StepOutcome:
+        await super().run(invocation, **how)
+        raise self.problem
+
+
+@pytest.mark.parametrize(
+    ("problem", "logged", "error"),
+    [
+        (
+            OSError(errno.EMFILE, "Too many open files"),
+            "step.not_followed",
+            "the backend could not run the step: [Errno 24] Too many open files",
+        ),
+        (RuntimeError("a bug"), "step.crashed", "internal error: a bug"),
+    ],
+)
+async def test_a_step_the_backend_cannot_follow_fails_its_run_with_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    problem: Exception,
+    logged: str,
+    error: str,
+) -> None:
+    """The machine's trouble (here out of descriptors) fails the run and is logged as one line
+    naming the problem, no traceback; only a bug in this program logs its traceback. Either
+    way the run ends failed, saying why, and the queue goes on."""
+    root = write_flows(tmp_path / "ws")
+    store = BackendStore(tmp_path / "data")
+    hub = SubscriptionHub()
+    catalog = FlowCatalog(root, recheck_seconds=0)
+    queue = RunQueue(
+        store=store,
+        steps=catalog,
+        executor=_FailsAfterTheStep(problem),
+        hub=hub,
+        workspace_root=root,
+        backend_url="ws://127.0.0.1:1",
+    )
+    service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+    async with anyio.create_task_group() as tg:
+        await tg.start(queue.serve)
+        ended = []
+        for n in range(2):
+            event = {"id": f"trouble-{n}", "type": "demo.event"}
+            reply = msgspec.to_builtins(await service.call("flow.dispatch", event))
+            ended += await queue.wait_for(reply["runIds"])
+        await queue.shutdown()
+    store.close()
+    err = capsys.readouterr().err
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [(run.status, run.error) for run in ended] == [("failed", error)] * 2
+    said = [entry for entry in logs if entry["event"] == logged]
+    assert len(said) == 2
+    assert all(("exception" in entry) == (logged == "step.crashed") for entry in said)
+    if logged == "step.not_followed":
+        assert said[0]["problem"] == "[Errno 24] Too many open files"
+        assert not any(entry["event"] == "step.crashed" for entry in logs)

@@ -252,12 +252,9 @@ class RunQueue:
             # Whatever went wrong (the process out of descriptors, a store that cannot be
             # read) ends this run, never the queue with every other run in it.
             log = self._log.bind(run_id=run_id, event_id=queued.event_id)
-            if isinstance(exc, (OSError, sqlite3.Error)):  # the machine's trouble, not a bug
-                log.error("run.not_started", problem=str(exc))
-            else:
-                log.exception("run.crashed")
+            error = _failure(log, "run.not_started", "run.crashed", exc)
             try:
-                await self._finish(run_id, status=Status.FAILED, error=f"internal error: {exc}")
+                await self._finish(run_id, status=Status.FAILED, error=error)
             except Exception:  # left running in the store: the next start takes it up
                 self._log.exception("run.end_not_recorded", run_id=run_id)
         finally:
@@ -328,8 +325,8 @@ class RunQueue:
                 pace=self._pace(run),
             )
         except Exception as exc:
-            log.exception("step.crashed")
-            await self._finish(run_id, status=Status.FAILED, error=f"internal error: {exc}")
+            error = _failure(log, "step.not_followed", "step.crashed", exc)
+            await self._finish(run_id, status=Status.FAILED, error=error)
             return
         await self._record(run_id, outcome)
         log.info("step.finished", status=outcome.status, result_status=outcome.result_status)
@@ -359,8 +356,8 @@ class RunQueue:
                 pace=self._pace(run),
             )
         except Exception as exc:
-            log.exception("step.crashed")
-            await self._finish(run.id, status=Status.FAILED, error=f"internal error: {exc}")
+            error = _failure(log, "step.not_followed", "step.crashed", exc)
+            await self._finish(run.id, status=Status.FAILED, error=error)
             return
         if outcome is None:
             log.warning("run.lost", reason="its step left no process, exit status or result")
@@ -492,3 +489,17 @@ _END_FIELDS = (
     "stdout_tail",
     "stderr_tail",
 )
+
+
+def _failure(log: Any, trouble: str, crash: str, exc: Exception) -> str:
+    """Log why a run could not go on and return the error its record keeps.
+
+    The machine's trouble (out of descriptors, a full disk, a store that cannot be read) is one
+    line naming the problem, logged as ``trouble``; anything else is a bug in this program and
+    is logged as ``crash`` with its traceback.
+    """
+    if isinstance(exc, (OSError, sqlite3.Error)):
+        log.error(trouble, problem=str(exc))
+        return f"the backend could not run the step: {exc}"
+    log.exception(crash)
+    return f"internal error: {exc}"
