@@ -7,32 +7,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from support.backend import in_process_service
 from support.flows import write_flows
 
 from workspace_adapter import protocol as rpc
-from workspace_adapter.backend.runqueue import RunQueue
 from workspace_adapter.backend.service import METHODS, BackendService
 from workspace_adapter.backend.store import BackendStore
-from workspace_adapter.backend.subscriptions import SubscriptionHub
-from workspace_adapter.flows.catalog import FlowCatalog
-from workspace_adapter.flows.executor import LocalExecutor
 
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[BackendService]:
-    root = write_flows(tmp_path / "ws")
     store = BackendStore(tmp_path / "data")
-    hub = SubscriptionHub()
-    catalog = FlowCatalog(root, recheck_seconds=0)
-    queue = RunQueue(
-        store=store,
-        steps=catalog,
-        executor=LocalExecutor(),
-        hub=hub,
-        workspace_root=root,
-        backend_url="ws://127.0.0.1:1",
-    )
-    yield BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+    yield in_process_service(write_flows(tmp_path / "ws"), store)
     store.close()
 
 

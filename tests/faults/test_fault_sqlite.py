@@ -22,21 +22,16 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from support.backend import WORKSPACE, Backend
+from support.backend import WORKSPACE, Backend, in_process_service
 from support.flows import write_flows
 from support.wire import http, open_rpc
 
 from workspace_adapter.backend import mutations
 from workspace_adapter.backend.http import build_routes
 from workspace_adapter.backend.records import new_flow_run
-from workspace_adapter.backend.runqueue import RunQueue
-from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.store import BackendStore
-from workspace_adapter.backend.subscriptions import SubscriptionHub
 from workspace_adapter.base.errors import UserError
 from workspace_adapter.base.sqlitefile import StoreUnavailable
-from workspace_adapter.flows.catalog import FlowCatalog
-from workspace_adapter.flows.executor import LocalExecutor
 from workspace_adapter.local.state import StateStore
 from workspace_adapter.local.taskruns import TaskRun, new_task_run
 
@@ -245,20 +240,9 @@ async def test_the_writer_waits_for_a_lock_off_the_loop(tmp_path: Path) -> None:
 async def test_post_events_against_a_locked_store_is_a_503_with_retry_after(
     tmp_path: Path,
 ) -> None:
-    root = write_flows(tmp_path / "ws")
     store = BackendStore(tmp_path / "data")
     store.transaction(lambda db: db.execute("PRAGMA busy_timeout = 300"))
-    catalog = FlowCatalog(root)
-    hub = SubscriptionHub()
-    queue = RunQueue(
-        store=store,
-        steps=catalog,
-        executor=LocalExecutor(),
-        hub=hub,
-        workspace_root=root,
-        backend_url="ws://127.0.0.1:9",
-    )
-    service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+    service = in_process_service(write_flows(tmp_path / "ws"), store)
     app = Starlette(routes=build_routes(service, secret=None, ready=lambda: True))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://backend") as client:

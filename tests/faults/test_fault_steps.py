@@ -14,17 +14,13 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from support.backend import Backend
+from support.backend import Backend, in_process_service
 from support.flows import write_flows
 from support.processes import pid_alive
 from support.waiting import until
 from support.wire import open_rpc
 
-from workspace_adapter.backend.runqueue import RunQueue
-from workspace_adapter.backend.service import BackendService
 from workspace_adapter.backend.store import BackendStore
-from workspace_adapter.backend.subscriptions import SubscriptionHub
-from workspace_adapter.flows.catalog import FlowCatalog
 from workspace_adapter.flows.executor import LocalExecutor
 from workspace_adapter.flows.runner import StepInvocation, StepOutcome
 
@@ -126,17 +122,8 @@ async def test_a_step_the_backend_cannot_follow_fails_its_run_with_one_line(
     way the run ends failed, saying why, and the queue goes on."""
     root = write_flows(tmp_path / "ws")
     store = BackendStore(tmp_path / "data")
-    hub = SubscriptionHub()
-    catalog = FlowCatalog(root, recheck_seconds=0)
-    queue = RunQueue(
-        store=store,
-        steps=catalog,
-        executor=_FailsAfterTheStep(problem),
-        hub=hub,
-        workspace_root=root,
-        backend_url="ws://127.0.0.1:1",
-    )
-    service = BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
+    service = in_process_service(root, store, _FailsAfterTheStep(problem))
+    queue = service.queue
     async with anyio.create_task_group() as tg:
         await tg.start(queue.serve)
         ended = []

@@ -1,4 +1,5 @@
-"""A real ``workspace backend --port 0`` subprocess for tests, and loopback ports nothing uses."""
+"""A real ``workspace backend --port 0`` subprocess for tests, the same service in-process, and
+loopback ports nothing uses."""
 
 from __future__ import annotations
 
@@ -14,9 +15,33 @@ from pathlib import Path
 import anyio
 
 from workspace_adapter import client
+from workspace_adapter.backend.runqueue import RunQueue
+from workspace_adapter.backend.service import BackendService
+from workspace_adapter.backend.store import BackendStore
+from workspace_adapter.backend.subscriptions import SubscriptionHub
+from workspace_adapter.flows.catalog import FlowCatalog
+from workspace_adapter.flows.executor import LocalExecutor, StepExecutor
 
 WORKSPACE = Path(sys.executable).with_name("workspace")
 SECRET = "test-secret"
+
+
+def in_process_service(
+    root: Path, store: BackendStore, executor: StepExecutor | None = None
+) -> BackendService:
+    """The daemon's service for the flows under ``root``, in this process, without a socket; its
+    run queue starts runs once ``service.queue.serve`` runs in a task group."""
+    hub = SubscriptionHub()
+    catalog = FlowCatalog(root, recheck_seconds=0)
+    queue = RunQueue(
+        store=store,
+        steps=catalog,
+        executor=executor or LocalExecutor(),
+        hub=hub,
+        workspace_root=root,
+        backend_url="ws://127.0.0.1:1",
+    )
+    return BackendService(store=store, catalog=catalog, queue=queue, hub=hub)
 
 
 class Backend:
