@@ -92,9 +92,10 @@ def test_the_checker_sees_a_cycle_and_a_forbidden_edge() -> None:
     assert f"{ROOT}.base.errors" in _edges()[f"{ROOT}.cli"]
 
 
-def test_protocol_is_sans_io() -> None:
+@pytest.mark.parametrize("module", ["protocol", "backend.passthrough"])
+def test_the_wire_formats_are_sans_io(module: str) -> None:
     io = {"asyncio", "anyio", "socket", "websockets", "uvicorn", "starlette", "selectors"}
-    assert not (_foreign(f"{ROOT}.protocol") & io)
+    assert not (_foreign(f"{ROOT}.{module}") & io)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 """The backend's one connection to a Codex app-server, for the ``appServer.*`` pass-through.
 
-Frames and param checks are :mod:`workspace_adapter.protocol`'s; this module moves them. It
-connects as a WebSocket client, says ``initialize`` + ``initialized`` on every connection (as
-codex-flows' backend does on its first), passes calls through with its own request ids, and
-hands the app-server's notifications and requests to every connected client. Unlike codex-flows,
+Frames and param checks are :mod:`~workspace_adapter.backend.passthrough`'s; this module moves
+them. It connects as a WebSocket client, says ``initialize`` + ``initialized`` on every
+connection (as codex-flows' backend does on its first), passes calls through with its own
+request ids, and hands the app-server's notifications and requests to every connected client. Unlike codex-flows,
 an app-server that is down does not stop the backend: the link reconnects in the background
 with a jittered exponential backoff, and calls meanwhile get an error reply saying it is
 unreachable.
@@ -21,6 +21,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from workspace_adapter import protocol as rpc
+from workspace_adapter.backend import passthrough
 from workspace_adapter.base.logs import get_logger
 from workspace_adapter.base.times import utc_now_iso
 
@@ -123,9 +124,9 @@ class AppServerLink:
 
     async def _handshake(self, ws: ClientConnection) -> None:
         request_id = next(self._ids)
-        await ws.send(rpc.app_server_initialize(request_id).decode())
+        await ws.send(passthrough.app_server_initialize(request_id).decode())
         while True:
-            message = rpc.decode_app_server_message(await ws.recv())
+            message = passthrough.decode_app_server_message(await ws.recv())
             if message is None:
                 continue
             if message.kind == "reply" and message.id == request_id:
@@ -133,7 +134,7 @@ class AppServerLink:
                     raise HandshakeRefused(f"initialize refused: {message.message['error']}")
                 break
             self._pass_on(message)
-        await ws.send(rpc.app_server_initialized().decode())
+        await ws.send(passthrough.app_server_initialized().decode())
 
     async def _serve(self, ws: ClientConnection) -> None:
         self._ws, self.error = ws, None
@@ -141,7 +142,7 @@ class AppServerLink:
         self._broadcast(rpc.workspace_event("appServer.connected", utc_now_iso(), url=self.url))
         try:
             async for frame in ws:
-                message = rpc.decode_app_server_message(frame)
+                message = passthrough.decode_app_server_message(frame)
                 if message is not None:
                     self._pass_on(message)
         except websockets.ConnectionClosed:
@@ -165,7 +166,7 @@ class AppServerLink:
         self._log.warning("app_server.unreachable", problem=why)
         self._broadcast(rpc.workspace_event("appServer.error", utc_now_iso(), message=why))
 
-    def _pass_on(self, message: rpc.AppServerMessage) -> None:
+    def _pass_on(self, message: passthrough.AppServerMessage) -> None:
         if message.kind == "reply":
             pending = self._pending.get(message.id) if isinstance(message.id, int) else None
             if pending is not None:
@@ -180,28 +181,28 @@ class AppServerLink:
 
     def _connection(self) -> ClientConnection:
         if self._ws is None:
-            raise rpc.app_server_unreachable(self.url, self.error or "not connected")
+            raise passthrough.app_server_unreachable(self.url, self.error or "not connected")
         return self._ws
 
     async def _send(self, ws: ClientConnection, frame: bytes) -> None:
         try:
             await ws.send(frame.decode())
         except websockets.ConnectionClosed:
-            raise rpc.app_server_unreachable(self.url, "connection closed") from None
+            raise passthrough.app_server_unreachable(self.url, "connection closed") from None
 
-    async def call(self, call: rpc.AppServerCall) -> Any:
+    async def call(self, call: passthrough.AppServerCall) -> Any:
         """The app-server's result for ``call``, verbatim; its error as an :class:`RpcFault`."""
         ws = self._connection()
         request_id = next(self._ids)
         pending = self._pending[request_id] = _Pending()
         try:
-            await self._send(ws, rpc.app_server_request(request_id, call))
+            await self._send(ws, passthrough.app_server_request(request_id, call))
             with anyio.move_on_after(self.request_timeout):
                 await pending.done.wait()
         finally:
             self._pending.pop(request_id, None)
         if pending.lost is not None:
-            raise rpc.app_server_unreachable(self.url, pending.lost)
+            raise passthrough.app_server_unreachable(self.url, pending.lost)
         if not pending.done.is_set():
             raise rpc.RpcFault(
                 rpc.INTERNAL_ERROR,
@@ -209,13 +210,13 @@ class AppServerLink:
                 data={"reason": "app_server_timeout"},
             )
         if pending.error is not None:
-            raise rpc.app_server_error_fault(pending.error)
+            raise passthrough.app_server_error_fault(pending.error)
         return pending.result
 
-    async def notify(self, call: rpc.AppServerCall) -> dict[str, bool]:
-        await self._send(self._connection(), rpc.app_server_notification(call))
+    async def notify(self, call: passthrough.AppServerCall) -> dict[str, bool]:
+        await self._send(self._connection(), passthrough.app_server_notification(call))
         return {"ok": True}
 
-    async def respond(self, reply: rpc.AppServerReply) -> dict[str, bool]:
-        await self._send(self._connection(), rpc.app_server_response(reply))
+    async def respond(self, reply: passthrough.AppServerReply) -> dict[str, bool]:
+        await self._send(self._connection(), passthrough.app_server_response(reply))
         return {"ok": True}

@@ -17,6 +17,7 @@ import anyio
 import msgspec
 
 from workspace_adapter import protocol as rpc
+from workspace_adapter.backend import passthrough
 from workspace_adapter.backend.appserver import AppServerLink
 from workspace_adapter.backend.records import FlowRun, new_flow_run
 from workspace_adapter.backend.runqueue import RunQueue
@@ -193,19 +194,19 @@ class BackendService:
         self, call: tuple[str, dict[str, Any]], outbox: Outbox | None
     ) -> Any:
         assert self.app_server is not None
-        return await self.app_server.call(rpc.parse_app_server_call(*call))
+        return await self.app_server.call(passthrough.parse_app_server_call(*call))
 
     async def _app_server_notify(
         self, call: tuple[str, dict[str, Any]], outbox: Outbox | None
     ) -> Any:
         assert self.app_server is not None
-        return await self.app_server.notify(rpc.parse_app_server_call(*call))
+        return await self.app_server.notify(passthrough.parse_app_server_call(*call))
 
     async def _app_server_respond(
         self, call: tuple[str, dict[str, Any]], outbox: Outbox | None
     ) -> Any:
         assert self.app_server is not None
-        return await self.app_server.respond(rpc.parse_app_server_reply(*call))
+        return await self.app_server.respond(passthrough.parse_app_server_reply(*call))
 
     # --- dispatch and replay -----------------------------------------------------------------
 
