@@ -248,3 +248,20 @@ def test_help_points_at_nothing_internal(
     assert "usage: workspace" in shown
     problems = problems_in(shown)
     assert not problems, "\n".join(problems)
+
+
+INTERNAL_SPEC = re.compile(r"\bSPEC\b|§|shared/")
+
+
+def test_the_shipped_source_points_at_nothing_internal() -> None:
+    """The package's source ships in the wheel: its comments and docstrings name the user's
+    docs, never the internal contract."""
+    assert INTERNAL_SPEC.search("the daemon (SPEC §6)") and not INTERNAL_SPEC.search("_MSGSPEC")
+    problems = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sorted(SRC.rglob("*"))
+        if path.is_file() and path.suffix in {".py", ".mjs", ".toml", ".md", ".json"}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if INTERNAL_SPEC.search(line)
+    ]
+    assert not problems, "\n".join(problems)

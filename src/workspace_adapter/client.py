@@ -1,4 +1,4 @@
-"""The WebSocket adapter: talks JSON-RPC 2.0 to a workspace backend (SPEC §6).
+"""The WebSocket adapter: talks JSON-RPC 2.0 to a workspace backend (docs/api.md).
 
 One connection per CLI invocation: ``initialize``, then, where the backend offers
 ``flow.subscribe`` (its ``capabilities.workspaceMethods``), subscribe to the event *before*

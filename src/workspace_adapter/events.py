@@ -22,7 +22,7 @@ request around it (``{"jsonrpc":"2.0","id":…,"method":"flow.dispatch","params"
 
 
 class FlowEvent(msgspec.Struct, kw_only=True):
-    """The FlowEvent envelope (SPEC §5); extra top-level keys survive in :func:`normalize_event`."""
+    """The FlowEvent envelope; extra top-level keys survive in :func:`normalize_event`."""
 
     id: str
     type: str

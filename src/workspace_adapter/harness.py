@@ -1,4 +1,4 @@
-"""The local harness (SPEC §8): an upstream npm package, its fork, and their bare remotes.
+"""The local harness: an upstream npm package, its fork, and their bare remotes.
 
 Everything is built offline and deterministically (fixed names, emails and dates, no user or
 system git config), so every machine gets the same shas. Remote URLs are relative

@@ -16,7 +16,7 @@ SIGINT/SIGTERM stop the loops first, so nothing new starts while the backend win
 that is running gets :data:`TICK_GRACE_SECONDS` to end, then the backend stops accepting and
 cancels its running steps (that also ends a flow task the tick follows), then the process groups
 of command tasks still running get SIGTERM (SIGKILL if they linger), so their runs are recorded
-``failed`` with the signal instead of being left behind. All of it fits in the 10 s SPEC §6
+``failed`` with the signal instead of being left behind. All of it fits in the 10 s the daemon
 allows.
 """
 

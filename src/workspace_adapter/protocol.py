@@ -80,7 +80,7 @@ class Request(msgspec.Struct, frozen=True):
 
 
 class WireRun(msgspec.Struct, kw_only=True):
-    """One flow run on the wire: SPEC §6 keys plus codex-flows' compatibility keys.
+    """One flow run on the wire: our keys (docs/api.md) plus codex-flows' compatibility keys.
 
     Every key is always sent (in this order); a reader takes a run that lacks the
     compatibility keys too.

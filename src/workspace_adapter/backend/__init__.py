@@ -1,4 +1,4 @@
-"""The workspace backend daemon (SPEC §6): store, run queue, subscriptions, and its one port.
+"""The workspace backend daemon: store, run queue, subscriptions, and its one port.
 
 ``store`` keeps events and runs, ``executor`` runs them, ``subscriptions`` streams them,
 ``dispatch`` holds the methods, ``http`` and ``server`` do the I/O.

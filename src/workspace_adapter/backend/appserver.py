@@ -3,10 +3,10 @@
 Frames and param checks are :mod:`~workspace_adapter.backend.passthrough`'s; this module moves
 them. It connects as a WebSocket client, says ``initialize`` + ``initialized`` on every
 connection (as codex-flows' backend does on its first), passes calls through with its own
-request ids, and hands the app-server's notifications and requests to every connected client. Unlike codex-flows,
-an app-server that is down does not stop the backend: the link reconnects in the background
-with a jittered exponential backoff, and calls meanwhile get an error reply saying it is
-unreachable.
+request ids, and hands the app-server's notifications and requests to every connected client.
+Unlike codex-flows, an app-server that is down does not stop the backend: the link reconnects
+in the background with a jittered exponential backoff, and calls meanwhile get an error reply
+saying it is unreachable.
 """
 
 from __future__ import annotations

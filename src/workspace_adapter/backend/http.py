@@ -1,4 +1,4 @@
-"""The backend's HTTP routes (SPEC §6) and the guard in front of every request.
+"""The backend's HTTP routes (docs/api.md) and the guard in front of every request.
 
 Routes translate between HTTP and :class:`BackendService`: a bad body or query is a 400 with a
 JSON error naming the field, an unknown id a 404 in codex-flows' words (``{"error": "run not
@@ -203,7 +203,7 @@ def build_routes(
     token: str | None = None,
     body_timeout: float = 10.0,
 ) -> list[Route]:
-    """Every HTTP route of SPEC §6 over ``service``."""
+    """Every HTTP route of the backend over ``service``."""
 
     async def healthz(request: Request) -> Response:
         return json_response({"ok": True})

@@ -1,7 +1,7 @@
 """What the backend store holds, as values: run records, dispatch outcomes, and their rows.
 
 A :class:`FlowRun` is read back from a ``runs`` row selected as :data:`RUN_COLUMNS`; its
-:meth:`FlowRun.to_wire` is the run as clients see it (SPEC §6).
+:meth:`FlowRun.to_wire` is the run as clients see it (docs/api.md).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class FlowRun(msgspec.Struct, kw_only=True):
         return self.status in TERMINAL_RUN_STATES
 
     def to_wire(self) -> WireRun:
-        """The run as clients see it: SPEC §6 keys plus codex-flows' compatibility keys."""
+        """The run as clients see it: our keys plus codex-flows' compatibility keys."""
         result_json = (
             None
             if self.result is None

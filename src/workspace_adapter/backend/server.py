@@ -57,7 +57,7 @@ SECRET_ENV_NAMES = ("CODEX_FLOW_BACKEND_SECRET", "CODEX_WORKSPACE_BACKEND_TOKEN"
 
 
 class BackendOptions(msgspec.Struct, kw_only=True):
-    """How to run the daemon (SPEC §6); secrets are read from files or env by the command."""
+    """How to run the daemon; secrets are read from files or env by the command."""
 
     host: str = DEFAULT_BACKEND_HOST
     port: int = DEFAULT_BACKEND_PORT
@@ -164,7 +164,7 @@ def _data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 def check_options(options: BackendOptions) -> None:
-    """Refuse what SPEC §6 forbids before anything is bound."""
+    """Refuse a daemon that must not start (docs/api.md) before anything is bound."""
     if not is_loopback(options.host) and not options.token:
         raise UserError(
             f"refusing to listen on non-loopback address {options.host} without a token; "

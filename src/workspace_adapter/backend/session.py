@@ -227,7 +227,7 @@ class ClientSession:
             return None if request.notification else rpc.encode_result(request.id, result)
         except rpc.RpcFault as fault:
             if fault.silent or notification:
-                # A notification is never answered, whatever went wrong (JSON-RPC 2.0 §4.1).
+                # A notification is never answered, whatever went wrong (JSON-RPC 2.0, 4.1).
                 self._log.info("rpc.notification_refused", code=fault.code, problem=fault.message)
                 return None
             if fault.request_id is None:

@@ -1,4 +1,4 @@
-"""The backend's SQLite store: events and the runs they started (SPEC §6).
+"""The backend's SQLite store: events and the runs they started.
 
 WAL with ``synchronous=NORMAL``: a committed dispatch survives a crash of the backend. The
 daemon never writes on its event loop: another process may hold the database locked for

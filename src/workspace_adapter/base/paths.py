@@ -35,7 +35,7 @@ def resolve_root(explicit: str | None, cwd: Path | None = None) -> Path:
 
 
 def default_mode() -> str:
-    """``actions`` under GitHub Actions, else ``local`` (SPEC §2)."""
+    """``actions`` under GitHub Actions, else ``local``."""
     return "actions" if os.environ.get("GITHUB_ACTIONS") == "true" else "local"
 
 

@@ -1,4 +1,4 @@
-"""``workspace attempts``: list maintenance attempts, retry or replay one (SPEC §9).
+"""``workspace attempts``: list maintenance attempts, retry or replay one.
 
 ``--json`` prints one document on stdout: ``{"attempts": [attempt, …]}`` (newest first, like
 ``runs``), or the new attempt for ``retry`` / ``replay``. An attempt::
@@ -12,7 +12,7 @@
 
 ``retry`` opens a new ``retry`` attempt: it replays the event when the backend knows it
 (``flow.replay``), else dispatches the stored event. ``replay`` opens a ``replay`` attempt that
-only replays. Exit codes follow the new attempt's status (SPEC §2); 4 when the backend was
+only replays. Exit codes follow the new attempt's status (docs/statuses.md); 4 when the backend was
 not reachable (``service.schema.attempt_exit_code``, as ``watch --once`` counts them).
 
 An attempt whose runs rebuilt a patch series lists its patches under its line, one per line

@@ -1,4 +1,4 @@
-"""``workspace backend``: run the daemon of SPEC §6 in the foreground."""
+"""``workspace backend``: run the daemon in the foreground."""
 
 from __future__ import annotations
 

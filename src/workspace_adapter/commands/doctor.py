@@ -127,7 +127,7 @@ def _check_flows(report: _Report, root: Path) -> Any:
 
 
 def _check_tasks(report: _Report, config: config_mod.WorkspaceConfig, discovery: Any) -> None:
-    # A command task runs with this interpreter's bin/ first on PATH (SPEC §3); check the same.
+    # A command task runs with this interpreter's bin/ first on PATH; check the same.
     search = path_with_interpreter(os.environ.get("PATH"))
     types = {s.trigger_type for p in discovery.packages for s in p.steps} if discovery else None
     for task in config.tasks:

@@ -79,7 +79,7 @@ def flow_run(
     when a workspace package serves that fork's events), or else the flow's first
     ``fixtures/*.json``. Human output
     streams each step's lines as they happen, then a summary per step. With ``as_json``,
-    stdout holds exactly one document: the FlowResult of the worst step (SPEC §4 order), as
+    stdout holds exactly one document: the FlowResult of the worst step (in status order), as
     the step printed it; a step that did not complete is reported as
     ``{"status": "failed"|"canceled", "message": <reason>}``, and no matching step as
     ``{"status": "skipped", "message": ...}``. The steps' lines then go to stderr.

@@ -1,4 +1,4 @@
-"""``workspace run TASK``: run one task now, scheduled or not (SPEC §4).
+"""``workspace run TASK``: run one task now, scheduled or not.
 
 ``--json`` prints one document on stdout, the run record (the child's output goes to stderr)::
 
@@ -12,7 +12,7 @@
 ``reason`` says why (``exited with code 3``, ``timed out after 15m; process group killed``,
 ``program not found: x (not on PATH)``, ``dispatched``, ``backend not reachable``,
 ``disabled``). Flow tasks fill ``eventId`` and ``runIds``; command tasks ``exitCode``.
-Exit codes follow SPEC §2: 0 completed/changed/skipped, 1 failed/canceled, 2 bad input,
+Exit codes (docs/statuses.md): 0 completed/changed/skipped, 1 failed/canceled, 2 bad input,
 3 blocked/needs_intervention, 4 backend not reachable (the run is still recorded, failed).
 """
 
@@ -40,7 +40,7 @@ def run(
     wait: bool = True,
     as_json: bool = False,
 ) -> int:
-    """Run ``task_id``; returns the exit code of SPEC §2."""
+    """Run ``task_id``; returns its exit code (docs/statuses.md)."""
     config, save_config = configfile.open_cached(g.workspace_root)
     task = config.task(task_id)
     override: dict[str, Any] | None = None

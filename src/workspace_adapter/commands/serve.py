@@ -1,6 +1,6 @@
 """``workspace serve``: the backend, the scheduler loop and the release watcher in one process.
 
-Takes the flags of ``workspace backend`` (SPEC §2); ``--cwd`` defaults to the workspace root,
+Takes the flags of ``workspace backend``; ``--cwd`` defaults to the workspace root,
 since the ticks run that workspace's tasks against this backend. The watcher runs only when
 ``workspace.toml`` has ``[[workspace.sources]]``. See :mod:`workspace_adapter.loops` for the
 loops and the shutdown order.

@@ -1,4 +1,4 @@
-"""``workspace tick``: run the scheduled tasks that are due and explain each decision (SPEC §4).
+"""``workspace tick``: run the scheduled tasks that are due and explain each decision.
 
 :func:`workspace_adapter.local.tick.run_tick` plans and carries the tick out; this module prints
 each decision (before its task's live output), each slot's outcome, and the JSON document.

@@ -1,11 +1,11 @@
-"""``workspace watch [--once]``: the release watcher of SPEC §9.
+"""``workspace watch [--once]``: the release watcher.
 
 Each pass polls the due ``[[workspace.sources]]``, records what it saw in DATA_DIR, opens a
 maintenance attempt per new release, delivers it to the backend, follows the runs and folds
 their outcome into the attempt. ``--once`` runs one pass and exits with the worst outcome's
-code (SPEC §2: 4 when the backend was not reachable, 1 when a source or an attempt failed, 3
-when an attempt needs a person); without it the watcher runs until SIGINT or SIGTERM, exit 0.
-``--once --json`` prints the pass's report as one document (see :func:`watch`).
+code (docs/statuses.md: 4 when the backend was not reachable, 1 when a source or an attempt
+failed, 3 when an attempt needs a person); without it the watcher runs until SIGINT or
+SIGTERM, exit 0. ``--once --json`` prints the pass's report as one document (see :func:`watch`).
 """
 
 from __future__ import annotations

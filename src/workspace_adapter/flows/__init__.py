@@ -1,4 +1,4 @@
-"""Flow packages (``flow.toml``), trigger matching, and the step runner (SPEC §6).
+"""Flow packages (``flow.toml``), trigger matching, and the step runner.
 
 Import the submodules directly: ``flows.package`` is cheap, ``flows.runner`` pulls in anyio.
 """

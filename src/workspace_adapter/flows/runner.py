@@ -1,4 +1,4 @@
-"""Run one flow step as a local subprocess, following the step protocol of SPEC §6.
+"""Run one flow step as a local subprocess, following the step protocol (docs/api.md).
 
 The step gets its JSON context on stdin and a whitelisted environment; its stdout and stderr
 are streamed line by line and only a bounded tail is kept; its result is the last
@@ -82,7 +82,7 @@ class StepInvocation(msgspec.Struct, kw_only=True):
     run_id: str
     workspace_root: Path
     event_id: str | None = None  # default: the event's id
-    attempt_id: str | None = None  # default: the run id (SPEC §6)
+    attempt_id: str | None = None  # default: the run id
     replay: bool = False
     workspace_backend_url: str = ""
     launched_by: str = "backend"
@@ -153,7 +153,7 @@ class StepOutcome(msgspec.Struct, kw_only=True):
 
     @property
     def flow_status(self) -> Status:
-        """SPEC §4: the step's own status when the run completed, else failed or canceled (the
+        """The step's own status when the run completed, else failed or canceled (the
         rule of :func:`~workspace_adapter.base.status.flow_status`, as the backend's runs use)."""
         return status_rule.flow_status(self.status, self.result_status)
 

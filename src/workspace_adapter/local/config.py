@@ -27,7 +27,7 @@ _NO_STATUSES: Mapping[int, str] = MappingProxyType({})
 
 
 class EventTemplate(Value):
-    """A flow task's static event table; ``id`` is always generated (SPEC §5)."""
+    """A flow task's static event table; ``id`` is always generated."""
 
     __slots__ = ("payload", "source", "type")
 
@@ -44,7 +44,7 @@ class EventTemplate(Value):
 
 
 class TaskConfig(Value):
-    """One ``[[workspace.tasks]]`` entry (SPEC §3); ``line`` is where it starts in the file.
+    """One ``[[workspace.tasks]]`` entry; ``line`` is where it starts in the file.
 
     ``statuses`` maps a command task's non-zero exit codes to the status its run records
     (``{3: "needs_intervention"}``); a code it does not name is ``failed``.
@@ -106,7 +106,7 @@ class TaskConfig(Value):
 
 
 class SourceConfig(Value):
-    """One ``[[workspace.sources]]`` entry: an upstream release source (SPEC §9)."""
+    """One ``[[workspace.sources]]`` entry: an upstream release source."""
 
     __slots__ = (
         "event_type",
@@ -221,7 +221,7 @@ class ForkConfig(Value):
 
 
 class NotifyConfig(Value):
-    """``[workspace.notify]``: a command run when an attempt needs a person (SPEC §9)."""
+    """``[workspace.notify]``: a command run when an attempt needs a person."""
 
     __slots__ = ("command",)
 

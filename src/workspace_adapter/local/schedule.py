@@ -1,4 +1,4 @@
-"""What a tick should do, decided without I/O (SPEC §4).
+"""What a tick should do, decided without I/O.
 
 :func:`plan_tick` takes the config, each task's slot state and the clock, and returns one
 :class:`Decision` per scheduled task; ``workspace tick`` carries the decisions out. Cron is

@@ -1,4 +1,4 @@
-"""Running one task, shared by ``workspace run`` and ``workspace tick`` (SPEC §4, §5).
+"""Running one task, shared by ``workspace run`` and ``workspace tick``.
 
 A command task is a subprocess in its own process group, its output streamed live and its
 tails kept; a flow task is a generated FlowEvent handed to a :class:`FlowDispatcher`: the CLI's
@@ -78,7 +78,7 @@ class Sinks(Value):
 
 
 class Execution(Value):
-    """A finished run and the exit code it maps to (SPEC §2); ``message`` goes to stderr."""
+    """A finished run and its exit code (docs/statuses.md); ``message`` goes to stderr."""
 
     __slots__ = ("exit_code", "message", "record")
 
@@ -242,7 +242,7 @@ def build_event(
     override: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The FlowEvent of a flow task's run (SPEC §5); ``override`` is an ``--event`` file.
+    """The FlowEvent of a flow task's run; ``override`` is an ``--event`` file.
 
     ``override`` replaces the type and the payload; ``taskId`` is still added when absent and
     ``options`` from the caller's env still applies, so ``CODEX_FLOW_PUSH=0`` always holds.

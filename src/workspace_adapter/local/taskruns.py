@@ -1,4 +1,4 @@
-"""A local run record and a scheduled task's slot state (SPEC §4), and how times are written.
+"""A local run record and a scheduled task's slot state, and how times are written.
 
 Plain standard-library values with no store attached: ``state.StateStore`` keeps them,
 ``taskrun`` and ``schedule`` make them. They are not msgspec structs on purpose: ``workspace
@@ -38,7 +38,7 @@ _JSON_KEYS = tuple(
 
 
 class TaskRun:
-    """One local run of a task (SPEC §4); its JSON keys are camelCase (``taskId``, ``startedAt``).
+    """One local run of a task; its JSON keys are camelCase (``taskId``, ``startedAt``).
 
     Mutable: a run is created ``running`` and filled in as it ends.
     """

@@ -1,4 +1,4 @@
-"""One tick, carried out: plan the scheduled tasks, claim their slots, run them (SPEC §4).
+"""One tick, carried out: plan the scheduled tasks, claim their slots, run them.
 
 The core of ``workspace tick`` and of ``serve``'s scheduler loop. It prints nothing: it returns
 a :class:`TickReport` (one :class:`TaskReport` per scheduled task, one :class:`SlotReport` per

@@ -1,1 +1,1 @@
-"""Fork maintenance (SPEC §7): rebase a fork onto an upstream release, verify, publish."""
+"""Fork maintenance: rebase a fork onto an upstream release, verify, publish."""

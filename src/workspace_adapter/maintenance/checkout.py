@@ -1,6 +1,6 @@
 """The fork's checkout: a repository of its own (rule 2), where it was found, putting it back.
 
-SPEC §7: every run leaves the checkout on the branch it found, with a clean tree, whatever the
+Every run leaves the checkout on the branch it found, with a clean tree, whatever the
 outcome. Rule 4 refuses a fork that is dirty or mid-operation, so anything found changed here
 was changed by the run (a stopped rebase, a check that wrote files) and is the run's to undo.
 """

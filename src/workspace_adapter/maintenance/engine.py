@@ -1,6 +1,6 @@
 """ForkMaintenance: rebase a fork's branch onto an upstream release, verify it, publish it.
 
-The rules are SPEC §7, numbered 1-10 in the comments below. The engine never leaves the fork
+The rules are numbered 1-10 in the comments below. The engine never leaves the fork
 half-way: a stopped rebase is aborted, a failed check puts the branch back, and the branch the
 checkout was on is restored whatever happens. A fork with a patch series is rebuilt instead of
 rebased (:mod:`.patches`); checks and publishing are the same.

@@ -30,6 +30,6 @@ def log_traceback(root: Path, exc: BaseException) -> str:
     """Write ``exc``'s traceback under ``root/.workspace/logs/``; the clause naming the file.
 
     A step's stderr reaches the operator's terminal and the run record, so an unexpected error
-    shows there as one line, and the trail is kept in a file (SPEC §2).
+    shows there as one line, and the trail is kept in a file.
     """
     return write_crash_log(root, exc, "step-crash")

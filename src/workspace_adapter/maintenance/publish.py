@@ -1,4 +1,4 @@
-"""Rules 7 and 9 of SPEC §7: run the fork's checks, keep or push what they verified."""
+"""Rules 7 and 9 of the engine: run the fork's checks, keep or push what they verified."""
 
 from __future__ import annotations
 

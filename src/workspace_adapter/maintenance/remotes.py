@@ -1,4 +1,4 @@
-"""Rule 3 of SPEC §7: the fork's remotes, and the remote-tracking refs its push leases use."""
+"""Rule 3 of the engine: the fork's remotes, and the remote-tracking refs its push leases use."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The harness flow's step process: context JSON on stdin, progress lines, one FLOW_RESULT line.
 
-SPEC §6 step protocol: the last stdout line is ``FLOW_RESULT {json}``. Whatever happens this
+The step protocol: the last stdout line is ``FLOW_RESULT {json}``. Whatever happens this
 prints a result and exits 0 once it has one; a traceback only ever goes to a log file.
 """
 
@@ -41,7 +41,7 @@ class RuntimeContext(msgspec.Struct, kw_only=True):
 
 
 class StepContext(msgspec.Struct, kw_only=True):
-    """What the runner writes on a step's stdin (SPEC §6)."""
+    """What the runner writes on a step's stdin."""
 
     flow: FlowContext
     runtime: RuntimeContext = msgspec.field(default_factory=RuntimeContext)

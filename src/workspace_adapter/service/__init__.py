@@ -1,1 +1,1 @@
-"""The service path (SPEC §9): watch release sources, keep records, run maintenance attempts."""
+"""The service path: watch release sources, keep records, run maintenance attempts."""

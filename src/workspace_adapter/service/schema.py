@@ -1,4 +1,4 @@
-"""What the DATA_DIR store holds (SPEC §9) and how it is opened: one SQLite file, WAL.
+"""What the DATA_DIR store holds and how it is opened: one SQLite file, WAL.
 
 Every access is one short transaction (:meth:`RecordStore.connect`); writers take
 ``BEGIN IMMEDIATE`` so two watchers serialise on the write lock. The file is created under an
@@ -143,7 +143,7 @@ class Attempt(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 def attempt_exit_code(attempt: Attempt) -> int:
-    """The exit code a command ends with for ``attempt`` as it was left (SPEC §2).
+    """The exit code a command ends with for ``attempt`` as it was left (docs/statuses.md).
 
     4 when the backend was not there: ``undelivered`` because it could not be reached, or
     still ``started`` (the backend went away while its runs were followed). Else the code of

@@ -62,7 +62,7 @@ class PassReport(msgspec.Struct, kw_only=True):
 def release_event(
     workspace: str, source: SourceConfig, release: Release, now: dt.datetime
 ) -> dict[str, Any]:
-    """The FlowEvent of a release (SPEC §5): a deterministic id, so the backend dedups it.
+    """The FlowEvent of a release: a deterministic id, so the backend dedups it.
 
     The source's static payload adds keys; it cannot change which release the event is about.
     """
@@ -213,7 +213,7 @@ class Watcher:
         return report
 
     async def run_once(self) -> int:
-        """One pass over everything; the exit code of its worst outcome (SPEC §2)."""
+        """One pass over everything; the exit code of its worst outcome (docs/statuses.md)."""
         report = await self.run_pass(everything=True)
         code = report.exit_code()
         if code == EXIT_BACKEND_UNREACHABLE:

@@ -1,4 +1,4 @@
-"""Upstream release sources (SPEC §9): what releases exist right now, oldest first.
+"""Upstream release sources: what releases exist right now, oldest first.
 
 A source is polled as a whole: :func:`poll` returns every release it currently lists that
 matches its ``tag_pattern``; deciding which ones are new is the records' job, so a poll that
