@@ -19,7 +19,7 @@ import structlog
 from support.backend import WORKSPACE, Backend
 from support.flows import write_flow
 
-from workspace_adapter import cli, client
+from workspace_adapter import cli, client, following
 from workspace_adapter.base import logs
 from workspace_adapter.base.errors import UserError, error_handler
 
@@ -59,7 +59,7 @@ def test_the_daemon_writes_only_json_lines_uvicorn_included(tmp_path: Path) -> N
     daemon = Backend(root, tmp_path / "data", "--log-format", "json").start()
     try:
         outcome = anyio.run(
-            lambda: client.dispatch_and_follow(
+            lambda: following.dispatch_and_follow(
                 daemon.url, {"id": "ev-log-1", "type": "load.trivial", "payload": {}}
             )
         )

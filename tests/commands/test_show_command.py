@@ -12,7 +12,7 @@ import anyio
 import pytest
 from support.backend import WORKSPACE, Backend
 
-from workspace_adapter import client
+from workspace_adapter import following
 
 SLOW = """
     name = "slow"
@@ -59,7 +59,7 @@ def daemon(tmp_path: Path) -> Iterator[Backend]:
 
 def dispatch(url: str, event_id: str, event_type: str) -> str:
     event = {"id": event_id, "type": event_type, "payload": {}}
-    outcome = anyio.run(lambda: client.dispatch_and_follow(url, event, wait=False))
+    outcome = anyio.run(lambda: following.dispatch_and_follow(url, event, wait=False))
     [run_id] = outcome.run_ids
     return run_id
 

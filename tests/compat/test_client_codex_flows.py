@@ -19,7 +19,7 @@ import anyio
 import pytest
 from support.codex_flows import CodexFlowsStandIn, Step
 
-from workspace_adapter import client
+from workspace_adapter import following
 from workspace_adapter.base.times import parse_iso
 from workspace_adapter.cli import main
 from workspace_adapter.local import configfile, taskrun, taskruns
@@ -131,7 +131,7 @@ async def test_run_of_an_event_the_backend_already_has_follows_its_runs(
     task = config.task("demo")
     record = taskruns.new_task_run(task.id, task.kind, parse_iso("2026-12-01T01:11:08.972Z"))
     event = taskrun.build_event(config, task, record, environ={})
-    first = await client.dispatch_and_follow(standin.url, event)
+    first = await following.dispatch_and_follow(standin.url, event)
     assert (first.status, first.matched) == ("accepted", 2)
 
     store = StateStore.for_workspace(root, "local").open()

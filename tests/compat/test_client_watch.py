@@ -15,7 +15,7 @@ import pytest
 from support.backend import dead_url
 from support.codex_flows import CodexFlowsStandIn, Step
 
-from workspace_adapter import client
+from workspace_adapter import following
 from workspace_adapter.base.globals import Globals
 from workspace_adapter.commands import watch
 from workspace_adapter.harness import cut_release
@@ -75,7 +75,7 @@ async def test_a_redelivered_attempt_follows_the_runs_the_backend_already_has(
 
     with CodexFlowsStandIn({"upstream.release": [MAINTAIN]}) as backend:
         # The first delivery reached the backend after all (the reply was lost on the way).
-        first = await client.dispatch_and_follow(backend.url, event, wait=False)
+        first = await following.dispatch_and_follow(backend.url, event, wait=False)
         assert first.status == "accepted"
         capsys.readouterr()
 

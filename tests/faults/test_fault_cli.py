@@ -22,7 +22,7 @@ from support.backend import Backend, dead_url
 from support.processes import gone, pid_alive
 from support.waiting import wait_until
 
-from workspace_adapter import client
+from workspace_adapter import client, following
 from workspace_adapter import protocol as rpc
 from workspace_adapter.client import TOKEN_ENV
 from workspace_adapter.local.state import StateStore
@@ -209,8 +209,8 @@ async def test_a_follower_whose_backend_stays_away_says_which_runs_it_lost(
                 line = rpc.decode_params(note, rpc.RunOutput).line
         step_group = os.getpgid(int(line.split()[1]))
         daemon.stop(signal.SIGKILL)
-        with pytest.raises(client.FollowLost) as lost:
-            await client.follow_until_done(session, "lost-1", [run_id], reconnect_for=0.3)
+        with pytest.raises(following.FollowLost) as lost:
+            await following.follow_until_done(session, "lost-1", [run_id], reconnect_for=0.3)
     finally:
         if step_group:  # the step outlives a SIGKILLed backend by design; not this test's
             os.killpg(step_group, signal.SIGKILL)

@@ -20,7 +20,7 @@ from workspace_adapter.base.errors import UserError
 
 if TYPE_CHECKING:
     from workspace_adapter.base.globals import Globals
-    from workspace_adapter.client import DispatchOutcome
+    from workspace_adapter.following import DispatchOutcome
 
 T = TypeVar("T")
 
@@ -102,8 +102,8 @@ def _report(outcome: DispatchOutcome, *, wait: bool, as_json: bool, verb: str) -
 
 
 def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:
-    from workspace_adapter.client import dispatch_and_follow
     from workspace_adapter.events import EventError, check_sendable
+    from workspace_adapter.following import dispatch_and_follow
 
     event = _read_event(file)
     try:
@@ -117,7 +117,7 @@ def dispatch(g: Globals, file: str, *, wait: bool, as_json: bool) -> int:
 
 
 def replay(g: Globals, event_id: str, *, wait: bool, as_json: bool) -> int:
-    from workspace_adapter.client import replay_and_follow
+    from workspace_adapter.following import replay_and_follow
 
     outcome = run_remote(
         lambda: replay_and_follow(g.backend_url, event_id, wait=wait, on_output=_on_output(as_json))

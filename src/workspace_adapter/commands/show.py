@@ -32,7 +32,7 @@ TAIL_LINES = 20
 
 
 def show(g: Globals, run_id: str, *, follow: bool = False, as_json: bool = False) -> int:
-    from workspace_adapter import client
+    from workspace_adapter import client, following
     from workspace_adapter import protocol as rpc
 
     def on_output(got_id: str, stream: str, line: str) -> None:
@@ -57,7 +57,9 @@ def show(g: Globals, run_id: str, *, follow: bool = False, as_json: bool = False
             await client.subscribe(session, got.run.eventId)
             # Through drops too (a slow reader of our output is closed with 1008): the run's
             # final state is what the exit code says.
-            [done] = await client.follow_until_done(session, got.run.eventId, [run_id], on_output)
+            [done] = await following.follow_until_done(
+                session, got.run.eventId, [run_id], on_output
+            )
             return done
         finally:
             await session.close()

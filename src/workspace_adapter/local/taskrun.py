@@ -348,15 +348,15 @@ class WebSocketDispatcher:
     ) -> FlowOutcome:
         import anyio
 
-        from workspace_adapter import client
+        from workspace_adapter import following
 
-        def acknowledged(outcome: client.DispatchOutcome) -> None:
+        def acknowledged(outcome: following.DispatchOutcome) -> None:
             if self.on_acknowledged is not None:
                 self.on_acknowledged(outcome.event_id, outcome.run_ids)
 
-        async def follow() -> client.DispatchOutcome:
+        async def follow() -> following.DispatchOutcome:
             with anyio.fail_after(timeout):
-                return await client.dispatch_and_follow(
+                return await following.dispatch_and_follow(
                     self.url, event, wait=wait, on_output=on_output, on_acknowledged=acknowledged
                 )
 
@@ -403,7 +403,7 @@ def _run_flow(
     try:
         outcome = dispatcher(event, wait=wait, timeout=task.timeout_seconds, on_output=on_output)
     except UserError as exc:  # BackendUnreachable, BackendRefused, an RPC error, a lost link
-        from workspace_adapter.client import FollowLost  # loaded: it is what raised
+        from workspace_adapter.following import FollowLost  # loaded: it is what raised
 
         record.status, record.reason = Status.FAILED, exc.message
         if isinstance(exc, BackendRefused):

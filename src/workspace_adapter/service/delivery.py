@@ -21,6 +21,7 @@ import anyio.to_thread
 import msgspec
 
 from workspace_adapter import client as wsclient
+from workspace_adapter import following
 from workspace_adapter import protocol as rpc
 from workspace_adapter.base import display, logs
 from workspace_adapter.base import status as status_rule
@@ -202,7 +203,7 @@ class AttemptDelivery:
 
     async def _follow(self, session: wsclient.WorkspaceClient, attempt: Attempt) -> Attempt:
         try:
-            runs = await wsclient.follow_runs(session, attempt.run_ids, self._on_output)
+            runs = await following.follow_runs(session, attempt.run_ids, self._on_output)
         except (wsclient.ConnectionLost, wsclient.RpcError, TimeoutError) as exc:
             # The backend has the event and its runs; whoever watches next follows them.
             await off_loop(self.records.release, attempt.id)
