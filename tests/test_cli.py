@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from workspace_adapter import cli
+from workspace_adapter import cli, cliparser
 from workspace_adapter.base import paths
 from workspace_adapter.base.errors import UserError, error_handler
 
 
 def test_common_flags_before_or_after_the_subcommand(tmp_path: Path) -> None:
-    parser = cli.build_parser()
+    parser = cliparser.build_parser()
     before = parser.parse_args(["--workspace-root", str(tmp_path), "--mode", "actions", "tick"])
     after = parser.parse_args(["tick", "--workspace-root", str(tmp_path), "--mode", "actions"])
     for ns in (before, after):
@@ -28,10 +28,10 @@ def test_common_flags_before_or_after_the_subcommand(tmp_path: Path) -> None:
 
 def test_backend_url_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CODEX_WORKSPACE_BACKEND_WS_URL", "ws://127.0.0.1:9")
-    g = cli.globals_of(cli.build_parser().parse_args(["tick"]))
+    g = cli.globals_of(cliparser.build_parser().parse_args(["tick"]))
     assert g.backend_url == "ws://127.0.0.1:9"
     monkeypatch.delenv("CODEX_WORKSPACE_BACKEND_WS_URL")
-    g = cli.globals_of(cli.build_parser().parse_args(["tick"]))
+    g = cli.globals_of(cliparser.build_parser().parse_args(["tick"]))
     assert g.backend_url == "ws://127.0.0.1:3586"
 
 
@@ -74,19 +74,21 @@ def test_unexpected_error_leaves_a_traceback_file(
 
 
 def test_only_the_named_command_is_built_and_help_lists_every_command() -> None:
-    assert cli.command_named(["--workspace-root", "x", "--mode=local", "run", "hello"]) == "run"
-    assert cli.command_named(["--help"]) is None
-    assert cli.command_named(["nope"]) is None
-    assert cli.command_named([]) is None
-    help_text = cli.build_parser().format_help()
-    for name in cli.COMMANDS:
+    assert (
+        cliparser.command_named(["--workspace-root", "x", "--mode=local", "run", "hello"]) == "run"
+    )
+    assert cliparser.command_named(["--help"]) is None
+    assert cliparser.command_named(["nope"]) is None
+    assert cliparser.command_named([]) is None
+    help_text = cliparser.build_parser().format_help()
+    for name in cliparser.COMMANDS:
         assert name in help_text
-    ns = cli.build_parser("run").parse_args(["run", "hello", "--json"])
+    ns = cliparser.build_parser("run").parse_args(["run", "hello", "--json"])
     assert (ns.command, ns.task_id, ns.json) == ("run", "hello", True)
 
 
 def test_attempts_lists_by_default_and_takes_an_action_with_an_id() -> None:
-    parser = cli.build_parser()
+    parser = cliparser.build_parser()
     listed = parser.parse_args(["attempts", "--status", "failed", "--json"])
     assert (listed.action, listed.attempt_id, listed.status, listed.json) == (
         None,
@@ -139,6 +141,7 @@ HEAVY = (
     "cronsim",
     "uvicorn",
     "tomllib",
+    "argparse",  # with the full parser of cliparser.py: the quick parse reads plain forms
 )
 
 _IMPORTS_AFTER = """
@@ -205,7 +208,7 @@ def test_run_and_tick_load_only_the_standard_library_while_the_config_is_unchang
 def test_the_quick_parse_reads_plain_run_and_tick_as_argparse_does(argv: list[str]) -> None:
     quick = cli.quick_parse(argv)
     assert quick is not None
-    full = vars(cli.build_parser(cli.command_named(argv)).parse_args(argv))
+    full = vars(cliparser.build_parser(cliparser.command_named(argv)).parse_args(argv))
     assert vars(quick) == full
 
 
@@ -242,7 +245,7 @@ def test_version_and_a_bare_workspace(capsys: pytest.CaptureFixture[str]) -> Non
     assert cli.main([]) == 0
     listed = capsys.readouterr().out
     assert listed.startswith("usage: workspace ")
-    for name in cli.COMMANDS:
+    for name in cliparser.COMMANDS:
         assert f"\n    {name} " in listed
 
 
@@ -257,7 +260,7 @@ def _parsers(parser: Any) -> Iterator[Any]:
 
 
 def test_every_positional_has_help_and_no_help_points_at_the_spec() -> None:
-    for parser in _parsers(cli.build_parser()):
+    for parser in _parsers(cliparser.build_parser()):
         for action in parser._actions:
             if not action.option_strings:
                 assert action.help, (parser.prog, action.dest)

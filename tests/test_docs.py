@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from workspace_adapter import cli
+from workspace_adapter import cli, cliparser
 from workspace_adapter.base import errors
 from workspace_adapter.base.status import Status
 from workspace_adapter.flows import package
@@ -206,7 +206,7 @@ def command_paths() -> list[tuple[str, ...]]:
                     found.append((*prefix, name))
                     walk(sub, (*prefix, name))
 
-    walk(cli.build_parser(), ())
+    walk(cliparser.build_parser(), ())
     return found
 
 
@@ -234,7 +234,7 @@ def test_docs_point_at_nothing_internal(path: Path) -> None:
 
 def test_every_cli_command_is_checked() -> None:
     top = {argv[0] for argv in command_paths() if len(argv) == 1}
-    assert top == set(cli.COMMANDS)
+    assert top == set(cliparser.COMMANDS)
 
 
 @pytest.mark.parametrize("argv", command_paths(), ids=lambda a: " ".join(a) or "workspace")

@@ -19,7 +19,7 @@ import structlog
 from support.backend import WORKSPACE, Backend
 from support.flows import write_flow
 
-from workspace_adapter import cli, client, following
+from workspace_adapter import cli, client, cliparser, following
 from workspace_adapter.base import logs
 from workspace_adapter.base.errors import UserError, error_handler
 
@@ -144,7 +144,7 @@ def test_a_daemon_that_cannot_start_says_why_as_json(tmp_path: Path) -> None:
     ],
 )
 def test_daemons_log_from_info_by_default(argv: list[str], level: str) -> None:
-    ns = cli.build_parser(cli.command_named(argv)).parse_args(argv)
+    ns = cliparser.build_parser(cliparser.command_named(argv)).parse_args(argv)
     assert cli.globals_of(ns).log_level == level
 
 
