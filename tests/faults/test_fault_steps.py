@@ -88,32 +88,54 @@ async def test_a_50_mb_flood_keeps_the_daemon_bounded_and_the_tail(daemon: Backe
 class _FailsAfterTheStep(LocalExecutor):
     """Runs the step for real, then fails the way the backend's own machinery can once a step
     has started: out of descriptors while noting or following it (what a daemon at its
-    descriptor limit met), or a bug."""
+    descriptor limit met), or a bug; ``grouped``: inside a task group, as the step's output is
+    followed, so the error comes wrapped in an exception group."""
 
-    def __init__(self, problem: Exception) -> None:
+    def __init__(self, problem: Exception, grouped: bool) -> None:
         super().__init__()
         self.problem = problem
+        self.grouped = grouped
 
     async def run(self, invocation: StepInvocation, **how: Any) -> StepOutcome:
         await super().run(invocation, **how)
+        if not self.grouped:
+            raise self.problem
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._fail)
+        raise AssertionError("the task group raised")
+
+    async def _fail(self) -> None:
         raise self.problem
 
 
+EMFILE = "[Errno 24] Too many open files"
+
+
 @pytest.mark.parametrize(
-    ("problem", "logged", "error"),
+    ("problem", "grouped", "logged", "error"),
     [
         (
             OSError(errno.EMFILE, "Too many open files"),
+            False,
             "step.not_followed",
-            "the backend could not run the step: [Errno 24] Too many open files",
+            f"the backend could not run the step: {EMFILE}",
         ),
-        (RuntimeError("a bug"), "step.crashed", "internal error: a bug"),
+        (
+            OSError(errno.EMFILE, "Too many open files"),
+            True,
+            "step.not_followed",
+            f"the backend could not run the step: {EMFILE}",
+        ),
+        (RuntimeError("a bug"), False, "step.crashed", "internal error: a bug"),
+        (RuntimeError("a bug"), True, "step.crashed", "internal error: "),
     ],
+    ids=["emfile", "emfile-in-a-task-group", "bug", "bug-in-a-task-group"],
 )
 async def test_a_step_the_backend_cannot_follow_fails_its_run_with_one_line(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     problem: Exception,
+    grouped: bool,
     logged: str,
     error: str,
 ) -> None:
@@ -122,7 +144,7 @@ async def test_a_step_the_backend_cannot_follow_fails_its_run_with_one_line(
     way the run ends failed, saying why, and the queue goes on."""
     root = write_flows(tmp_path / "ws")
     store = BackendStore(tmp_path / "data")
-    service = in_process_service(root, store, _FailsAfterTheStep(problem))
+    service = in_process_service(root, store, _FailsAfterTheStep(problem, grouped))
     queue = service.queue
     async with anyio.create_task_group() as tg:
         await tg.start(queue.serve)
@@ -135,10 +157,11 @@ async def test_a_step_the_backend_cannot_follow_fails_its_run_with_one_line(
     store.close()
     err = capsys.readouterr().err
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert [(run.status, run.error) for run in ended] == [("failed", error)] * 2
+    assert [run.status for run in ended] == ["failed"] * 2
+    assert all((run.error or "").startswith(error) for run in ended), ended
     said = [entry for entry in logs if entry["event"] == logged]
     assert len(said) == 2
     assert all(("exception" in entry) == (logged == "step.crashed") for entry in said)
     if logged == "step.not_followed":
-        assert said[0]["problem"] == "[Errno 24] Too many open files"
+        assert said[0]["problem"] == EMFILE
         assert not any(entry["event"] == "step.crashed" for entry in logs)

@@ -255,8 +255,8 @@ class RunQueue:
             error = _failure(log, "run.not_started", "run.crashed", exc)
             try:
                 await self._finish(run_id, status=Status.FAILED, error=error)
-            except Exception:  # left running in the store: the next start takes it up
-                self._log.exception("run.end_not_recorded", run_id=run_id)
+            except Exception as again:  # left running in the store: the next start takes it up
+                _failure(log, "run.end_not_recorded", "run.end_not_recorded", again)
         finally:
             del self._active[run_id]
             if found is not None:
@@ -400,20 +400,21 @@ class RunQueue:
     async def _finish(self, run_id: str, *, strict: bool = False, **fields: Any) -> None:
         """Record a run's end (committed off the loop) and tell the subscribers.
 
-        When the store cannot take it, ``strict`` raises :class:`StoreUnavailable`; otherwise
-        the end is kept (see :meth:`record`) and written again until the store takes it.
+        When the store cannot take it, ``strict`` raises (:class:`StoreUnavailable`, or the
+        error itself); otherwise the end is kept (see :meth:`record`) and written again until
+        the store takes it.
         """
         try:
             record = await self.store.writer.finish_run(run_id, **fields)
-        except StoreUnavailable as problem:
+        except (StoreUnavailable, sqlite3.Error, OSError) as problem:
             if strict:
                 raise
             self._log.error(
                 "run.end_not_recorded",
                 run_id=run_id,
                 status=fields.get("status"),
-                reason=problem.reason,
-                problem=problem.message,
+                reason=getattr(problem, "reason", "error"),
+                problem=str(problem),
                 retry="until the store takes it",
             )
             record = self._keep(run_id, fields)
@@ -429,7 +430,13 @@ class RunQueue:
 
     def _keep(self, run_id: str, fields: dict[str, Any]) -> FlowRun | None:
         """Hold an end the store did not take, and write it again in the background."""
-        stored = self.store.get_run(run_id)
+        try:
+            stored = self.store.get_run(run_id)
+        except (sqlite3.Error, OSError) as exc:
+            # Not even readable: the run stays running in the store, and the next start of
+            # the backend judges it from what its step left in its folder.
+            self._log.error("run.end_not_kept", run_id=run_id, problem=str(exc))
+            return None
         if stored is None or stored.terminal:
             return None
         ended = msgspec.structs.replace(
@@ -448,9 +455,9 @@ class RunQueue:
 
         def not_recorded(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
-            if exc is not None and not isinstance(exc, StoreUnavailable):
+            if isinstance(exc, Exception) and not isinstance(exc, StoreUnavailable):
                 # An error the store does not classify: logged, and still only this run's.
-                self._log.error("run.end_not_recorded", run_id=run_id, exc_info=exc)
+                _failure(self._log.bind(run_id=run_id), "run.end_not_recorded", "run.crashed", exc)
 
         await anyio.sleep(END_RETRY_FIRST_SECONDS)
         async for trying in tenacity.AsyncRetrying(
@@ -491,15 +498,42 @@ _END_FIELDS = (
 )
 
 
+_MACHINE_TROUBLE = (OSError, sqlite3.Error, StoreUnavailable)
+
+
+def machine_trouble(exc: BaseException) -> str | None:
+    """What went wrong, in one line, when ``exc`` is the machine's trouble and not a bug: out
+    of descriptors, a full disk, a store that cannot be read or written. An exception group
+    (a step is followed in a task group) counts when every error in it is such trouble."""
+    if isinstance(exc, _MACHINE_TROUBLE):
+        return str(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(_MACHINE_TROUBLE)
+        if matched is not None and rest is None:
+            return "; ".join(dict.fromkeys(_leaves(matched)))
+    return None
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[str]:
+    found: list[str] = []
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            found += _leaves(inner)
+        else:
+            found.append(str(inner))
+    return found
+
+
 def _failure(log: Any, trouble: str, crash: str, exc: Exception) -> str:
     """Log why a run could not go on and return the error its record keeps.
 
-    The machine's trouble (out of descriptors, a full disk, a store that cannot be read) is one
-    line naming the problem, logged as ``trouble``; anything else is a bug in this program and
-    is logged as ``crash`` with its traceback.
+    The machine's trouble (see :func:`machine_trouble`) is one line naming the problem, logged
+    as ``trouble``; anything else is a bug in this program and is logged as ``crash`` with its
+    traceback.
     """
-    if isinstance(exc, (OSError, sqlite3.Error)):
-        log.error(trouble, problem=str(exc))
-        return f"the backend could not run the step: {exc}"
-    log.exception(crash)
+    problem = machine_trouble(exc)
+    if problem is not None:
+        log.error(trouble, problem=problem)
+        return f"the backend could not run the step: {problem}"
+    log.exception(crash, exc_info=exc)
     return f"internal error: {exc}"
