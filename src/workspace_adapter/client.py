@@ -357,7 +357,7 @@ class ReconnectingClient:
 
     Requests are retried once on a fresh connection when the old one dropped. Notifications
     seen by a lost connection are gone; a caller that follows runs re-subscribes and re-reads
-    the runs (:func:`follow_runs` does the re-read).
+    the runs (:func:`~workspace_adapter.following.follow_runs` does the re-read).
     """
 
     def __init__(

@@ -371,7 +371,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that command's subparser.
 
     Building all of them costs more than a quick ``workspace run`` may spend, so
-    :func:`main` builds the one the command line names, and every one for help or an error.
+    :func:`workspace_adapter.cli.main` builds the one the command line names, and every one
+    for help or an error.
     """
     parser = argparse.ArgumentParser(
         prog="workspace", description="Keep a fork rebased on its upstream's releases."
